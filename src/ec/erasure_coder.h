@@ -1,0 +1,136 @@
+// ErasureCoder: Reed-Solomon encode, decode and parity-delta update of one
+// stripe at a time.
+//
+// A stripe is k data shards followed by m parity shards, all of the same
+// length `len`:
+//
+//      index:   0      1     ...   k-1  |  k       ...   k+m-1
+//             +------+------+-----+------+--------+-----+--------+
+//             | D0   | D1   | ... | Dk-1 | P0     | ... | Pm-1   |
+//             +------+------+-----+------+--------+-----+--------+
+//               data (tmpfs of k nodes)    parity (NVMe of m nodes)
+//
+//   P_j = sum_i C[j][i] * D_i  over GF(2^8) (polynomial 0x11d), byte by byte
+//   for the matrix techniques; C is the m x k coding matrix.
+//
+// Techniques (the bytes each one produces are a stable on-disk format, pinned
+// by golden vectors in tests/ec):
+//   reed_sol_van  Jerasure's Vandermonde matrix (w=8). Row 0 is all ones.
+//   cauchy        Jerasure's cauchy_good_general matrix used as a byte matrix.
+//   cauchy_good   the same matrix expanded to a bit-matrix (w=8) and run as an
+//                 XOR schedule on packets of `packet_size` bytes. Its parity
+//                 bytes are laid out differently from `cauchy`: a separate
+//                 format, Jerasure only.
+//   xor           m=1, P0 = D0 ^ ... ^ Dk-1 (the test oracle; byte-identical to
+//                 reed_sol_van with m=1).
+// The Jerasure and ISA-L backends produce byte-identical parity for
+// reed_sol_van and cauchy, because they are fed the same matrix.
+//
+// Buffers: the caller allocates and owns every shard buffer; the coder never
+// keeps a pointer past the call. Any alignment is accepted (misaligned buffers
+// may take a slower bounce path in some backends). `len` must be a multiple of
+// alignment(): 1 for the matrix techniques, 8 * packet_size for cauchy_good.
+// len == 0 is valid and does nothing.
+//
+// Thread-safety: a coder is immutable after construction except for its
+// decode-table cache, which is internally locked; Encode, Decode and
+// ApplyDelta may run concurrently from any number of threads.
+//
+// Errors: InvalidArgument for misuse (wrong counts, null buffers, bad len),
+// DataLoss when more than m shards are missing (never wrong bytes).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "ec/gf256.h"
+
+namespace fern::ec {
+
+// k + m never exceeds this, so a set of shard indices fits in 32 bits.
+inline constexpr int kMaxShards = 32;
+
+// A set of shard indices in [0, k+m).
+class ShardSet {
+ public:
+  constexpr ShardSet() = default;
+  constexpr explicit ShardSet(uint32_t bits) : bits_(bits) {}
+  static constexpr ShardSet FirstN(int n) {
+    return ShardSet(n >= 32 ? ~0u : ((1u << n) - 1));
+  }
+  constexpr bool contains(int i) const { return (bits_ >> i) & 1u; }
+  constexpr void insert(int i) { bits_ |= 1u << i; }
+  constexpr void erase(int i) { bits_ &= ~(1u << i); }
+  int size() const { return __builtin_popcount(bits_); }
+  constexpr bool empty() const { return bits_ == 0; }
+  constexpr uint32_t bits() const { return bits_; }
+  friend constexpr bool operator==(ShardSet a, ShardSet b) { return a.bits_ == b.bits_; }
+
+ private:
+  uint32_t bits_ = 0;
+};
+
+struct CoderOptions {
+  std::string backend = "auto";  // "jerasure", "isal", "xor", or "auto"
+  std::string technique = "reed_sol_van";
+  int k = 4;
+  int m = 2;
+  // cauchy_good only: bytes per packet; 0 picks the tuned default.
+  size_t packet_size = 0;
+};
+
+class ErasureCoder {
+ public:
+  virtual ~ErasureCoder() = default;
+
+  virtual int k() const = 0;
+  virtual int m() const = 0;
+  virtual std::string_view backend() const = 0;
+  virtual std::string_view technique() const = 0;
+  // Shard lengths must be multiples of this.
+  virtual size_t alignment() const = 0;
+  // The m x k coding matrix (for the xor technique: one row of ones).
+  virtual const gf256::Matrix& coding_matrix() const = 0;
+
+  // Computes the m parity shards from the k data shards.
+  // REQUIRES: data.size() == k, parity.size() == m, no null pointer, parity
+  // buffers do not overlap data buffers.
+  virtual Status Encode(std::span<const uint8_t* const> data,
+                        std::span<uint8_t* const> parity, size_t len) const = 0;
+
+  // Reconstructs every shard in `want` from the shards in `present`.
+  // `shards` has k+m entries indexed as in the diagram; entries in `present`
+  // are read, entries in `want` are written, others may be null.
+  // Returns DataLoss if present has fewer than k shards.
+  // REQUIRES: want and present are disjoint.
+  virtual Status Decode(std::span<uint8_t* const> shards, ShardSet present,
+                        ShardSet want, size_t len) const = 0;
+
+  // Parity-delta update for a change of data shard `data_index`:
+  //   parity[j] ^= C[j][data_index] * delta      for j in 0..m-1
+  // where delta = old ^ new over the changed bytes and parity[j] points at the
+  // same byte offset within parity shard j. Afterwards the parity equals a full
+  // re-encode of the updated stripe.
+  // REQUIRES: delta.size() and the offset of the change within the shard are
+  // multiples of alignment(); parity.size() == m.
+  virtual Status ApplyDelta(int data_index, std::span<const uint8_t> delta,
+                            std::span<uint8_t* const> parity) const = 0;
+};
+
+// Builds a coder. backend "auto" picks the fastest backend available for the
+// technique (ISA-L when built in, for reed_sol_van and cauchy).
+StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& options);
+
+// Backends compiled into this build, e.g. {"jerasure", "isal", "xor"}.
+std::span<const std::string_view> AvailableBackends();
+
+// True when gf-complete's SIMD (SSSE3) region multiply for w=8 is active in
+// this process. Without it Jerasure's matrix techniques run ~4x slower.
+bool JerasureSimdActive();
+
+}  // namespace fern::ec
