@@ -10,7 +10,7 @@ namespace {
 
 // Chosen with ec_bench on this project's reference machine; see
 // docs/performance.md.
-constexpr size_t kDefaultPacketSize = 8192;
+constexpr size_t kDefaultPacketSize = 16384;
 constexpr size_t kMaxPacketSize = 1 << 20;
 
 #ifdef FERN_HAVE_ISAL

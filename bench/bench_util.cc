@@ -1,0 +1,110 @@
+#include "bench_util.h"
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+namespace fern::bench {
+
+AlignedBuffer AllocateTouched(size_t bytes, uint8_t fill) {
+  size_t rounded = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
+  AlignedBuffer b(static_cast<uint8_t*>(std::aligned_alloc(4096, rounded)));
+  if (!b) {
+    std::fprintf(stderr, "ec_bench: out of memory allocating %zu bytes\n", rounded);
+    std::exit(1);
+  }
+  std::memset(b.get(), fill, rounded);
+  return b;
+}
+
+double MeasureGbps(int threads, size_t items, size_t bytes_per_call, double seconds,
+                   const std::function<void(int, size_t)>& body) {
+  using Clock = std::chrono::steady_clock;
+  std::atomic<bool> stop{false};
+  std::vector<uint64_t> calls(threads, 0);
+  std::barrier start(threads + 1);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      start.arrive_and_wait();
+      uint64_t n = 0;
+      size_t i = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        body(t, i);
+        ++n;
+        if (++i == items) i = 0;
+      }
+      calls[t] = n;
+    });
+  }
+  start.arrive_and_wait();
+  const auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& th : pool) th.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  uint64_t total = 0;
+  for (auto c : calls) total += c;
+  return static_cast<double>(total) * bytes_per_call / elapsed / 1e9;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+Json& Json::Add(const std::string& key, const std::string& value) {
+  std::string e = "\"";
+  for (char c : value) {
+    if (c == '"' || c == '\\') {
+      e += '\\';
+      e += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      e += buf;
+    } else {
+      e += c;
+    }
+  }
+  fields_.emplace_back(key, e + "\"");
+  return *this;
+}
+
+Json& Json::Add(const std::string& key, double value) {
+  char buf[64];
+  if (std::isfinite(value)) {
+    std::snprintf(buf, sizeof buf, "%.4g", value);
+  } else {
+    std::snprintf(buf, sizeof buf, "null");
+  }
+  fields_.emplace_back(key, buf);
+  return *this;
+}
+
+Json& Json::Add(const std::string& key, int64_t value) {
+  fields_.emplace_back(key, std::to_string(value));
+  return *this;
+}
+
+Json& Json::Add(const std::string& key, bool value) {
+  fields_.emplace_back(key, value ? "true" : "false");
+  return *this;
+}
+
+std::string Json::ToString() const {
+  std::string s = "{";
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    if (i) s += ", ";
+    s += "\"" + fields_[i].first + "\": " + fields_[i].second;
+  }
+  return s + "}";
+}
+
+}  // namespace fern::bench

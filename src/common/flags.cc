@@ -1,0 +1,158 @@
+#include "common/flags.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+
+namespace fern {
+
+StatusOr<uint64_t> ParseSize(std::string_view text) {
+  if (text.empty()) return InvalidArgumentError("empty size");
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0) return InvalidArgumentError("size '" + std::string(text) + "' has no number");
+  std::string num(text.substr(0, digits));
+  errno = 0;
+  unsigned long long v = std::strtoull(num.c_str(), nullptr, 10);
+  if (errno == ERANGE) return OutOfRangeError("size '" + std::string(text) + "' too large");
+  std::string_view suffix = text.substr(digits);
+  uint64_t mult = 1;
+  if (suffix.empty() || suffix == "B") {
+    mult = 1;
+  } else if (suffix == "K" || suffix == "KiB" || suffix == "KB" || suffix == "k") {
+    mult = uint64_t{1} << 10;
+  } else if (suffix == "M" || suffix == "MiB" || suffix == "MB") {
+    mult = uint64_t{1} << 20;
+  } else if (suffix == "G" || suffix == "GiB" || suffix == "GB") {
+    mult = uint64_t{1} << 30;
+  } else if (suffix == "T" || suffix == "TiB" || suffix == "TB") {
+    mult = uint64_t{1} << 40;
+  } else {
+    return InvalidArgumentError("size '" + std::string(text) +
+                                "': unknown suffix (use B, KiB, MiB, GiB, TiB)");
+  }
+  if (v > std::numeric_limits<uint64_t>::max() / mult) {
+    return OutOfRangeError("size '" + std::string(text) + "' too large");
+  }
+  return v * mult;
+}
+
+std::string FormatSize(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (u < 4 && bytes >= 1024 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    ++u;
+  }
+  return std::to_string(bytes) + kUnits[u];
+}
+
+void FlagSet::Bool(std::string name, bool* dest, std::string help) {
+  Add({name, std::move(help), *dest ? "true" : "false", true, [dest, name](std::string_view v) {
+         if (v.empty() || v == "true" || v == "1" || v == "yes") {
+           *dest = true;
+         } else if (v == "false" || v == "0" || v == "no") {
+           *dest = false;
+         } else {
+           return InvalidArgumentError("--" + name + ": expected true or false, got '" +
+                                       std::string(v) + "'");
+         }
+         return Status();
+       }});
+}
+
+void FlagSet::Int(std::string name, int* dest, std::string help) {
+  Add({name, std::move(help), std::to_string(*dest), false, [dest, name](std::string_view v) {
+         std::string s(v);
+         char* end = nullptr;
+         errno = 0;
+         long x = std::strtol(s.c_str(), &end, 10);
+         if (s.empty() || *end != '\0' || errno == ERANGE || x < std::numeric_limits<int>::min() ||
+             x > std::numeric_limits<int>::max()) {
+           return InvalidArgumentError("--" + name + ": expected an integer, got '" + s + "'");
+         }
+         *dest = static_cast<int>(x);
+         return Status();
+       }});
+}
+
+void FlagSet::Size(std::string name, uint64_t* dest, std::string help) {
+  Add({name, std::move(help), FormatSize(*dest), false, [dest, name](std::string_view v) {
+         auto s = ParseSize(v);
+         if (!s.ok()) return s.status().WithContext("--" + name);
+         *dest = *s;
+         return Status();
+       }});
+}
+
+void FlagSet::Double(std::string name, double* dest, std::string help) {
+  Add({name, std::move(help), std::to_string(*dest), false, [dest, name](std::string_view v) {
+         std::string s(v);
+         char* end = nullptr;
+         double x = std::strtod(s.c_str(), &end);
+         if (s.empty() || *end != '\0') {
+           return InvalidArgumentError("--" + name + ": expected a number, got '" + s + "'");
+         }
+         *dest = x;
+         return Status();
+       }});
+}
+
+void FlagSet::String(std::string name, std::string* dest, std::string help) {
+  Add({name, std::move(help), *dest, false, [dest](std::string_view v) {
+         *dest = std::string(v);
+         return Status();
+       }});
+}
+
+Status FlagSet::Parse(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      positional_.insert(positional_.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    if (a == "--help" || a == "-h") {
+      help_ = true;
+      continue;
+    }
+    if (a.size() < 3 || a[0] != '-' || a[1] != '-') {
+      positional_.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    Flag* flag = nullptr;
+    for (auto& f : flags_) {
+      if (f.name == name) flag = &f;
+    }
+    if (flag == nullptr) return InvalidArgumentError("unknown flag --" + name + " (see --help)");
+    if (!has_value && !flag->is_bool) {
+      if (i + 1 >= args.size()) return InvalidArgumentError("--" + name + " needs a value");
+      value = args[++i];
+    }
+    FERN_RETURN_IF_ERROR(flag->set(value));
+  }
+  return Status();
+}
+
+std::string FlagSet::Help() const {
+  std::string out = usage_ + "\n\nFlags:\n";
+  for (const auto& f : flags_) {
+    std::string left = "  --" + f.name + (f.is_bool ? "" : " VALUE");
+    if (left.size() < 28) left.resize(28, ' ');
+    out += left + " " + f.help;
+    if (!f.default_text.empty()) out += " (default: " + f.default_text + ")";
+    out += "\n";
+  }
+  out += "  --help                       print this help and exit\n";
+  return out;
+}
+
+}  // namespace fern
