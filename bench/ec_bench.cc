@@ -13,7 +13,9 @@ constexpr char kUsage[] =
     "usage: ec_bench WORKLOAD [flags]   (ec_bench WORKLOAD --help for its flags)\n\n"
     "Workloads:\n"
     "  encode   erasure-coding encode/decode/delta throughput vs memcpy and the raw\n"
-    "           library kernel (Jerasure or ISA-L), same run, same buffers\n";
+    "           library kernel (Jerasure or ISA-L), same run, same buffers\n"
+    "  transport  UcxTransport payload bandwidth between two processes vs\n"
+    "           ucx_perftest ucp_am_bw, same run\n";
 
 }  // namespace
 
@@ -25,6 +27,8 @@ int main(int argc, char** argv) {
   const std::string workload = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (workload == "encode") return fern::bench::RunEncode(args);
+  if (workload == "transport") return fern::bench::RunTransport(args);
+  if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;
 }

@@ -72,9 +72,9 @@ void TransportCore::Send(NodeId to, OutMessage message, SendCallback done) {
 void TransportCore::Call(NodeId to, OutMessage request, CallOptions options, ReplyCallback done) {
   const uint64_t id = next_request_id_++;
   const TimePoint deadline = clock_.Now() + options.timeout;
-  outstanding_[id] = Outstanding{to, request.kind, deadline, std::move(done),
-                                 std::move(options.reply_sink)};
-  deadlines_.emplace(deadline, id);
+  const bool earliest = deadlines_.empty() || deadline < deadlines_.begin()->first;
+  outstanding_[id] = Outstanding{to, request.kind, deadlines_.emplace(deadline, id),
+                                 std::move(done), std::move(options.reply_sink)};
   Frame f;
   f.kind = request.kind;
   f.flags = kFlagRequest;
@@ -87,7 +87,7 @@ void TransportCore::Call(NodeId to, OutMessage request, CallOptions options, Rep
   SendFrame(to, std::move(f), std::move(request.payload), [this, id, to](Status s) {
     if (!s.ok()) Complete(id, s.WithContext("send to " + to.ToString()));
   });
-  Notify();  // the deadline may be earlier than any armed timer
+  if (earliest) Notify();  // the owner's timer must be re-armed earlier
 }
 
 void TransportCore::CountRejected(const Status& decode_error) {
@@ -181,7 +181,8 @@ void TransportCore::Complete(uint64_t request_id, StatusOr<InMessage> result) {
   auto it = outstanding_.find(request_id);
   if (it == outstanding_.end()) return;
   ReplyCallback done = std::move(it->second.done);
-  outstanding_.erase(it);  // its deadline entry is skipped when it fires
+  deadlines_.erase(it->second.deadline);
+  outstanding_.erase(it);
   Post([done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
 }
 
@@ -214,9 +215,7 @@ void TransportCore::FireDeadlines() {
   const TimePoint now = clock_.Now();
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     const uint64_t id = deadlines_.begin()->second;
-    deadlines_.erase(deadlines_.begin());
     auto it = outstanding_.find(id);
-    if (it == outstanding_.end()) continue;
     ++stats_.deadlines_expired;
     Complete(id, DeadlineExceededError("request " + std::to_string(id) + " (kind " +
                                        std::to_string(it->second.kind) + ") to " +
@@ -234,7 +233,6 @@ void TransportCore::RunPosted() {
 }
 
 std::optional<TimePoint> TransportCore::NextDeadline() const {
-  // Entries of completed calls linger until they fire; harmless, only early wake-ups.
   if (deadlines_.empty()) return std::nullopt;
   return deadlines_.begin()->first;
 }

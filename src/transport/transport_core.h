@@ -70,7 +70,7 @@ class TransportCore : public Transport {
   struct Outstanding {
     NodeId to;
     MessageKind kind;
-    TimePoint deadline;
+    std::multimap<TimePoint, uint64_t>::iterator deadline;
     ReplyCallback done;
     PayloadSink reply_sink;
   };

@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -125,6 +126,12 @@ struct UcxTransport::Impl {
   uint16_t port = 0;
   int epoll_fd = -1, worker_fd = -1, timer_fd = -1, notify_fd = -1;
   bool shut_down = false;
+  // Syscall economy on the hot path: no eventfd write while Progress() runs
+  // (posted work runs before it returns) or while one is already pending,
+  // and the timerfd is reprogrammed only when the earliest deadline moves.
+  bool in_progress = false;
+  bool notified = false;
+  std::optional<TimePoint> timer_armed_for;
 
   std::unordered_map<NodeId, std::shared_ptr<Ep>> out_eps;
   std::unordered_map<ucp_ep_h, std::shared_ptr<Ep>> all_eps;  // outgoing and accepted
@@ -352,8 +359,11 @@ struct UcxTransport::Impl {
   }
 
   void ArmTimer() {
+    const std::optional<TimePoint> next = owner->NextDeadline();
+    if (next == timer_armed_for) return;
+    timer_armed_for = next;
     itimerspec spec{};
-    if (auto d = owner->NextDeadline()) {
+    if (auto d = next) {
       auto delta = *d - owner->clock().Now();
       if (delta < Duration(1000)) delta = Duration(1000);
       spec.it_value.tv_sec = delta.count() / 1000000000;
@@ -458,6 +468,8 @@ UcxTransport::~UcxTransport() {
 
 uint16_t UcxTransport::listen_port() const { return impl_->port; }
 
+void UcxTransport::set_spin_before_sleep(Duration d) { impl_->options.spin_before_sleep = d; }
+
 void UcxTransport::SetPeerAddress(NodeId peer, std::string host_port) {
   impl_->options.peers[peer] = std::move(host_port);
 }
@@ -465,8 +477,11 @@ void UcxTransport::SetPeerAddress(NodeId peer, std::string host_port) {
 int UcxTransport::event_fd() const { return impl_->epoll_fd; }
 
 void UcxTransport::Notify() {
+  Impl& d = *impl_;
+  if (d.in_progress || d.notified) return;
+  d.notified = true;
   uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(impl_->notify_fd, &one, sizeof one);
+  [[maybe_unused]] ssize_t n = write(d.notify_fd, &one, sizeof one);
 }
 
 void UcxTransport::SendFrame(NodeId to, Frame frame, Payload payload, SendCallback done) {
@@ -486,8 +501,15 @@ void UcxTransport::SendFrame(NodeId to, Frame frame, Payload payload, SendCallba
 void UcxTransport::Progress() {
   Impl& d = *impl_;
   if (d.shut_down || d.worker == nullptr) return;
-  d.Drain(d.notify_fd);
-  d.Drain(d.timer_fd);
+  d.in_progress = true;
+  if (d.notified) {
+    d.Drain(d.notify_fd);
+    d.notified = false;
+  }
+  if (d.timer_armed_for && *d.timer_armed_for <= clock().Now()) {
+    d.Drain(d.timer_fd);
+    d.timer_armed_for.reset();  // forces ArmTimer to reprogram
+  }
   while (true) {
     while (ucp_worker_progress(d.worker) != 0) {
     }
@@ -495,10 +517,24 @@ void UcxTransport::Progress() {
     RunPosted();
     if (!d.failed_eps.empty() || !d.conn_requests.empty() || HasPosted()) continue;
     if (d.options.busy_poll) break;
+    // While traffic flows, a short spin is far cheaper than arming the worker
+    // and sleeping in epoll for every TCP segment; idle, it costs nothing.
+    if (d.options.spin_before_sleep.count() > 0) {
+      const TimePoint until = clock().Now() + d.options.spin_before_sleep;
+      bool got = false;
+      while (clock().Now() < until) {
+        if (ucp_worker_progress(d.worker) != 0) {
+          got = true;
+          break;
+        }
+      }
+      if (got) continue;
+    }
     // Arm only when UCX has nothing pending; BUSY means progress again.
     if (ucp_worker_arm(d.worker) == UCS_ERR_BUSY) continue;
     break;
   }
+  d.in_progress = false;
   d.ArmTimer();
 }
 

@@ -40,6 +40,9 @@ struct UcxOptions {
   uint16_t listen_port = 0;  // 0: an ephemeral port, see listen_port()
   std::map<NodeId, std::string> peers;  // node -> "host:port"
   bool busy_poll = false;
+  // Event-driven mode: after the last event, keep polling this long before
+  // arming the worker and sleeping (see docs/performance.md for the choice).
+  Duration spin_before_sleep = std::chrono::microseconds(50);
   Limits limits;
 };
 
@@ -50,6 +53,7 @@ class UcxTransport final : public TransportCore {
 
   // The port the listener is bound to (0 when not listening).
   uint16_t listen_port() const;
+  void set_spin_before_sleep(Duration d);
   // Adds or changes a peer's address; takes effect at the next connection.
   void SetPeerAddress(NodeId peer, std::string host_port);
 

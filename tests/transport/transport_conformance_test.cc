@@ -13,7 +13,7 @@
 #include "ec/crc32c.h"
 #include "fern_wire.pb.h"
 #include "peer_handlers.h"
-#include "subprocess.h"
+#include "common/subprocess.h"
 #include "test_util.h"
 #include "transport/loopback_transport.h"
 #include "transport/ucx_transport.h"
@@ -67,7 +67,7 @@ class UcxHarness final : public Harness {
     port_ = static_cast<uint16_t>(std::stoi(line->substr(6)));
   }
 
-  fern::testing::Subprocess peer_;
+  fern::Subprocess peer_;
   uint16_t port_ = 0;
   std::unique_ptr<UcxTransport> client_;
 };

@@ -1,6 +1,6 @@
-// A child process for tests that need real processes (peers killed with
-// SIGKILL): spawned with posix_spawn, stdout readable line by line with a
-// timeout, killed and reaped on destruction.
+// A child process (test peers killed with SIGKILL, ucx_perftest, local
+// daemons): spawned with posix_spawn, stdout readable line by line with a
+// timeout, killed and reaped on destruction. Not thread-safe.
 #pragma once
 
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 
 extern char** environ;
 
-namespace fern::testing {
+namespace fern {
 
 class Subprocess {
  public:
@@ -35,7 +35,7 @@ class Subprocess {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+    int rc = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     out_ = fds[0];
@@ -89,4 +89,4 @@ class Subprocess {
   std::string buf_;
 };
 
-}  // namespace fern::testing
+}  // namespace fern
