@@ -135,6 +135,7 @@ LoopbackTransport::LoopbackTransport(LoopbackNetwork* net, NodeId id)
 }
 
 LoopbackTransport::~LoopbackTransport() {
+  Retire();
   if (net_) net_->Remove(this);
   if (event_fd_ >= 0) close(event_fd_);
 }

@@ -49,10 +49,19 @@ struct TransportCore::Route final : Responder::Sink {
   MessageKind kind = 0;
   NodeId self;
   ReplyRoute route;
+  std::weak_ptr<int> alive;
   void Send(uint64_t request_id, StatusOr<OutMessage> reply) override {
+    if (alive.expired()) return;  // the transport is gone; so is the connection
     ReplyVia(route, kind, self, request_id, std::move(reply));
   }
 };
+
+void TransportCore::Retire() {
+  alive_.reset();
+  handlers_.clear();
+  peer_failure_ = nullptr;
+  posted_.clear();
+}
 
 void TransportCore::Handle(MessageKind kind, Handler handler, PayloadSink sink) {
   handlers_[kind] = Registered{std::move(handler), std::move(sink)};
@@ -168,6 +177,7 @@ void TransportCore::FinishReceive(Frame frame, ReceiveBuffer buffer, ReplyRoute 
     r->kind = frame.kind;
     r->self = self_;
     r->route = std::move(route);
+    r->alive = alive_;
     responder = Responder(std::move(r), frame.request_id);
   }
   // std::function needs a copyable target; the Responder is move-only.

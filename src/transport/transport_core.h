@@ -61,6 +61,11 @@ class TransportCore : public Transport {
   std::optional<TimePoint> NextDeadline() const;
   bool HasPosted() const { return !posted_.empty(); }
 
+  // Called first thing in the derived destructor: Responders still held
+  // somewhere (handler state, queued callbacks) become no-ops instead of
+  // calling into a half-destroyed transport, and handlers are released.
+  void Retire();
+
   const Limits& limits() const { return limits_; }
   const Clock& clock() const { return clock_; }
   TransportStats& mutable_stats() { return stats_; }
@@ -92,6 +97,7 @@ class TransportCore : public Transport {
   std::multimap<TimePoint, uint64_t> deadlines_;
   std::deque<std::function<void()>> posted_;
   TransportStats stats_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // Routes hold it weakly
 };
 
 // A heap buffer for payloads that arrive without a registered sink.

@@ -458,6 +458,7 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& o
 
 UcxTransport::~UcxTransport() {
   Shutdown();
+  Retire();
   Impl& d = *impl_;
   for (int fd : {d.epoll_fd, d.timer_fd, d.notify_fd}) {
     if (fd >= 0) close(fd);
