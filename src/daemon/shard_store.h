@@ -1,0 +1,117 @@
+// ShardStore: the shards one daemon holds in one tier (data shards in tmpfs,
+// parity shards on disk).
+//
+// Space is prepared ahead of need: a store is a fixed number of slots, each
+// big enough for one shard of the cluster's shard size. The file-backed
+// store keeps them in one slab file that is fallocate'd and mapped when the
+// store opens, so writing a shard overwrites already-allocated pages (on
+// tmpfs ~4x cheaper than allocating fresh ones) and a full tier shows up as
+// ResourceExhausted (ENOSPC for the writer) at Reserve, before anything is
+// acknowledged, never as a torn shard or a SIGBUS.
+//
+// Writing a shard:
+//   auto r = store.Reserve(key, len);     // ResourceExhausted when full
+//   receive or copy the bytes into r->data()   (e.g. UCX rendezvous into it)
+//   store.Commit(*r, meta);               // checks the CRC, writes the header
+// The header (key, length, seq, epoch, CRC32C of the data, CRC of the
+// header) is written after the data, and for a durable tier after the data is
+// flushed, so a crash before Commit leaves no valid shard: the slot is free
+// again when the store reopens. A shard is never overwritten in place: a new
+// version of the same key goes to a new slot, and the old slot is freed when
+// the new one commits.
+//
+// Reading: Read verifies the data CRC (DataLoss on mismatch: the caller
+// treats the shard as an erasure) and returns a view of the slot that stays
+// valid, even if the shard is removed meanwhile, as long as the view is held.
+//
+// Thread-safety: all methods are thread-safe. Reservations and views must
+// not outlive the store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fern::daemon {
+
+struct ShardKey {
+  uint64_t file_id = 0;
+  uint64_t version = 0;
+  uint64_t stripe = 0;
+  uint32_t index = 0;
+  friend bool operator==(const ShardKey&, const ShardKey&) = default;
+  std::string ToString() const;
+};
+
+struct ShardKeyHash {
+  size_t operator()(const ShardKey& k) const;
+};
+
+struct ShardMeta {
+  ShardKey key;
+  uint64_t length = 0;
+  uint64_t seq = 0;
+  uint64_t epoch = 0;
+  uint32_t crc32c = 0;
+};
+
+struct StoreUsage {
+  uint64_t slots_total = 0;
+  uint64_t slots_used = 0;  // committed, reserved, or pinned by readers
+  uint64_t slot_capacity = 0;  // largest shard a slot holds, bytes
+};
+
+class ShardStore {
+ public:
+  // An uncommitted slot. Destroying it without Commit frees the slot.
+  class Reservation {
+   public:
+    virtual ~Reservation() = default;
+    virtual const ShardKey& key() const = 0;
+    virtual std::span<uint8_t> data() = 0;  // exactly the reserved length
+  };
+
+  struct View {
+    ShardMeta meta;
+    std::span<const uint8_t> data;
+    std::shared_ptr<const void> pin;  // keeps the slot from being reused
+  };
+
+  virtual ~ShardStore() = default;
+
+  // ResourceExhausted when no slot is free; InvalidArgument when `length`
+  // exceeds the slot capacity.
+  virtual StatusOr<std::unique_ptr<Reservation>> Reserve(const ShardKey& key,
+                                                         uint64_t length) = 0;
+  // Makes the shard visible (and durable for a durable store). DataLoss if
+  // the bytes in the slot do not match meta.crc32c; the slot is then freed.
+  // REQUIRES: meta.key == reservation key, meta.length == reserved length.
+  virtual Status Commit(std::unique_ptr<Reservation> reservation, const ShardMeta& meta) = 0;
+  // NotFound, or DataLoss if the stored bytes fail their CRC.
+  virtual StatusOr<View> Read(const ShardKey& key) const = 0;
+  virtual Status Remove(const ShardKey& key) = 0;
+  virtual std::vector<ShardMeta> List() const = 0;
+  virtual StoreUsage Usage() const = 0;
+};
+
+struct FileStoreOptions {
+  std::string dir;               // created if missing
+  uint64_t capacity = 1 << 30;   // bytes of shard data the tier can hold
+  uint64_t slot_capacity = 1 << 20;  // the cluster's shard size
+  bool durable = false;          // flush data and header before Commit returns
+  bool prefault = true;          // populate the mapping when opening
+};
+
+// Opens (or creates) the slab in options.dir and recovers every committed
+// shard in it. ResourceExhausted if the space cannot be reserved.
+StatusOr<std::unique_ptr<ShardStore>> OpenFileShardStore(const FileStoreOptions& options);
+
+// The in-process fake: same contract, heap memory, `slots` slots.
+std::unique_ptr<ShardStore> NewMemoryShardStore(uint64_t slots, uint64_t slot_capacity);
+
+}  // namespace fern::daemon

@@ -1,0 +1,252 @@
+// ShardStore conformance, for the file-backed store (data tier on tmpfs,
+// durable tier on disk) and the in-memory fake, plus what only files do:
+// recovery after a crash, bit rot, a tmpfs too small to reserve.
+#include "daemon/shard_store.h"
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "ec/crc32c.h"
+#include "test_util.h"
+
+namespace fern::daemon {
+namespace {
+
+constexpr uint64_t kSlot = 64 * 1024;
+
+std::string TempDir(const std::string& base) {
+  std::string d = base + "/fern-store-test-" + std::to_string(getpid()) + "-" +
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::filesystem::remove_all(d);
+  return d;
+}
+
+StatusOr<std::unique_ptr<ShardStore>> Open(const std::string& kind, const std::string& dir,
+                                           uint64_t slots) {
+  if (kind == "memory") return NewMemoryShardStore(slots, kSlot);
+  return OpenFileShardStore({.dir = dir, .capacity = slots * kSlot, .slot_capacity = kSlot,
+                             .durable = kind == "disk", .prefault = true});
+}
+
+Status Put(ShardStore& s, ShardKey k, const std::vector<uint8_t>& bytes, uint64_t seq = 0) {
+  FERN_ASSIGN_OR_RETURN(auto r, s.Reserve(k, bytes.size()));
+  std::copy(bytes.begin(), bytes.end(), r->data().begin());
+  return s.Commit(std::move(r), ShardMeta{k, bytes.size(), seq, 1, ec::Crc32c(bytes)});
+}
+
+std::vector<uint8_t> Bytes(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> v(n);
+  fern::testing::FillRandom(rng, v.data(), n);
+  return v;
+}
+
+class ShardStoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir(GetParam() == "disk" ? "/var/tmp" : "/dev/shm");
+    auto s = Open(GetParam(), dir_, 8);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<ShardStore> store_;
+};
+
+TEST_P(ShardStoreTest, RoundTripsAtTheEdges) {
+  auto rng = fern::testing::TestRng();
+  for (size_t n : {size_t{0}, size_t{1}, size_t{4097}, size_t{kSlot}}) {
+    ShardKey k{7, 1, n, 3};
+    auto bytes = Bytes(rng, n);
+    ASSERT_TRUE(Put(*store_, k, bytes).ok());
+    auto v = store_->Read(k);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), bytes);
+    EXPECT_EQ(v->meta.length, n);
+  }
+  EXPECT_EQ(store_->List().size(), 4u);
+  EXPECT_EQ(store_->Read({7, 1, 999, 3}).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(ShardStoreTest, FullIsResourceExhaustedAndFreesOnRemove) {
+  auto rng = fern::testing::TestRng();
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(Put(*store_, {1, 1, i, 0}, Bytes(rng, 100)).ok());
+  auto full = store_->Reserve({1, 1, 8, 0}, 100);
+  EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(ToErrno(full.status()), ENOSPC);
+  EXPECT_NE(full.status().message().find("full"), std::string_view::npos);
+  ASSERT_TRUE(store_->Remove({1, 1, 3, 0}).ok());
+  EXPECT_TRUE(Put(*store_, {1, 1, 8, 0}, Bytes(rng, 100)).ok());
+  // Nothing committed was touched.
+  for (uint64_t i : {0, 1, 2, 4, 5, 6, 7, 8}) EXPECT_TRUE(store_->Read({1, 1, i, 0}).ok()) << i;
+}
+
+TEST_P(ShardStoreTest, RejectsOversizeAndTornTransfers) {
+  EXPECT_EQ(store_->Reserve({1, 1, 0, 0}, kSlot + 1).status().code(), StatusCode::kInvalidArgument);
+  auto r = store_->Reserve({1, 1, 0, 0}, 10);
+  ASSERT_TRUE(r.ok());
+  std::fill((*r)->data().begin(), (*r)->data().end(), 7);
+  Status s = store_->Commit(std::move(r).value(), ShardMeta{{1, 1, 0, 0}, 10, 0, 1, 12345});
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  EXPECT_EQ(store_->Read({1, 1, 0, 0}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Usage().slots_used, 0u);
+}
+
+TEST_P(ShardStoreTest, AbandonedReservationFreesItsSlot) {
+  {
+    auto r = store_->Reserve({2, 1, 0, 0}, 100);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(store_->Usage().slots_used, 1u);
+  }
+  EXPECT_EQ(store_->Usage().slots_used, 0u);
+  EXPECT_EQ(store_->Read({2, 1, 0, 0}).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(ShardStoreTest, RewriteGoesToANewSlotAndFreesTheOld) {
+  auto rng = fern::testing::TestRng();
+  ShardKey k{3, 1, 0, 5};
+  ASSERT_TRUE(Put(*store_, k, Bytes(rng, 1000), 1).ok());
+  auto newer = Bytes(rng, 2000);
+  ASSERT_TRUE(Put(*store_, k, newer, 2).ok());
+  auto v = store_->Read(k);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), newer);
+  EXPECT_EQ(v->meta.seq, 2u);
+  v = Status(StatusCode::kCancelled, "drop the view");
+  EXPECT_EQ(store_->Usage().slots_used, 1u);
+}
+
+TEST_P(ShardStoreTest, AReaderPinsItsSlot) {
+  auto rng = fern::testing::TestRng();
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(Put(*store_, {4, 1, i, 0}, Bytes(rng, 64)).ok());
+  auto bytes = std::vector<uint8_t>();
+  {
+    auto v = store_->Read({4, 1, 0, 0});
+    ASSERT_TRUE(v.ok());
+    bytes.assign(v->data.begin(), v->data.end());
+    ASSERT_TRUE(store_->Remove({4, 1, 0, 0}).ok());
+    // The slot is not reused while the view lives...
+    EXPECT_EQ(store_->Reserve({4, 1, 9, 0}, 64).status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), bytes);
+  }
+  // ...and is free once it is gone.
+  EXPECT_TRUE(store_->Reserve({4, 1, 9, 0}, 64).ok());
+}
+
+TEST_P(ShardStoreTest, ConcurrentWritersAndReaders) {
+  auto s = Open(GetParam(), dir_ + "-c", 64);
+  ASSERT_TRUE(s.ok());
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(fern::testing::RunSeed() + t);
+      for (int round = 0; round < 50; ++round) {
+        ShardKey k{uint64_t(t), 1, uint64_t(round % 8), 0};
+        auto b = Bytes(rng, 1 + rng() % kSlot);
+        if (!Put(**s, k, b, round).ok()) ++errors;
+        auto v = (*s)->Read(k);
+        if (!v.ok() || std::vector<uint8_t>(v->data.begin(), v->data.end()) != b) ++errors;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ((*s)->Usage().slots_used, 32u);
+  s = Status(StatusCode::kCancelled, "close");
+  std::filesystem::remove_all(dir_ + "-c");
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, ShardStoreTest, ::testing::Values("memory", "tmpfs", "disk"),
+                         [](const auto& info) { return info.param; });
+
+TEST(FileShardStore, ReopenRecoversCommittedShardsOnly) {
+  auto rng = fern::testing::TestRng();
+  const std::string dir = TempDir("/var/tmp");
+  auto a = Bytes(rng, 5000), b = Bytes(rng, kSlot);
+  {
+    auto s = Open("disk", dir, 8);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE(Put(**s, {9, 1, 0, 0}, a).ok());
+    ASSERT_TRUE(Put(**s, {9, 1, 1, 4}, b, 3).ok());
+    // A write that never commits (the writer dies): data in the slot, no header.
+    auto torn = (*s)->Reserve({9, 1, 2, 0}, 100);
+    ASSERT_TRUE(torn.ok());
+    std::fill((*torn)->data().begin(), (*torn)->data().end(), 1);
+    (void)torn->release();  // leaked: as if the process died here
+  }
+  auto s = Open("disk", dir, 8);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ((*s)->List().size(), 2u);
+  {
+    auto va = (*s)->Read({9, 1, 0, 0});
+    auto vb = (*s)->Read({9, 1, 1, 4});
+    ASSERT_TRUE(va.ok() && vb.ok());
+    EXPECT_EQ(std::vector<uint8_t>(va->data.begin(), va->data.end()), a);
+    EXPECT_EQ(std::vector<uint8_t>(vb->data.begin(), vb->data.end()), b);
+    EXPECT_EQ(vb->meta.seq, 3u);
+  }  // views end before the store closes
+  EXPECT_EQ((*s)->Read({9, 1, 2, 0}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ((*s)->Usage().slots_used, 2u);
+  s = Status(StatusCode::kCancelled, "close");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FileShardStore, FlippedByteIsDataLoss) {
+  auto rng = fern::testing::TestRng();
+  const std::string dir = TempDir("/dev/shm");
+  {
+    auto s = Open("tmpfs", dir, 4);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE(Put(**s, {5, 1, 0, 0}, Bytes(rng, 3000)).ok());
+  }
+  {
+    // Flip one byte of the shard data (slot 0's data starts after its 4 KiB header page).
+    std::fstream f(dir + "/shards.slab", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(4096 + 1234);
+    char c;
+    f.read(&c, 1);
+    c ^= 0x20;
+    f.seekp(4096 + 1234);
+    f.write(&c, 1);
+  }
+  auto s = Open("tmpfs", dir, 4);
+  ASSERT_TRUE(s.ok());
+  {
+    auto v = (*s)->Read({5, 1, 0, 0});
+    EXPECT_EQ(v.status().code(), StatusCode::kDataLoss) << v.status().ToString();
+    EXPECT_EQ(ToErrno(v.status()), EIO);
+  }
+  s = Status(StatusCode::kCancelled, "close");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FileShardStore, TooSmallTmpfsFailsAtOpenWithENOSPC) {
+  const std::string mnt = TempDir("/tmp");
+  std::filesystem::create_directories(mnt);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2m") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs here (needs root): " << std::strerror(errno);
+  }
+  auto s = OpenFileShardStore({.dir = mnt + "/d", .capacity = 8 << 20, .slot_capacity = kSlot});
+  EXPECT_EQ(s.status().code(), StatusCode::kResourceExhausted) << s.status().ToString();
+  EXPECT_NE(s.status().message().find("No space left"), std::string_view::npos);
+  // A store that fits works on the same mount.
+  auto ok = OpenFileShardStore({.dir = mnt + "/e", .capacity = 1 << 20, .slot_capacity = kSlot});
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  ok = Status(StatusCode::kCancelled, "close");
+  umount2(mnt.c_str(), MNT_DETACH);
+  std::filesystem::remove_all(mnt);
+}
+
+}  // namespace
+}  // namespace fern::daemon
