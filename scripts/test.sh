@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite from a clean checkout: installs missing Debian packages,
-# builds (RelWithDebInfo) and runs every ctest, then builds the unit tests with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs them again.
+# builds the unit tests with AddressSanitizer + UndefinedBehaviorSanitizer and
+# runs them, runs the libFuzzer targets for a bounded time (clang build), then
+# builds RelWithDebInfo and runs every ctest (its summary closes the output).
 #   scripts/test.sh                 everything (what .ci/run calls)
 #   FERN_SKIP_ASAN=1 scripts/test.sh  skip the sanitizer pass
+#   FERN_SKIP_FUZZ=1 scripts/test.sh  skip the fuzzers; FERN_FUZZ_SECONDS=N per fuzzer (30)
 #   FERN_SOAK=1 scripts/test.sh     also the long soak tests (opt-in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 jobs=${FERN_JOBS:-2}
-
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
-cmake --build build -j"$jobs"
 
 label_args=()
 [[ "${FERN_SOAK:-0}" == 1 ]] || label_args=(-LE soak)
@@ -25,5 +24,15 @@ if [[ "${FERN_SKIP_ASAN:-0}" != 1 ]]; then
     ctest --test-dir build-asan -j"$jobs" --output-on-failure -L unit
 fi
 
+if [[ "${FERN_SKIP_FUZZ:-0}" != 1 ]]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DFERN_FUZZ=ON -DFERN_BUILD_BENCH=OFF -DFERN_FUZZ_SECONDS="${FERN_FUZZ_SECONDS:-30}"
+  cmake --build build-fuzz -j"$jobs"
+  echo "== fuzzers (libFuzzer, ${FERN_FUZZ_SECONDS:-30} s each)"
+  ctest --test-dir build-fuzz --output-on-failure -L fuzz
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j"$jobs"
 echo "== full test suite"
 ctest --test-dir build -j"$jobs" --output-on-failure "${label_args[@]}"
