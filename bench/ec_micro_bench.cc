@@ -43,51 +43,38 @@ std::unique_ptr<ErasureCoder> Make(const std::string& backend, const std::string
   return std::move(c).value();
 }
 
-void BM_Encode(benchmark::State& state, std::string backend, std::string technique, bool cold) {
+enum class Op { kEncode, kDecode, kDelta };
+
+// One benchmark body for the three operations: same coder, same stripes,
+// bytes counted as data (encode, decode) or delta bytes (delta).
+void BM_Coder(benchmark::State& state, Op op, std::string backend, std::string technique,
+              bool cold) {
   const int k = state.range(0), m = state.range(1);
   const size_t len = state.range(2);
   auto coder = Make(backend, technique, k, m, state);
   if (!coder) return;
   Stripes s(k, m, len, cold);
+  const ShardSet lost = ShardSet::FirstN(m);
+  const ShardSet present(ShardSet::FirstN(k + m).bits() & ~lost.bits());
   size_t i = 0;
   for (auto _ : state) {
     auto& v = s.shards[i++ % s.shards.size()];
-    auto st = coder->Encode({const_cast<const uint8_t**>(v.data()), size_t(k)},
-                            std::span(v).subspan(k), len);
+    Status st;
+    switch (op) {
+      case Op::kEncode:
+        st = coder->Encode({const_cast<const uint8_t**>(v.data()), size_t(k)},
+                           std::span(v).subspan(k), len);
+        break;
+      case Op::kDecode:
+        st = coder->Decode(v, present, lost, len);
+        break;
+      case Op::kDelta:
+        st = coder->ApplyDelta(0, {v[1], len}, std::span(v).subspan(k));
+        break;
+    }
     benchmark::DoNotOptimize(st);
   }
-  state.SetBytesProcessed(int64_t(state.iterations()) * k * len);
-}
-
-void BM_Decode(benchmark::State& state, std::string backend, std::string technique, bool cold) {
-  const int k = state.range(0), m = state.range(1);
-  const size_t len = state.range(2);
-  auto coder = Make(backend, technique, k, m, state);
-  if (!coder) return;
-  Stripes s(k, m, len, cold);
-  ShardSet lost = ShardSet::FirstN(m);
-  ShardSet present(ShardSet::FirstN(k + m).bits() & ~lost.bits());
-  size_t i = 0;
-  for (auto _ : state) {
-    auto st = coder->Decode(s.shards[i++ % s.shards.size()], present, lost, len);
-    benchmark::DoNotOptimize(st);
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * k * len);
-}
-
-void BM_Delta(benchmark::State& state, std::string backend, std::string technique, bool cold) {
-  const int k = state.range(0), m = state.range(1);
-  const size_t len = state.range(2);
-  auto coder = Make(backend, technique, k, m, state);
-  if (!coder) return;
-  Stripes s(k, m, len, cold);
-  size_t i = 0;
-  for (auto _ : state) {
-    auto& v = s.shards[i++ % s.shards.size()];
-    auto st = coder->ApplyDelta(0, {v[1], len}, std::span(v).subspan(k));
-    benchmark::DoNotOptimize(st);
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * len);
+  state.SetBytesProcessed(int64_t(state.iterations()) * (op == Op::kDelta ? 1 : k) * len);
 }
 
 void BM_Crc32c(benchmark::State& state, uint32_t (*fn)(std::span<const uint8_t>, uint32_t),
@@ -114,10 +101,10 @@ void Register() {
     const char* temp = cold ? "cold" : "warm";
     for (auto v : variants) {
       std::string suffix = std::string("/") + v.backend + "/" + v.technique + "/" + temp;
-      for (auto* fn : {&BM_Encode, &BM_Decode, &BM_Delta}) {
-        const char* op = fn == &BM_Encode ? "encode" : fn == &BM_Decode ? "decode" : "delta";
-        auto* b = benchmark::RegisterBenchmark((std::string(op) + suffix).c_str(), fn, v.backend,
-                                               v.technique, cold);
+      for (auto [op, name] : {std::pair{Op::kEncode, "encode"}, std::pair{Op::kDecode, "decode"},
+                              std::pair{Op::kDelta, "delta"}}) {
+        auto* b = benchmark::RegisterBenchmark((std::string(name) + suffix).c_str(), BM_Coder, op,
+                                               v.backend, v.technique, cold);
         b->ArgNames({"k", "m", "bytes"});
         for (auto km : std::vector<std::pair<int, int>>{{4, 2}, {8, 2}, {10, 4}}) {
           b->Args({km.first, km.second, cold ? (1 << 20) : (64 << 10)});
