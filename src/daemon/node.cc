@@ -1,0 +1,459 @@
+#include "daemon/node.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "ec/crc32c.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon {
+namespace {
+
+using transport::InMessage;
+using transport::OutMessage;
+using transport::Payload;
+using transport::ReceiveBuffer;
+using transport::Responder;
+
+// A reserved slot travelling from the payload sink to the handler.
+struct PendingShard {
+  std::unique_ptr<ShardStore::Reservation> reservation;
+};
+
+ShardKey KeyOf(const wire::ShardId& id) {
+  return ShardKey{id.file_id(), id.version(), id.stripe(), id.index()};
+}
+
+void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {
+  id->set_file_id(file_id);
+  id->set_version(version);
+  id->set_stripe(stripe);
+  id->set_index(index);
+}
+
+std::string NodeList(const std::vector<NodeId>& nodes) {
+  std::string s;
+  for (auto n : nodes) s += (s.empty() ? "" : ",") + std::to_string(n.value);
+  return s;
+}
+
+}  // namespace
+
+struct Node::PutOp {
+  std::string path;
+  std::span<const uint8_t> bytes;
+  std::shared_ptr<const void> owner;
+  std::function<void(Status)> done;
+  wire::FileRecord record;
+  std::vector<std::vector<uint8_t>> buffers;  // parity and padded data shards
+  int pending = 0;
+  Status failure;
+};
+
+struct Node::GetOp {
+  std::string path;
+  wire::FileRecord record;
+  std::function<void(StatusOr<FileData>)> done;
+  std::vector<uint8_t> out;
+  // Per stripe: the shard payloads that arrived intact.
+  struct Stripe {
+    std::vector<std::shared_ptr<void>> owners;
+    std::vector<std::span<uint8_t>> shards;
+    ec::ShardSet present;
+    ec::ShardSet tried;
+    int pending = 0;
+    bool parity_fetched = false;
+  };
+  std::vector<Stripe> stripes;
+  uint64_t stripes_left = 0;
+  Status failure;
+};
+
+StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& options,
+                                             transport::Transport* transport, ShardStore* data,
+                                             ShardStore* parity, placement::ClusterView view) {
+  FERN_ASSIGN_OR_RETURN(auto placement,
+                        placement::Placement::Make(options.placement_seed, options.k, options.m));
+  FERN_ASSIGN_OR_RETURN(auto coder, ec::MakeErasureCoder({.backend = options.backend,
+                                                          .technique = options.technique,
+                                                          .k = options.k,
+                                                          .m = options.m}));
+  FERN_ASSIGN_OR_RETURN(auto geometry, ec::StripeGeometry::Make(options.k, options.shard_size,
+                                                                coder->alignment()));
+  std::unique_ptr<Node> node(new Node(options, transport, data, parity, std::move(view),
+                                      placement, std::move(coder), geometry));
+  node->InstallHandlers();
+  return node;
+}
+
+Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data,
+           ShardStore* parity, placement::ClusterView view, placement::Placement placement,
+           std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry)
+    : options_(options),
+      transport_(t),
+      data_(data),
+      parity_(parity),
+      view_(std::move(view)),
+      placement_(placement),
+      coder_(std::move(coder)),
+      geometry_(geometry) {}
+
+Node::~Node() = default;
+
+uint64_t Node::FileIdOf(const std::string& path) const { return placement::HashPath(path); }
+
+void Node::InstallHandlers() {
+  // ---- shard service ----
+  transport_->Handle(
+      wire::SHARD_PUT,
+      [this](InMessage m, Responder r) {
+        wire::ShardPut put;
+        if (!put.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SHARD_PUT header"));
+        auto pending = std::static_pointer_cast<PendingShard>(m.payload_owner);
+        ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+        ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
+        Status s = store->Commit(std::move(pending->reservation), meta);
+        if (!s.ok()) return r.Fail(s);
+        r.Reply(OutMessage{wire::SHARD_PUT, {}, {}});
+      },
+      [this](NodeId, transport::MessageKind, std::string_view header,
+             uint64_t len) -> StatusOr<ReceiveBuffer> {
+        wire::ShardPut put;
+        if (!put.ParseFromArray(header.data(), static_cast<int>(header.size())) ||
+            put.length() != len) {
+          return InvalidArgumentError("SHARD_PUT header does not describe its payload");
+        }
+        ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+        auto pending = std::make_shared<PendingShard>();
+        FERN_ASSIGN_OR_RETURN(pending->reservation, store->Reserve(KeyOf(put.id()), len));
+        return ReceiveBuffer{pending->reservation->data(), pending};
+      });
+
+  transport_->Handle(wire::SHARD_GET, [this](InMessage m, Responder r) {
+    wire::ShardGet get;
+    if (!get.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SHARD_GET header"));
+    ShardStore* store = get.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+    auto view = store->Read(KeyOf(get.id()));
+    if (!view.ok()) return r.Fail(view.status());
+    wire::ShardGetReply reply;
+    reply.set_length(view->meta.length);
+    reply.set_crc32c(view->meta.crc32c);
+    reply.set_seq(view->meta.seq);
+    auto held = std::make_shared<ShardStore::View>(std::move(view).value());
+    r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), Payload::View(held->data, held)});
+  });
+
+  transport_->Handle(wire::SHARD_DELETE, [this](InMessage m, Responder r) {
+    wire::ShardDelete del;
+    if (!del.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SHARD_DELETE header"));
+    ShardStore* store = del.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+    Status s = store->Remove(KeyOf(del.id()));
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return r.Fail(s);
+    r.Reply(OutMessage{wire::SHARD_DELETE, {}, {}});
+  });
+
+  // ---- metadata service ----
+  transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {
+    auto rec = std::make_unique<wire::FileRecord>();
+    if (!rec->ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_PUT header"));
+    auto& slot = records_[rec->path()];
+    if (!slot || slot->version() <= rec->version()) slot = std::move(rec);
+    r.Reply(OutMessage{wire::META_PUT, {}, {}});
+  });
+  transport_->Handle(wire::META_GET, [this](InMessage m, Responder r) {
+    wire::MetaGet get;
+    if (!get.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_GET header"));
+    auto it = records_.find(get.path());
+    if (it == records_.end()) return r.Fail(NotFoundError(get.path() + ": no such file"));
+    r.Reply(OutMessage{wire::META_GET, it->second->SerializeAsString(), {}});
+  });
+}
+
+void Node::LookupRecord(const std::string& path,
+                        std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done) {
+  struct Lookup {
+    std::shared_ptr<wire::FileRecord> best;
+    int pending = 0;
+    int answered = 0;  // OK or NotFound
+    Status last_error;
+    std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done;
+  };
+  auto lk = std::make_shared<Lookup>();
+  lk->done = std::move(done);
+  wire::MetaGet get;
+  get.set_path(path);
+  for (NodeId owner : placement_.MetadataOwners(path, view_)) {
+    if (!view_.IsAlive(owner)) continue;
+    ++lk->pending;
+    transport_->Call(owner, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
+                     {options_.rpc_timeout, nullptr}, [lk, path](StatusOr<InMessage> r) {
+                       if (r.ok()) {
+                         auto rec = std::make_shared<wire::FileRecord>();
+                         if (rec->ParseFromString(r->header)) {
+                           ++lk->answered;
+                           if (!lk->best || rec->version() > lk->best->version()) lk->best = rec;
+                         }
+                       } else if (r.status().code() == StatusCode::kNotFound) {
+                         ++lk->answered;
+                       } else {
+                         lk->last_error = r.status();
+                       }
+                       if (--lk->pending > 0) return;
+                       if (lk->best) return lk->done(lk->best);
+                       if (lk->answered > 0) return lk->done(NotFoundError(path + ": no such file"));
+                       lk->done(UnavailableError("no metadata owner of " + path + " answered: " +
+                                                 std::string(lk->last_error.message())));
+                     });
+  }
+  if (lk->pending == 0) {
+    lk->done(UnavailableError("all metadata owners of " + path + " are down"));
+  }
+}
+
+void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
+               std::shared_ptr<const void> owner, std::function<void(Status)> done) {
+  auto op = std::make_shared<PutOp>();
+  op->path = path;
+  op->bytes = bytes;
+  op->owner = std::move(owner);
+  op->done = std::move(done);
+  LookupRecord(path, [this, op](StatusOr<std::shared_ptr<wire::FileRecord>> cur) {
+    if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) {
+      return op->done(cur.status().WithContext("put " + op->path));
+    }
+    const uint64_t version = cur.ok() ? (*cur)->version() + 1 : 1;
+    wire::FileRecord& rec = op->record;
+    rec.set_path(op->path);
+    rec.set_file_id(FileIdOf(op->path));
+    rec.set_version(version);
+    rec.set_size(op->bytes.size());
+    rec.set_k(options_.k);
+    rec.set_m(options_.m);
+    rec.set_shard_size(options_.shard_size);
+    rec.set_technique(std::string(coder_->technique()));
+    rec.set_cluster_epoch(view_.epoch());
+    SendShards(op);
+  });
+}
+
+void Node::SendShards(const std::shared_ptr<PutOp>& op) {
+  const uint64_t size = op->bytes.size();
+  const uint64_t stripes = geometry_.StripeCount(size);
+  const int k = options_.k, n = options_.k + options_.m;
+  const uint64_t file_id = op->record.file_id(), version = op->record.version();
+  // Every SHARD_PUT is issued before any can complete (callbacks run later,
+  // from Progress), so `pending` only reaches 0 once all have answered.
+  op->pending = 1;
+  auto finish_one = [this, op](Status s) {
+    if (!s.ok() && op->failure.ok()) op->failure = s;
+    if (--op->pending > 0) return;
+    if (!op->failure.ok()) return op->done(op->failure.WithContext("put " + op->path));
+    CommitRecord(op);
+  };
+  for (uint64_t s = 0; s < stripes; ++s) {
+    const size_t len = geometry_.StripeShardLen(size, s);
+    std::vector<const uint8_t*> data(k);
+    for (int i = 0; i < k; ++i) {
+      const size_t have = geometry_.ShardDataBytes(size, s, i);
+      const uint8_t* src = op->bytes.data() + geometry_.FileOffset({s, i, 0});
+      if (have == len) {
+        data[i] = src;  // a whole shard: sent straight from the caller's bytes
+      } else {
+        auto& b = op->buffers.emplace_back(len, 0);
+        if (have) std::memcpy(b.data(), src, have);
+        data[i] = b.data();
+      }
+    }
+    std::vector<uint8_t*> parity(options_.m);
+    for (auto& p : parity) p = op->buffers.emplace_back(len).data();
+    Status enc = coder_->Encode(data, parity, len);
+    auto where = placement_.Place(file_id, s, view_);
+    if (!enc.ok() || !where.ok()) {
+      finish_one(!enc.ok() ? enc : where.status());
+      return;
+    }
+    if (where->degraded()) {
+      auto* moved = op->record.add_moved();
+      moved->set_stripe(s);
+      for (NodeId id : where->shards) moved->add_nodes(id.value);
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* bytes = i < k ? data[i] : parity[i - k];
+      wire::ShardPut put;
+      SetId(put.mutable_id(), file_id, version, s, i);
+      put.set_length(len);
+      put.set_crc32c(ec::Crc32c({bytes, len}));
+      put.set_durable(i >= k);
+      ++op->pending;
+      const NodeId to = where->shards[i];
+      // The op owns the parity and padded buffers and holds the caller's bytes.
+      transport_->Call(to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(),
+                                      Payload::View({bytes, len}, op)},
+                       {options_.rpc_timeout, nullptr},
+                       [finish_one, to, s, i](StatusOr<InMessage> r) {
+                         finish_one(r.ok() ? Status()
+                                           : r.status().WithContext(
+                                                 "stripe " + std::to_string(s) + " shard " +
+                                                 std::to_string(i) + " on " + to.ToString()));
+                       });
+    }
+  }
+  finish_one(Status());
+}
+
+void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
+  const std::string rec = op->record.SerializeAsString();
+  op->pending = 1;
+  op->failure = Status();
+  int live_owners = 0;
+  auto finish_one = [op](Status s) {
+    if (!s.ok() && op->failure.ok()) op->failure = s;
+    if (--op->pending > 0) return;
+    op->done(op->failure.ok() ? Status() : op->failure.WithContext("commit " + op->path));
+  };
+  for (NodeId owner : placement_.MetadataOwners(op->path, view_)) {
+    if (!view_.IsAlive(owner)) continue;
+    ++live_owners;
+    ++op->pending;
+    transport_->Call(owner, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
+                     [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });
+  }
+  if (live_owners == 0) {
+    op->failure = UnavailableError("all metadata owners are down");
+  }
+  finish_one(Status());
+}
+
+std::vector<NodeId> Node::StripeNodes(const wire::FileRecord& record, uint64_t stripe) const {
+  for (const auto& moved : record.moved()) {
+    if (moved.stripe() == stripe) {
+      std::vector<NodeId> v;
+      for (uint32_t id : moved.nodes()) v.push_back(NodeId(id));
+      return v;
+    }
+  }
+  auto home = placement_.Home(record.file_id(), stripe, view_);
+  return home.ok() ? *home : std::vector<NodeId>{};
+}
+
+void Node::Get(const std::string& path, std::function<void(StatusOr<FileData>)> done) {
+  LookupRecord(path, [this, path, done = std::move(done)](
+                         StatusOr<std::shared_ptr<wire::FileRecord>> rec) {
+    if (!rec.ok()) return done(rec.status());
+    const auto& r = **rec;
+    if (r.k() != static_cast<uint32_t>(options_.k) || r.m() != static_cast<uint32_t>(options_.m) ||
+        r.shard_size() != options_.shard_size || r.technique() != coder_->technique()) {
+      return done(UnimplementedError(path + " was written with a different layout (k=" +
+                                     std::to_string(r.k()) + " m=" + std::to_string(r.m()) + ")"));
+    }
+    auto op = std::make_shared<GetOp>();
+    op->path = path;
+    op->record = r;
+    op->done = done;
+    op->out.resize(r.size());
+    const uint64_t stripes = geometry_.StripeCount(r.size());
+    op->stripes.resize(stripes);
+    op->stripes_left = stripes;
+    if (stripes == 0) return done(FileData{r.version(), {}});
+    for (uint64_t s = 0; s < stripes; ++s) FetchStripe(op, s, false);
+  });
+}
+
+void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  const int k = options_.k, n = k + options_.m;
+  if (st.shards.empty()) {
+    st.shards.resize(n);
+    st.owners.resize(n);
+  }
+  const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
+  const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
+  const int last = with_parity ? n : k;
+  st.pending = 1;
+  for (int i = 0; i < last; ++i) {
+    if (st.tried.contains(i)) continue;
+    st.tried.insert(i);
+    if (static_cast<int>(nodes.size()) != n || !view_.IsAlive(nodes[i])) continue;
+    wire::ShardGet get;
+    SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
+    ++st.pending;
+    transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
+                     {options_.rpc_timeout, nullptr},
+                     [this, op, stripe, i, len](StatusOr<InMessage> r) {
+                       GetOp::Stripe& st = op->stripes[stripe];
+                       if (r.ok()) {
+                         wire::ShardGetReply reply;
+                         // A shard counts only if it is whole and its bytes match their CRC.
+                         if (reply.ParseFromString(r->header) && r->payload.size() == len &&
+                             reply.length() == len && ec::Crc32c(r->payload) == reply.crc32c()) {
+                           st.shards[i] = r->payload;
+                           st.owners[i] = r->payload_owner;
+                           st.present.insert(i);
+                         }
+                       }
+                       if (--st.pending == 0) FinishStripe(op, stripe);
+                     });
+  }
+  if (--st.pending == 0) FinishStripe(op, stripe);
+}
+
+void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  const int k = options_.k, n = k + options_.m;
+  const uint64_t size = op->record.size();
+  const uint64_t len = geometry_.StripeShardLen(size, stripe);
+  const ec::ShardSet data_set = ec::ShardSet::FirstN(k);
+  const bool all_data = (st.present.bits() & data_set.bits()) == data_set.bits();
+  if (!all_data && !st.parity_fetched) {
+    st.parity_fetched = true;
+    FetchStripe(op, stripe, true);
+    return;
+  }
+  if (!all_data) {
+    if (st.present.size() < k) {
+      std::vector<NodeId> missing;
+      const auto nodes = StripeNodes(op->record, stripe);
+      for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
+        if (!st.present.contains(i)) missing.push_back(nodes[i]);
+      }
+      if (op->failure.ok()) {
+        op->failure = DataLossError("read " + op->path + ": stripe " + std::to_string(stripe) +
+                                    " has " + std::to_string(n - st.present.size()) +
+                                    " shards unavailable (nodes " + NodeList(missing) +
+                                    "), m=" + std::to_string(options_.m));
+      }
+    } else {
+      // Rebuild the missing data shards into fresh buffers, then copy out.
+      std::vector<uint8_t*> ptrs(n, nullptr);
+      ec::ShardSet want;
+      for (int i = 0; i < n; ++i) {
+        if (st.present.contains(i)) {
+          ptrs[i] = st.shards[i].data();
+        } else if (i < k) {
+          auto buf = std::make_shared<std::vector<uint8_t>>(len);
+          st.owners[i] = buf;
+          st.shards[i] = std::span<uint8_t>(buf->data(), len);
+          ptrs[i] = buf->data();
+          want.insert(i);
+        }
+      }
+      ec::ShardSet present = st.present;
+      Status s = coder_->Decode(ptrs, present, want, len);
+      if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("decode stripe " + std::to_string(stripe));
+    }
+  }
+  if (op->failure.ok()) {
+    for (int i = 0; i < k; ++i) {
+      const size_t have = geometry_.ShardDataBytes(size, stripe, i);
+      if (have) std::memcpy(op->out.data() + geometry_.FileOffset({stripe, i, 0}), st.shards[i].data(), have);
+    }
+  }
+  st.shards.clear();
+  st.owners.clear();
+  if (--op->stripes_left > 0) return;
+  if (!op->failure.ok()) return op->done(op->failure);
+  op->done(FileData{op->record.version(), std::move(op->out)});
+}
+
+}  // namespace fern::daemon
