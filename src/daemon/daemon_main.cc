@@ -1,0 +1,393 @@
+// fern-ec-daemon: one node of a fern-ec cluster.
+//
+// Runs a Node (shard service, metadata service, gateway) over a UcxTransport
+// listening on this node's hostfile address, with its data shards in
+// --data-dir (tmpfs) and parity shards in --parity-dir (disk), and serves
+// local clients (the fern-ec CLI; later the preload library) on a Unix
+// socket. Single-threaded event loop; exits cleanly on SIGTERM or SIGINT.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/client_protocol.h"
+#include "common/flags.h"
+#include "daemon/node.h"
+#include "daemon/shard_store.h"
+#include "transport/ucx_transport.h"
+
+namespace fern::daemon {
+namespace {
+
+struct Options {
+  int node_id = -1;
+  std::string hostfile;
+  std::string data_dir = "/dev/shm/fern-ec/data";
+  std::string parity_dir = "/var/lib/fern-ec/parity";
+  std::string socket;
+  int k = 4;
+  int m = 2;
+  uint64_t shard_size = 1 << 20;
+  uint64_t data_capacity = uint64_t{1} << 30;
+  uint64_t parity_capacity = uint64_t{1} << 30;
+  uint64_t placement_seed = 0;
+  double rpc_timeout_s = 10;
+};
+
+void Log(int node, const std::string& msg) {
+  std::fprintf(stderr, "fern-ec-daemon[node %d]: %s\n", node, msg.c_str());
+}
+
+struct HostEntry {
+  NodeId id;
+  std::string address;
+  std::string domain;
+};
+
+// "ID HOST:PORT [DOMAIN]" per line; '#' starts a comment.
+StatusOr<std::vector<HostEntry>> ReadHostfile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("cannot read hostfile " + path);
+  std::vector<HostEntry> out;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::istringstream ls(line);
+    long id;
+    std::string addr, domain;
+    if (!(ls >> id)) continue;  // blank
+    if (!(ls >> addr) || id < 0 || id > 0xFFFFFF) {
+      return InvalidArgumentError(path + ":" + std::to_string(lineno) +
+                                  ": expected 'ID HOST:PORT [DOMAIN]'");
+    }
+    ls >> domain;
+    out.push_back({NodeId(static_cast<uint32_t>(id)), addr, domain});
+  }
+  if (out.empty()) return InvalidArgumentError("hostfile " + path + " lists no nodes");
+  return out;
+}
+
+// A client connection; requests in flight keep it (and its fd) alive.
+struct Conn {
+  int fd;
+  explicit Conn(int f) : fd(f) {}
+  ~Conn() { close(fd); }
+  void Send(const client::Reply& r, int pass_fd = -1) {
+    (void)client::SendWithFd(fd, &r, sizeof r, pass_fd);
+  }
+};
+
+client::Reply ErrorReply(const Status& s) {
+  client::Reply r;
+  r.err = ToErrno(s);
+  std::snprintf(r.message, sizeof r.message, "%s", s.ToString().c_str());
+  return r;
+}
+
+// Absolute, no empty, "." or ".." components, no NUL: the namespace a path
+// names is exactly what it says.
+Status CheckPath(const client::Request& req, std::string* path) {
+  if (req.path_len == 0 || req.path_len >= client::kMaxPath) {
+    return InvalidArgumentError("path length " + std::to_string(req.path_len) + " out of range");
+  }
+  path->assign(req.path, req.path_len);
+  if (path->find('\0') != std::string::npos) return InvalidArgumentError("path contains NUL");
+  if ((*path)[0] != '/') return InvalidArgumentError("path '" + *path + "' is not absolute");
+  std::istringstream parts(path->substr(1));
+  std::string part;
+  while (std::getline(parts, part, '/')) {
+    if (part.empty() || part == "." || part == "..") {
+      return InvalidArgumentError("path '" + *path + "' is not normalized");
+    }
+  }
+  return Status();
+}
+
+class Daemon {
+ public:
+  Daemon(Options o) : o_(std::move(o)) {}
+
+  Status Start() {
+    FERN_ASSIGN_OR_RETURN(auto hosts, ReadHostfile(o_.hostfile));
+    std::vector<placement::NodeInfo> infos;
+    transport::UcxOptions uo;
+    uo.self = NodeId(o_.node_id);
+    bool found = false;
+    for (auto& h : hosts) {
+      infos.push_back({h.id, h.domain, true});
+      uo.peers[h.id] = h.address;
+      if (h.id == uo.self) {
+        found = true;
+        std::string host;
+        uint16_t port;
+        FERN_RETURN_IF_ERROR(transport::ParseHostPort(h.address, &host, &port));
+        uo.listen_address = host;
+        uo.listen_port = port;
+      }
+    }
+    if (!found) {
+      return InvalidArgumentError("node " + std::to_string(o_.node_id) + " is not in " + o_.hostfile);
+    }
+    FERN_ASSIGN_OR_RETURN(auto view, placement::ClusterView::Make(infos));
+    FERN_ASSIGN_OR_RETURN(data_, OpenFileShardStore({.dir = o_.data_dir,
+                                                     .capacity = o_.data_capacity,
+                                                     .slot_capacity = o_.shard_size}));
+    FERN_ASSIGN_OR_RETURN(parity_, OpenFileShardStore({.dir = o_.parity_dir,
+                                                       .capacity = o_.parity_capacity,
+                                                       .slot_capacity = o_.shard_size,
+                                                       .durable = true,
+                                                       .prefault = false}));
+    FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
+    FERN_ASSIGN_OR_RETURN(
+        node_, Node::Create({.id = uo.self, .k = o_.k, .m = o_.m, .shard_size = o_.shard_size,
+                             .placement_seed = o_.placement_seed,
+                             .rpc_timeout = std::chrono::milliseconds(
+                                 static_cast<int64_t>(o_.rpc_timeout_s * 1000))},
+                            transport_.get(), data_.get(), parity_.get(), view));
+    transport_->OnPeerFailure([this](NodeId peer, const Status& why) {
+      Log(o_.node_id, peer.ToString() + " failed: " + std::string(why.message()));
+      node_->SetView(node_->view().WithAlive(peer, false));
+    });
+    return Listen();
+  }
+
+  Status Run() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    const int ep = epoll_create1(EPOLL_CLOEXEC);
+    Add(ep, transport_->event_fd());
+    Add(ep, listen_fd_);
+    Add(ep, sfd);
+    Log(o_.node_id, "serving on " + o_.socket);
+    while (true) {
+      transport_->Progress();
+      epoll_event ev[16];
+      int n = epoll_wait(ep, ev, 16, 100);
+      for (int i = 0; i < n; ++i) {
+        const int fd = ev[i].data.fd;
+        if (fd == sfd) {
+          Log(o_.node_id, "shutting down");
+          transport_->Shutdown();
+          unlink(o_.socket.c_str());
+          return Status();
+        }
+        if (fd == listen_fd_) {
+          Accept(ep);
+        } else if (fd != transport_->event_fd()) {
+          Serve(ep, fd);
+        }
+      }
+    }
+  }
+
+ private:
+  static void Add(int ep, int fd) {
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
+  }
+
+  Status Listen() {
+    sockaddr_un addr{};
+    if (o_.socket.size() >= sizeof addr.sun_path) {
+      return InvalidArgumentError("socket path too long: " + o_.socket);
+    }
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, o_.socket.c_str());
+    unlink(o_.socket.c_str());
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listen_fd_ < 0) return FromErrno(errno, "socket");
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      return FromErrno(errno, "bind " + o_.socket);
+    }
+    chmod(o_.socket.c_str(), 0666);  // every local user may ask; the daemon checks permissions
+    if (listen(listen_fd_, 64) != 0) return FromErrno(errno, "listen " + o_.socket);
+    return Status();
+  }
+
+  void Accept(int ep) {
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    timeval tv{5, 0};  // a client that stalls mid-request cannot stall the daemon for long
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    conns_[fd] = std::make_shared<Conn>(fd);
+    Add(ep, fd);
+  }
+
+  void Drop(int ep, int fd) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+    conns_.erase(fd);  // closed once no request holds it
+  }
+
+  void Serve(int ep, int fd) {
+    auto it = conns_.find(fd);
+    if (it == conns_.end()) return;
+    std::shared_ptr<Conn> conn = it->second;
+    client::Request req;
+    int passed = -1;
+    if (client::RecvWithFd(fd, &req, sizeof req, &passed) != 0) {
+      Drop(ep, fd);
+      return;
+    }
+    if (req.magic != client::kMagic || req.version != client::kVersion) {
+      conn->Send(ErrorReply(InvalidArgumentError("bad request magic or version")));
+      if (passed >= 0) close(passed);
+      Drop(ep, fd);
+      return;
+    }
+    const auto op = static_cast<client::Op>(req.op);
+    if (op == client::Op::kPing) {
+      if (passed >= 0) close(passed);
+      conn->Send(client::Reply{});
+      return;
+    }
+    std::string path;
+    if (Status s = CheckPath(req, &path); !s.ok()) {
+      if (passed >= 0) close(passed);
+      conn->Send(ErrorReply(s));
+      return;
+    }
+    if (op == client::Op::kPut) {
+      Put(conn, path, req.size, passed);
+    } else if (op == client::Op::kGet) {
+      if (passed >= 0) close(passed);
+      Get(conn, path);
+    } else {
+      if (passed >= 0) close(passed);
+      conn->Send(ErrorReply(InvalidArgumentError("unknown op " + std::to_string(req.op))));
+    }
+  }
+
+  void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, int fd) {
+    struct Mapping {
+      void* p = nullptr;
+      size_t n = 0;
+      ~Mapping() {
+        if (p && n) munmap(p, n);
+      }
+    };
+    if (fd < 0) return conn->Send(ErrorReply(InvalidArgumentError("PUT without a memfd")));
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
+      close(fd);
+      return conn->Send(ErrorReply(InvalidArgumentError("PUT memfd size does not match the request")));
+    }
+    auto map = std::make_shared<Mapping>();
+    if (size > 0) {
+      map->p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+      if (map->p == MAP_FAILED) {
+        map->p = nullptr;
+        Status s = FromErrno(errno, "map the PUT memfd");
+        close(fd);
+        return conn->Send(ErrorReply(s));
+      }
+      map->n = size;
+    }
+    close(fd);  // the mapping keeps the pages
+    std::span<const uint8_t> bytes(static_cast<const uint8_t*>(map->p), size);
+    node_->Put(path, bytes, map, [conn, path](Status s) {
+      client::Reply r = s.ok() ? client::Reply{} : ErrorReply(s);
+      conn->Send(r);
+    });
+  }
+
+  void Get(std::shared_ptr<Conn> conn, const std::string& path) {
+    node_->Get(path, [conn, path](StatusOr<FileData> got) {
+      if (!got.ok()) return conn->Send(ErrorReply(got.status()));
+      int mfd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      if (mfd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
+      size_t off = 0;
+      while (off < got->bytes.size()) {
+        ssize_t n = write(mfd, got->bytes.data() + off, got->bytes.size() - off);
+        if (n <= 0) {
+          Status s = FromErrno(errno, "fill the GET memfd");
+          close(mfd);
+          return conn->Send(ErrorReply(s));
+        }
+        off += n;
+      }
+      fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+      client::Reply r;
+      r.size = got->bytes.size();
+      r.file_version = got->version;
+      conn->Send(r, mfd);
+      close(mfd);
+    });
+  }
+
+  Options o_;
+  std::unique_ptr<ShardStore> data_, parity_;
+  std::unique_ptr<transport::UcxTransport> transport_;
+  std::unique_ptr<Node> node_;
+  int listen_fd_ = -1;
+  std::map<int, std::shared_ptr<Conn>> conns_;
+};
+
+}  // namespace
+}  // namespace fern::daemon
+
+int main(int argc, char** argv) {
+  using fern::daemon::Options;
+  Options o;
+  fern::FlagSet flags(
+      "usage: fern-ec-daemon --node-id N --hostfile FILE --socket PATH [flags]\n\n"
+      "One node of a fern-ec cluster: stores data shards in --data-dir (tmpfs),\n"
+      "parity shards in --parity-dir (disk), talks to the other nodes of the\n"
+      "hostfile over UCX and serves local clients on --socket. Runs in the\n"
+      "foreground; SIGTERM stops it. Hostfile lines: 'ID HOST:PORT [DOMAIN]'.\n"
+      "Every node must be started with the same hostfile, --k, --m, --shard-size\n"
+      "and --placement-seed.");
+  flags.Int("node-id", &o.node_id, "this node's id in the hostfile");
+  flags.String("hostfile", &o.hostfile, "the cluster's node list");
+  flags.String("socket", &o.socket, "Unix socket for local clients");
+  flags.String("data-dir", &o.data_dir, "data shards (tmpfs)");
+  flags.String("parity-dir", &o.parity_dir, "parity shards (disk; flushed before acknowledging)");
+  flags.Int("k", &o.k, "data shards per stripe");
+  flags.Int("m", &o.m, "parity shards per stripe");
+  flags.Size("shard-size", &o.shard_size, "bytes per shard");
+  flags.Size("data-capacity", &o.data_capacity, "space reserved in --data-dir at startup");
+  flags.Size("parity-capacity", &o.parity_capacity, "space reserved in --parity-dir at startup");
+  flags.Size("placement-seed", &o.placement_seed, "seed of the placement function");
+  flags.Double("rpc-timeout", &o.rpc_timeout_s, "seconds before a request to another node fails");
+  if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
+    std::fprintf(stderr, "fern-ec-daemon: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Help().c_str());
+    return 0;
+  }
+  if (o.node_id < 0 || o.hostfile.empty() || o.socket.empty()) {
+    std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");
+    return 2;
+  }
+  fern::daemon::Daemon d(o);
+  if (auto s = d.Start(); !s.ok()) {
+    std::fprintf(stderr, "fern-ec-daemon[node %d]: cannot start: %s\n", o.node_id, s.ToString().c_str());
+    return 1;
+  }
+  auto s = d.Run();
+  return s.ok() ? 0 : 1;
+}

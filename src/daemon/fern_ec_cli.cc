@@ -1,0 +1,358 @@
+// fern-ec: the command-line tool.
+//
+//   fern-ec local start --root DIR [--nodes 6 --k 4 --m 2 --shard-size 1MiB ...]
+//   fern-ec local stop --root DIR
+//   fern-ec local kill NODE --root DIR
+//   fern-ec put LOCAL PATH   [--root DIR [--node N] | FERN_EC_SOCKET]
+//   fern-ec get PATH LOCAL   [--root DIR [--node N] | FERN_EC_SOCKET]
+//
+// A local cluster lives under --root: ROOT/hostfile, and per node
+// ROOT/node-N/{data,parity,sock,pid,log}. Put ROOT on tmpfs (/dev/shm) for
+// data shards in memory.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/client_protocol.h"
+#include "common/flags.h"
+#include "common/status.h"
+
+namespace fern::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: fern-ec COMMAND [args] [flags]   (fern-ec COMMAND --help for flags)\n\n"
+    "Commands:\n"
+    "  local start --root DIR     start a local cluster of daemons on 127.0.0.1\n"
+    "  local stop --root DIR      stop it (SIGTERM)\n"
+    "  local kill NODE --root DIR SIGKILL one node\n"
+    "  put LOCAL PATH             store a local file as PATH (a new version)\n"
+    "  get PATH LOCAL             fetch the newest committed version of PATH\n";
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  return std::filesystem::path(std::string(buf, n)).parent_path();
+}
+
+std::string NodeDir(const std::string& root, int i) { return root + "/node-" + std::to_string(i); }
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "fern-ec: %s\n", what.c_str());
+  return 1;
+}
+
+// Connects to a daemon's socket; -1 with errno on failure.
+int Connect(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (fd < 0 || path.size() >= sizeof a.sun_path) {
+    if (fd >= 0) close(fd);
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  std::strcpy(a.sun_path, path.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+// One request/reply round trip. Returns 0 or an errno; fills reply and fd.
+int Roundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
+              int* recv_fd) {
+  int fd = Connect(sock);
+  if (fd < 0) return errno;
+  int rc = 0;
+  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
+      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
+    rc = errno;
+  }
+  close(fd);
+  return rc;
+}
+
+bool Ping(const std::string& sock) {
+  client::Request req;
+  req.op = static_cast<uint16_t>(client::Op::kPing);
+  client::Reply reply;
+  return Roundtrip(sock, req, -1, &reply, nullptr) == 0 && reply.err == 0;
+}
+
+uint16_t FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+struct LocalOptions {
+  std::string root;
+  int nodes = 6;
+  int k = 4;
+  int m = 2;
+  uint64_t shard_size = 1 << 20;
+  uint64_t data_capacity = uint64_t{256} << 20;
+  uint64_t parity_capacity = uint64_t{256} << 20;
+  double timeout_s = 30;
+};
+
+pid_t SpawnDaemon(const LocalOptions& o, int i) {
+  const std::string dir = NodeDir(o.root, i);
+  std::vector<std::string> args = {
+      SelfDir() + "/fern-ec-daemon", "--node-id", std::to_string(i), "--hostfile",
+      o.root + "/hostfile", "--socket", dir + "/sock", "--data-dir", dir + "/data",
+      "--parity-dir", dir + "/parity", "--k", std::to_string(o.k), "--m", std::to_string(o.m),
+      "--shard-size", std::to_string(o.shard_size), "--data-capacity",
+      std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
+      "--rpc-timeout", "5"};
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  setsid();  // outlives the CLI; not killed with its terminal
+  int log = open((dir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int devnull = open("/dev/null", O_RDONLY);
+  dup2(devnull, 0);
+  dup2(log, 1);
+  dup2(log, 2);
+  setenv("UCX_TLS", "tcp", 0);  // shared memory does not report a killed peer
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(argv[0], argv.data());
+  std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
+  _exit(127);
+}
+
+int LocalStart(const std::vector<std::string>& args) {
+  LocalOptions o;
+  FlagSet f("usage: fern-ec local start --root DIR [flags]\n\n"
+            "Starts --nodes daemons on 127.0.0.1 with their own ports and directories\n"
+            "under --root; returns when every one answers on its socket.");
+  f.String("root", &o.root, "cluster directory (on tmpfs for in-memory data)");
+  f.Int("nodes", &o.nodes, "number of daemons");
+  f.Int("k", &o.k, "data shards per stripe");
+  f.Int("m", &o.m, "parity shards per stripe");
+  f.Size("shard-size", &o.shard_size, "bytes per shard");
+  f.Size("data-capacity", &o.data_capacity, "data shard space per node");
+  f.Size("parity-capacity", &o.parity_capacity, "parity shard space per node");
+  f.Double("timeout", &o.timeout_s, "seconds to wait for the daemons");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (o.root.empty()) return Fail("local start: --root is required");
+  if (o.nodes < o.k + o.m) {
+    return Fail("local start: " + std::to_string(o.nodes) + " nodes cannot hold k+m=" +
+                std::to_string(o.k + o.m) + " shards per stripe");
+  }
+  std::filesystem::create_directories(o.root);
+  if (std::filesystem::exists(o.root + "/hostfile")) {
+    for (int i = 0; i < o.nodes; ++i) {
+      if (Ping(NodeDir(o.root, i) + "/sock")) {
+        return Fail("local start: a cluster is already running in " + o.root);
+      }
+    }
+  }
+  {
+    std::ofstream hf(o.root + "/hostfile");
+    for (int i = 0; i < o.nodes; ++i) hf << i << " 127.0.0.1:" << FreePort() << "\n";
+  }
+  for (int i = 0; i < o.nodes; ++i) {
+    std::filesystem::create_directories(NodeDir(o.root, i));
+    pid_t pid = SpawnDaemon(o, i);
+    std::ofstream(NodeDir(o.root, i) + "/pid") << pid << "\n";
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_s);
+  for (int i = 0; i < o.nodes; ++i) {
+    while (!Ping(NodeDir(o.root, i) + "/sock")) {
+      if (std::chrono::steady_clock::now() > until) {
+        return Fail("local start: node " + std::to_string(i) + " did not come up; see " +
+                    NodeDir(o.root, i) + "/log");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  std::printf("fern-ec: %d nodes up in %s (k=%d m=%d shard %s)\n", o.nodes, o.root.c_str(), o.k,
+              o.m, FormatSize(o.shard_size).c_str());
+  return 0;
+}
+
+pid_t ReadPid(const std::string& root, int i) {
+  std::ifstream in(NodeDir(root, i) + "/pid");
+  long pid = 0;
+  in >> pid;
+  return static_cast<pid_t>(pid);
+}
+
+int LocalSignal(const std::vector<std::string>& args, bool kill_one) {
+  std::string root;
+  FlagSet f(kill_one ? "usage: fern-ec local kill NODE --root DIR   (SIGKILL)"
+                     : "usage: fern-ec local stop --root DIR   (SIGTERM to every node)");
+  f.String("root", &root, "cluster directory");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (root.empty()) return Fail("--root is required");
+  if (kill_one) {
+    if (f.positional().size() != 1) return Fail("local kill: give exactly one node number");
+    const int node = std::atoi(f.positional()[0].c_str());
+    pid_t pid = ReadPid(root, node);
+    if (pid <= 0 || kill(pid, SIGKILL) != 0) {
+      return Fail("local kill: node " + f.positional()[0] + " is not running in " + root);
+    }
+    return 0;
+  }
+  std::vector<pid_t> pids;
+  for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
+    pid_t pid = ReadPid(root, i);
+    if (pid > 0 && kill(pid, SIGTERM) == 0) pids.push_back(pid);
+  }
+  // Return only when they are gone; SIGKILL stragglers after 10 s.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (pid_t pid : pids) {
+    while (kill(pid, 0) == 0 && std::chrono::steady_clock::now() < until) {
+      waitpid(pid, nullptr, WNOHANG);  // reaps it if it is our child
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+  }
+  return 0;
+}
+
+std::string SocketFor(const std::string& root, int node) {
+  if (!root.empty()) return NodeDir(root, node) + "/sock";
+  const char* env = std::getenv("FERN_EC_SOCKET");
+  return env ? env : "";
+}
+
+int Put(const std::vector<std::string>& args) {
+  std::string root;
+  int node = 0;
+  FlagSet f("usage: fern-ec put LOCAL PATH [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
+  f.String("root", &root, "local cluster directory");
+  f.Int("node", &node, "which node's daemon to talk to");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (f.positional().size() != 2) return Fail("put: give LOCAL and PATH");
+  const std::string sock = SocketFor(root, node);
+  if (sock.empty()) return Fail("put: no daemon: give --root or set FERN_EC_SOCKET");
+  const std::string& local = f.positional()[0];
+  const std::string& path = f.positional()[1];
+  if (path.size() >= client::kMaxPath) return Fail("put: path too long");
+  int in = open(local.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Fail("put: " + local + ": " + std::strerror(errno));
+  int mfd = memfd_create("fern-ec-put", MFD_CLOEXEC);
+  struct stat st {};
+  fstat(in, &st);
+  // Copy into a memfd the daemon can map (a regular file could change under it).
+  off_t off = 0;
+  while (off < st.st_size) {
+    ssize_t n = sendfile(mfd, in, &off, st.st_size - off);
+    if (n <= 0) return Fail("put: copy " + local + ": " + std::strerror(errno));
+  }
+  close(in);
+  client::Request req;
+  req.op = static_cast<uint16_t>(client::Op::kPut);
+  req.size = st.st_size;
+  req.path_len = path.size();
+  std::memcpy(req.path, path.data(), path.size());
+  client::Reply reply;
+  int rc = Roundtrip(sock, req, mfd, &reply, nullptr);
+  close(mfd);
+  if (rc != 0) return Fail("put: daemon at " + sock + ": " + std::strerror(rc));
+  if (reply.err != 0) return Fail("put " + path + ": " + std::strerror(reply.err) + " (" + reply.message + ")");
+  return 0;
+}
+
+int Get(const std::vector<std::string>& args) {
+  std::string root;
+  int node = 0;
+  FlagSet f("usage: fern-ec get PATH LOCAL [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
+  f.String("root", &root, "local cluster directory");
+  f.Int("node", &node, "which node's daemon to talk to");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (f.positional().size() != 2) return Fail("get: give PATH and LOCAL");
+  const std::string sock = SocketFor(root, node);
+  if (sock.empty()) return Fail("get: no daemon: give --root or set FERN_EC_SOCKET");
+  const std::string& path = f.positional()[0];
+  const std::string& local = f.positional()[1];
+  if (path.size() >= client::kMaxPath) return Fail("get: path too long");
+  client::Request req;
+  req.op = static_cast<uint16_t>(client::Op::kGet);
+  req.path_len = path.size();
+  std::memcpy(req.path, path.data(), path.size());
+  client::Reply reply;
+  int mfd = -1;
+  int rc = Roundtrip(sock, req, -1, &reply, &mfd);
+  if (rc != 0) return Fail("get: daemon at " + sock + ": " + std::strerror(rc));
+  if (reply.err != 0) {
+    std::fprintf(stderr, "fern-ec: get %s: %s (%s)\n", path.c_str(), std::strerror(reply.err), reply.message);
+    return reply.err == ENOENT ? 3 : reply.err == EIO ? 4 : 1;
+  }
+  if (mfd < 0) return Fail("get: the daemon sent no data");
+  const std::string tmp = local + ".fern-ec-tmp";
+  int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) return Fail("get: " + tmp + ": " + std::strerror(errno));
+  off_t off = 0;
+  while (off < static_cast<off_t>(reply.size)) {
+    ssize_t n = sendfile(out, mfd, &off, reply.size - off);
+    if (n <= 0) return Fail("get: write " + local + ": " + std::strerror(errno));
+  }
+  close(mfd);
+  if (fsync(out) != 0 || close(out) != 0 || rename(tmp.c_str(), local.c_str()) != 0) {
+    return Fail("get: write " + local + ": " + std::strerror(errno));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace fern::cli
+
+int main(int argc, char** argv) {
+  using namespace fern::cli;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::printf("%s", kUsage);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "local") {
+    if (args.empty()) return Fail("local: give start, stop or kill");
+    const std::string sub = args[0];
+    args.erase(args.begin());
+    if (sub == "start") return LocalStart(args);
+    if (sub == "stop") return LocalSignal(args, false);
+    if (sub == "kill") return LocalSignal(args, true);
+    return Fail("local: unknown subcommand '" + sub + "'");
+  }
+  if (cmd == "put") return Put(args);
+  if (cmd == "get") return Get(args);
+  std::fprintf(stderr, "fern-ec: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+  return 2;
+}

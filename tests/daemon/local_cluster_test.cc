@@ -1,0 +1,121 @@
+// The real thing: six fern-ec-daemon processes on 127.0.0.1 talking UCX over
+// TCP, driven through the fern-ec CLI exactly as a user would, nodes killed
+// with SIGKILL.
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace {
+
+constexpr uint64_t kShard = 64 * 1024;
+constexpr uint64_t kStripe = 4 * kShard;
+
+// Runs a command; returns its exit code.
+int Sh(const std::string& cmd) {
+  int rc = std::system((cmd + " 2>>" + ::testing::TempDir() + "/fern-cli.err").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::vector<uint8_t> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+class LocalCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = "/dev/shm/fern-lc-" + std::to_string(getpid());
+    work_ = ::testing::TempDir() + "/fern-lc-work-" + std::to_string(getpid());
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(work_);
+    ASSERT_EQ(Sh(Cli() + " local start --root " + root_ +
+                  " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 128MiB"
+                  " --parity-capacity 128MiB"),
+              0);
+  }
+  void TearDown() override {
+    Sh(Cli() + " local stop --root " + root_);
+    std::filesystem::remove_all(root_);
+    std::filesystem::remove_all(work_);
+  }
+  static std::string Cli() { return FERN_EC_CLI; }
+  std::string root_, work_;
+};
+
+TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
+  auto rng = fern::testing::TestRng();
+  const std::vector<size_t> sizes = {0,          1,           kShard - 1,          kShard + 1,
+                                     kStripe - 1, kStripe + 1, 3 * kStripe + 17, 64u << 20};
+  std::vector<std::vector<uint8_t>> files;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    files.emplace_back(sizes[i]);
+    fern::testing::FillRandom(rng, files[i].data(), sizes[i]);
+    const std::string local = work_ + "/in" + std::to_string(i);
+    WriteFile(local, files[i]);
+    ASSERT_EQ(Sh(Cli() + " put " + local + " /ck/f" + std::to_string(i) + " --root " + root_ +
+                  " --node " + std::to_string(i % 6)),
+              0)
+        << "put size " << sizes[i];
+  }
+  auto check_all = [&](int via, const std::string& when) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::string out = work_ + "/out" + std::to_string(i);
+      std::filesystem::remove(out);
+      ASSERT_EQ(Sh(Cli() + " get /ck/f" + std::to_string(i) + " " + out + " --root " + root_ +
+                    " --node " + std::to_string(via)),
+                0)
+          << when << ": get size " << sizes[i];
+      ASSERT_EQ(ReadFile(out), files[i]) << when << ": size " << sizes[i] << " differs";
+    }
+  };
+  check_all(3, "healthy");
+
+  // Any two nodes: chosen by the printed seed.
+  int a = static_cast<int>(rng() % 6), b = static_cast<int>((a + 1 + rng() % 5) % 6);
+  ASSERT_EQ(Sh(Cli() + " local kill " + std::to_string(a) + " --root " + root_), 0);
+  ASSERT_EQ(Sh(Cli() + " local kill " + std::to_string(b) + " --root " + root_), 0);
+  int via = 0;
+  while (via == a || via == b) ++via;
+  check_all(via, "nodes " + std::to_string(a) + "," + std::to_string(b) + " killed");
+
+  // A third: every stripe spans all six nodes, so reads must fail with EIO
+  // (exit code 4) or find no metadata owner, and never write an output file.
+  int c = 0;
+  while (c == a || c == b || c == via) ++c;
+  ASSERT_EQ(Sh(Cli() + " local kill " + std::to_string(c) + " --root " + root_), 0);
+  const std::string out = work_ + "/after-third";
+  const int rc = Sh(Cli() + " get /ck/f7 " + out + " --root " + root_ + " --node " + std::to_string(via));
+  EXPECT_NE(rc, 0);
+  EXPECT_FALSE(std::filesystem::exists(out)) << "a failed read left bytes behind";
+}
+
+TEST_F(LocalCluster, ClearErrorsForBadRequests) {
+  const std::string out = work_ + "/x";
+  EXPECT_EQ(Sh(Cli() + " get /ck/never-written " + out + " --root " + root_), 3);  // ENOENT
+  WriteFile(work_ + "/small", {1, 2, 3});
+  EXPECT_NE(Sh(Cli() + " put " + work_ + "/small relative --root " + root_), 0);
+  EXPECT_NE(Sh(Cli() + " put " + work_ + "/small /a/../b --root " + root_), 0);
+  EXPECT_NE(Sh(Cli() + " put " + work_ + "/no-such-file /a --root " + root_), 0);
+  EXPECT_NE(Sh(Cli() + " put " + work_ + "/small /a --root /nonexistent"), 0);
+  // The daemon still serves after all that.
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/small /ok --root " + root_), 0);
+  ASSERT_EQ(Sh(Cli() + " get /ok " + out + " --root " + root_ + " --node 5"), 0);
+  EXPECT_EQ(ReadFile(out), (std::vector<uint8_t>{1, 2, 3}));
+}
+
+}  // namespace
