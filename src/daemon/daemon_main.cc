@@ -47,6 +47,7 @@ struct Options {
   uint64_t parity_capacity = uint64_t{1} << 30;
   uint64_t placement_seed = 0;
   double rpc_timeout_s = 10;
+  int spin_us = 50;
 };
 
 void Log(int node, const std::string& msg) {
@@ -154,6 +155,7 @@ class Daemon {
                                                        .slot_capacity = o_.shard_size,
                                                        .durable = true,
                                                        .prefault = false}));
+    uo.spin_before_sleep = std::chrono::microseconds(o_.spin_us);
     FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
     FERN_ASSIGN_OR_RETURN(
         node_, Node::Create({.id = uo.self, .k = o_.k, .m = o_.m, .shard_size = o_.shard_size,
@@ -371,6 +373,7 @@ int main(int argc, char** argv) {
   flags.Size("parity-capacity", &o.parity_capacity, "space reserved in --parity-dir at startup");
   flags.Size("placement-seed", &o.placement_seed, "seed of the placement function");
   flags.Double("rpc-timeout", &o.rpc_timeout_s, "seconds before a request to another node fails");
+  flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
     std::fprintf(stderr, "fern-ec-daemon: %s\n", s.ToString().c_str());
     return 2;

@@ -122,6 +122,7 @@ struct LocalOptions {
   uint64_t data_capacity = uint64_t{256} << 20;
   uint64_t parity_capacity = uint64_t{256} << 20;
   double timeout_s = 30;
+  int spin_us = 50;
 };
 
 pid_t SpawnDaemon(const LocalOptions& o, int i) {
@@ -132,7 +133,7 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       "--parity-dir", dir + "/parity", "--k", std::to_string(o.k), "--m", std::to_string(o.m),
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
-      "--rpc-timeout", "5"};
+      "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us)};
   pid_t pid = fork();
   if (pid != 0) return pid;
   setsid();  // outlives the CLI; not killed with its terminal
@@ -163,6 +164,7 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Size("data-capacity", &o.data_capacity, "data shard space per node");
   f.Size("parity-capacity", &o.parity_capacity, "parity shard space per node");
   f.Double("timeout", &o.timeout_s, "seconds to wait for the daemons");
+  f.Int("spin-us", &o.spin_us, "daemons poll this long after an event before sleeping");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
   if (o.root.empty()) return Fail("local start: --root is required");
