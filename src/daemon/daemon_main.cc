@@ -316,27 +316,43 @@ class Daemon {
   }
 
   void Get(std::shared_ptr<Conn> conn, const std::string& path) {
-    node_->Get(path, [conn, path](StatusOr<FileData> got) {
-      if (!got.ok()) return conn->Send(ErrorReply(got.status()));
-      int mfd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-      if (mfd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
-      size_t off = 0;
-      while (off < got->bytes.size()) {
-        ssize_t n = write(mfd, got->bytes.data() + off, got->bytes.size() - off);
-        if (n <= 0) {
-          Status s = FromErrno(errno, "fill the GET memfd");
-          close(mfd);
-          return conn->Send(ErrorReply(s));
-        }
-        off += n;
+    // The reply memfd is mapped and filled in place: whole shards are
+    // received straight into it.
+    struct Out {
+      int fd = -1;
+      void* p = nullptr;
+      size_t n = 0;
+      ~Out() {
+        if (p) munmap(p, n);
+        if (fd >= 0) close(fd);
       }
-      fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-      client::Reply r;
-      r.size = got->bytes.size();
-      r.file_version = got->version;
-      conn->Send(r, mfd);
-      close(mfd);
-    });
+    };
+    auto out = std::make_shared<Out>();
+    out->fd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
+    node_->GetInto(
+        path,
+        [out](uint64_t size) -> StatusOr<std::span<uint8_t>> {
+          if (size == 0) return std::span<uint8_t>();
+          if (ftruncate(out->fd, size) != 0) return FromErrno(errno, "size the GET memfd");
+          void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
+          if (p == MAP_FAILED) return FromErrno(errno, "map the GET memfd");
+          out->p = p;
+          out->n = size;
+          return std::span<uint8_t>(static_cast<uint8_t*>(p), size);
+        },
+        [conn, out](StatusOr<Node::FileInfo> got) {
+          if (!got.ok()) return conn->Send(ErrorReply(got.status()));
+          if (out->p) {
+            munmap(out->p, out->n);
+            out->p = nullptr;
+          }
+          fcntl(out->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+          client::Reply r;
+          r.size = got->size;
+          r.file_version = got->version;
+          conn->Send(r, out->fd);
+        });
   }
 
   Options o_;

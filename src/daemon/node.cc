@@ -54,8 +54,8 @@ struct Node::PutOp {
 struct Node::GetOp {
   std::string path;
   wire::FileRecord record;
-  std::function<void(StatusOr<FileData>)> done;
-  std::vector<uint8_t> out;
+  std::function<void(StatusOr<FileInfo>)> done;
+  std::span<uint8_t> out;
   // Per stripe: the shard payloads that arrived intact.
   struct Stripe {
     std::vector<std::shared_ptr<void>> owners;
@@ -338,7 +338,23 @@ std::vector<NodeId> Node::StripeNodes(const wire::FileRecord& record, uint64_t s
 }
 
 void Node::Get(const std::string& path, std::function<void(StatusOr<FileData>)> done) {
-  LookupRecord(path, [this, path, done = std::move(done)](
+  auto data = std::make_shared<FileData>();
+  GetInto(
+      path,
+      [data](uint64_t size) -> StatusOr<std::span<uint8_t>> {
+        data->bytes.resize(size);
+        return std::span<uint8_t>(data->bytes);
+      },
+      [data, done = std::move(done)](StatusOr<FileInfo> info) {
+        if (!info.ok()) return done(info.status());
+        data->version = info->version;
+        done(std::move(*data));
+      });
+}
+
+void Node::GetInto(const std::string& path, OutputAllocator output,
+                   std::function<void(StatusOr<FileInfo>)> done) {
+  LookupRecord(path, [this, path, output = std::move(output), done = std::move(done)](
                          StatusOr<std::shared_ptr<wire::FileRecord>> rec) {
     if (!rec.ok()) return done(rec.status());
     const auto& r = **rec;
@@ -347,15 +363,18 @@ void Node::Get(const std::string& path, std::function<void(StatusOr<FileData>)> 
       return done(UnimplementedError(path + " was written with a different layout (k=" +
                                      std::to_string(r.k()) + " m=" + std::to_string(r.m()) + ")"));
     }
+    auto out = output(r.size());
+    if (!out.ok()) return done(out.status());
+    if (out->size() != r.size()) return done(InternalError("output buffer of the wrong size"));
     auto op = std::make_shared<GetOp>();
     op->path = path;
     op->record = r;
     op->done = done;
-    op->out.resize(r.size());
+    op->out = *out;
     const uint64_t stripes = geometry_.StripeCount(r.size());
     op->stripes.resize(stripes);
     op->stripes_left = stripes;
-    if (stripes == 0) return done(FileData{r.version(), {}});
+    if (stripes == 0) return done(FileInfo{r.version(), 0});
     for (uint64_t s = 0; s < stripes; ++s) FetchStripe(op, s, false);
   });
 }
@@ -378,8 +397,19 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     wire::ShardGet get;
     SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
     ++st.pending;
+    transport::CallOptions call{options_.rpc_timeout, nullptr};
+    if (i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
+      // A whole data shard lands in its place in the output. If it turns out
+      // corrupt, decode overwrites it below.
+      uint8_t* dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
+      call.reply_sink = [dest, len](NodeId, transport::MessageKind, std::string_view,
+                                    uint64_t n) -> StatusOr<ReceiveBuffer> {
+        if (n != len) return InvalidArgumentError("shard reply of unexpected length");
+        return ReceiveBuffer{std::span<uint8_t>(dest, n), nullptr};
+      };
+    }
     transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
-                     {options_.rpc_timeout, nullptr},
+                     std::move(call),
                      [this, op, stripe, i, len](StatusOr<InMessage> r) {
                        GetOp::Stripe& st = op->stripes[stripe];
                        if (r.ok()) {
@@ -446,14 +476,15 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   if (op->failure.ok()) {
     for (int i = 0; i < k; ++i) {
       const size_t have = geometry_.ShardDataBytes(size, stripe, i);
-      if (have) std::memcpy(op->out.data() + geometry_.FileOffset({stripe, i, 0}), st.shards[i].data(), have);
+      uint8_t* dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
+      if (have && st.shards[i].data() != dest) std::memcpy(dest, st.shards[i].data(), have);
     }
   }
   st.shards.clear();
   st.owners.clear();
   if (--op->stripes_left > 0) return;
   if (!op->failure.ok()) return op->done(op->failure);
-  op->done(FileData{op->record.version(), std::move(op->out)});
+  op->done(FileInfo{op->record.version(), op->record.size()});
 }
 
 }  // namespace fern::daemon

@@ -83,6 +83,17 @@ class Node {
            std::shared_ptr<const void> owner, std::function<void(Status)> done);
   void Get(const std::string& path, std::function<void(StatusOr<FileData>)> done);
 
+  // Where GetInto writes: called once the file's size is known, returns
+  // exactly `size` writable bytes that stay valid until `done` runs. Whole
+  // data shards are received straight into it (no intermediate copy).
+  using OutputAllocator = std::function<StatusOr<std::span<uint8_t>>(uint64_t size)>;
+  struct FileInfo {
+    uint64_t version = 0;
+    uint64_t size = 0;
+  };
+  void GetInto(const std::string& path, OutputAllocator output,
+               std::function<void(StatusOr<FileInfo>)> done);
+
   uint64_t FileIdOf(const std::string& path) const;
 
  private:
