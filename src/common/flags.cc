@@ -151,7 +151,9 @@ std::string FlagSet::Help() const {
     if (!f.default_text.empty()) out += " (default: " + f.default_text + ")";
     out += "\n";
   }
-  out += "  --help                       print this help and exit\n";
+  std::string help = "  --help";
+  help.resize(28, ' ');
+  out += help + " print this help and exit\n";
   return out;
 }
 

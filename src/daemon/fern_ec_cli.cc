@@ -251,23 +251,50 @@ std::string SocketFor(const std::string& root, int node) {
   return env ? env : "";
 }
 
-int Put(const std::vector<std::string>& args) {
+// What put and get share: --root/--node or FERN_EC_SOCKET, and two operands.
+struct ClientCall {
+  std::string sock;
+  std::string first, second;
+};
+
+// Returns -1 to go on with `call` filled in, or the exit code to return now.
+int ParseClientCall(const std::vector<std::string>& args, const std::string& cmd,
+                    const std::string& operands, ClientCall* call) {
   std::string root;
   int node = 0;
-  FlagSet f("usage: fern-ec put LOCAL PATH [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
+  FlagSet f("usage: fern-ec " + cmd + " " + operands +
+            " [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
   f.String("root", &root, "local cluster directory");
   f.Int("node", &node, "which node's daemon to talk to");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
-  if (f.positional().size() != 2) return Fail("put: give LOCAL and PATH");
-  const std::string sock = SocketFor(root, node);
-  if (sock.empty()) return Fail("put: no daemon: give --root or set FERN_EC_SOCKET");
-  const std::string& local = f.positional()[0];
-  const std::string& path = f.positional()[1];
+  if (f.positional().size() != 2) return Fail(cmd + ": give " + operands);
+  call->sock = SocketFor(root, node);
+  if (call->sock.empty()) return Fail(cmd + ": no daemon: give --root or set FERN_EC_SOCKET");
+  call->first = f.positional()[0];
+  call->second = f.positional()[1];
+  return -1;
+}
+
+// REQUIRES: path.size() < client::kMaxPath
+client::Request MakeRequest(client::Op op, const std::string& path) {
+  client::Request req;
+  req.op = static_cast<uint16_t>(op);
+  req.path_len = path.size();
+  std::memcpy(req.path, path.data(), path.size());
+  return req;
+}
+
+int Put(const std::vector<std::string>& args) {
+  ClientCall call;
+  if (int rc = ParseClientCall(args, "put", "LOCAL PATH", &call); rc >= 0) return rc;
+  const std::string& local = call.first;
+  const std::string& path = call.second;
   if (path.size() >= client::kMaxPath) return Fail("put: path too long");
   int in = open(local.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return Fail("put: " + local + ": " + std::strerror(errno));
   int mfd = memfd_create("fern-ec-put", MFD_CLOEXEC);
+  if (mfd < 0) return Fail(std::string("put: memfd_create: ") + std::strerror(errno));
   struct stat st {};
   fstat(in, &st);
   // Copy into a memfd the daemon can map (a regular file could change under it).
@@ -277,41 +304,27 @@ int Put(const std::vector<std::string>& args) {
     if (n <= 0) return Fail("put: copy " + local + ": " + std::strerror(errno));
   }
   close(in);
-  client::Request req;
-  req.op = static_cast<uint16_t>(client::Op::kPut);
+  client::Request req = MakeRequest(client::Op::kPut, path);
   req.size = st.st_size;
-  req.path_len = path.size();
-  std::memcpy(req.path, path.data(), path.size());
   client::Reply reply;
-  int rc = Roundtrip(sock, req, mfd, &reply, nullptr);
+  int rc = Roundtrip(call.sock, req, mfd, &reply, nullptr);
   close(mfd);
-  if (rc != 0) return Fail("put: daemon at " + sock + ": " + std::strerror(rc));
+  if (rc != 0) return Fail("put: daemon at " + call.sock + ": " + std::strerror(rc));
   if (reply.err != 0) return Fail("put " + path + ": " + std::strerror(reply.err) + " (" + reply.message + ")");
   return 0;
 }
 
 int Get(const std::vector<std::string>& args) {
-  std::string root;
-  int node = 0;
-  FlagSet f("usage: fern-ec get PATH LOCAL [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
-  f.String("root", &root, "local cluster directory");
-  f.Int("node", &node, "which node's daemon to talk to");
-  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
-  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
-  if (f.positional().size() != 2) return Fail("get: give PATH and LOCAL");
-  const std::string sock = SocketFor(root, node);
-  if (sock.empty()) return Fail("get: no daemon: give --root or set FERN_EC_SOCKET");
-  const std::string& path = f.positional()[0];
-  const std::string& local = f.positional()[1];
+  ClientCall call;
+  if (int rc = ParseClientCall(args, "get", "PATH LOCAL", &call); rc >= 0) return rc;
+  const std::string& path = call.first;
+  const std::string& local = call.second;
   if (path.size() >= client::kMaxPath) return Fail("get: path too long");
-  client::Request req;
-  req.op = static_cast<uint16_t>(client::Op::kGet);
-  req.path_len = path.size();
-  std::memcpy(req.path, path.data(), path.size());
+  client::Request req = MakeRequest(client::Op::kGet, path);
   client::Reply reply;
   int mfd = -1;
-  int rc = Roundtrip(sock, req, -1, &reply, &mfd);
-  if (rc != 0) return Fail("get: daemon at " + sock + ": " + std::strerror(rc));
+  int rc = Roundtrip(call.sock, req, -1, &reply, &mfd);
+  if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
   if (reply.err != 0) {
     std::fprintf(stderr, "fern-ec: get %s: %s (%s)\n", path.c_str(), std::strerror(reply.err), reply.message);
     return reply.err == ENOENT ? 3 : reply.err == EIO ? 4 : 1;
