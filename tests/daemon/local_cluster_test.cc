@@ -21,9 +21,14 @@ namespace {
 constexpr uint64_t kShard = 64 * 1024;
 constexpr uint64_t kStripe = 4 * kShard;
 
+// The CLI's stderr for this run (kept for debugging a failure, removed after).
+std::string ErrLog() {
+  return ::testing::TempDir() + "/fern-cli-" + std::to_string(getpid()) + ".err";
+}
+
 // Runs a command; returns its exit code.
 int Sh(const std::string& cmd) {
-  int rc = std::system((cmd + " 2>>" + ::testing::TempDir() + "/fern-cli.err").c_str());
+  int rc = std::system((cmd + " 2>>" + ErrLog()).c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
@@ -52,6 +57,7 @@ class LocalCluster : public ::testing::Test {
     Sh(Cli() + " local stop --root " + root_);
     std::filesystem::remove_all(root_);
     std::filesystem::remove_all(work_);
+    if (!HasFailure()) std::filesystem::remove(ErrLog());
   }
   static std::string Cli() { return FERN_EC_CLI; }
   std::string root_, work_;

@@ -6,6 +6,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,8 +23,10 @@ namespace {
 constexpr uint64_t kSlot = 64 * 1024;
 
 std::string TempDir(const std::string& base) {
-  std::string d = base + "/fern-store-test-" + std::to_string(getpid()) + "-" +
-                  ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  // Parameterized names contain '/': flatten, or the parent would be left behind.
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::replace(name.begin(), name.end(), '/', '_');
+  std::string d = base + "/fern-store-test-" + std::to_string(getpid()) + "-" + name;
   std::filesystem::remove_all(d);
   return d;
 }
