@@ -1,6 +1,7 @@
 #include "daemon/node.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -40,14 +41,40 @@ std::string NodeList(const std::vector<NodeId>& nodes) {
 
 }  // namespace
 
+// Reusable stripe buffers (m parity shards plus k padded data shards) so a
+// put neither zero-fills nor faults in fresh pages per stripe.
+class Node::BufferPool {
+ public:
+  explicit BufferPool(size_t bytes) : bytes_(bytes) {}
+  std::shared_ptr<uint8_t> Take() {
+    if (free_.empty()) {
+      return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(std::aligned_alloc(64, bytes_)),
+                                      [](uint8_t* p) { std::free(p); });
+    }
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void Give(std::shared_ptr<uint8_t> b) {
+    if (b && free_.size() < kKeep) free_.push_back(std::move(b));
+  }
+
+ private:
+  static constexpr size_t kKeep = 64;
+  const size_t bytes_;
+  std::vector<std::shared_ptr<uint8_t>> free_;
+};
+
 struct Node::PutOp {
   std::string path;
   std::span<const uint8_t> bytes;
   std::shared_ptr<const void> owner;
   std::function<void(Status)> done;
   wire::FileRecord record;
-  std::vector<std::vector<uint8_t>> buffers;  // parity and padded data shards
-  int pending = 0;
+  uint64_t stripes = 0;
+  uint64_t next_stripe = 0;   // the next stripe to encode and send
+  int stripes_in_flight = 0;
+  int pending = 0;            // metadata commit
   Status failure;
 };
 
@@ -97,7 +124,8 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       view_(std::move(view)),
       placement_(placement),
       coder_(std::move(coder)),
-      geometry_(geometry) {}
+      geometry_(geometry),
+      pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {}
 
 Node::~Node() = default;
 
@@ -238,68 +266,79 @@ void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
 }
 
 void Node::SendShards(const std::shared_ptr<PutOp>& op) {
+  op->stripes = geometry_.StripeCount(op->bytes.size());
+  IssueStripes(op);
+}
+
+// Keeps up to kStripeWindow stripes encoded and in flight; each finished
+// stripe returns its buffers to the pool and lets the next one go.
+void Node::IssueStripes(const std::shared_ptr<PutOp>& op) {
+  while (op->failure.ok() && op->next_stripe < op->stripes &&
+         op->stripes_in_flight < kStripeWindow) {
+    Status s = IssueStripe(op, op->next_stripe++);
+    if (!s.ok()) op->failure = s;
+  }
+  if (op->stripes_in_flight > 0) return;
+  if (!op->failure.ok()) return op->done(op->failure.WithContext("put " + op->path));
+  if (op->next_stripe == op->stripes) CommitRecord(op);
+}
+
+Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   const uint64_t size = op->bytes.size();
-  const uint64_t stripes = geometry_.StripeCount(size);
   const int k = options_.k, n = options_.k + options_.m;
   const uint64_t file_id = op->record.file_id(), version = op->record.version();
-  // Every SHARD_PUT is issued before any can complete (callbacks run later,
-  // from Progress), so `pending` only reaches 0 once all have answered.
-  op->pending = 1;
-  auto finish_one = [this, op](Status s) {
-    if (!s.ok() && op->failure.ok()) op->failure = s;
-    if (--op->pending > 0) return;
-    if (!op->failure.ok()) return op->done(op->failure.WithContext("put " + op->path));
-    CommitRecord(op);
-  };
-  for (uint64_t s = 0; s < stripes; ++s) {
-    const size_t len = geometry_.StripeShardLen(size, s);
-    std::vector<const uint8_t*> data(k);
-    for (int i = 0; i < k; ++i) {
-      const size_t have = geometry_.ShardDataBytes(size, s, i);
-      const uint8_t* src = op->bytes.data() + geometry_.FileOffset({s, i, 0});
-      if (have == len) {
-        data[i] = src;  // a whole shard: sent straight from the caller's bytes
-      } else {
-        auto& b = op->buffers.emplace_back(len, 0);
-        if (have) std::memcpy(b.data(), src, have);
-        data[i] = b.data();
-      }
-    }
-    std::vector<uint8_t*> parity(options_.m);
-    for (auto& p : parity) p = op->buffers.emplace_back(len).data();
-    Status enc = coder_->Encode(data, parity, len);
-    auto where = placement_.Place(file_id, s, view_);
-    if (!enc.ok() || !where.ok()) {
-      finish_one(!enc.ok() ? enc : where.status());
-      return;
-    }
-    if (where->degraded()) {
-      auto* moved = op->record.add_moved();
-      moved->set_stripe(s);
-      for (NodeId id : where->shards) moved->add_nodes(id.value);
-    }
-    for (int i = 0; i < n; ++i) {
-      const uint8_t* bytes = i < k ? data[i] : parity[i - k];
-      wire::ShardPut put;
-      SetId(put.mutable_id(), file_id, version, s, i);
-      put.set_length(len);
-      put.set_crc32c(ec::Crc32c({bytes, len}));
-      put.set_durable(i >= k);
-      ++op->pending;
-      const NodeId to = where->shards[i];
-      // The op owns the parity and padded buffers and holds the caller's bytes.
-      transport_->Call(to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(),
-                                      Payload::View({bytes, len}, op)},
-                       {options_.rpc_timeout, nullptr},
-                       [finish_one, to, s, i](StatusOr<InMessage> r) {
-                         finish_one(r.ok() ? Status()
-                                           : r.status().WithContext(
-                                                 "stripe " + std::to_string(s) + " shard " +
-                                                 std::to_string(i) + " on " + to.ToString()));
-                       });
+  const size_t len = geometry_.StripeShardLen(size, s);
+  std::shared_ptr<uint8_t> buf = pool_->Take();  // m parity + k padded shards
+  if (!buf) return ResourceExhaustedError("out of memory for stripe buffers");
+  std::vector<const uint8_t*> data(k);
+  for (int i = 0; i < k; ++i) {
+    const size_t have = geometry_.ShardDataBytes(size, s, i);
+    const uint8_t* src = op->bytes.data() + geometry_.FileOffset({s, i, 0});
+    if (have == len) {
+      data[i] = src;  // a whole shard: sent straight from the caller's bytes
+    } else {
+      uint8_t* pad = buf.get() + (options_.m + i) * options_.shard_size;
+      if (have) std::memcpy(pad, src, have);
+      std::memset(pad + have, 0, len - have);
+      data[i] = pad;
     }
   }
-  finish_one(Status());
+  std::vector<uint8_t*> parity(options_.m);
+  for (int j = 0; j < options_.m; ++j) parity[j] = buf.get() + j * options_.shard_size;
+  FERN_RETURN_IF_ERROR(coder_->Encode(data, parity, len));
+  FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_));
+  if (where.degraded()) {
+    auto* moved = op->record.add_moved();
+    moved->set_stripe(s);
+    for (NodeId id : where.shards) moved->add_nodes(id.value);
+  }
+  ++op->stripes_in_flight;
+  auto left = std::make_shared<int>(n);
+  for (int i = 0; i < n; ++i) {
+    const uint8_t* bytes = i < k ? data[i] : parity[i - k];
+    wire::ShardPut put;
+    SetId(put.mutable_id(), file_id, version, s, i);
+    put.set_length(len);
+    put.set_crc32c(ec::Crc32c({bytes, len}));
+    put.set_durable(i >= k);
+    const NodeId to = where.shards[i];
+    // `buf` and the op (which holds the caller's bytes) live until the reply:
+    // a reply means the peer has every byte, so the buffer is free again.
+    transport_->Call(
+        to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, op)},
+        {options_.rpc_timeout, nullptr},
+        [this, op, buf, left, to, s, i](StatusOr<InMessage> r) {
+          if (!r.ok() && op->failure.ok()) {
+            op->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
+                                                 std::to_string(i) + " on " + to.ToString());
+          }
+          if (--*left > 0) return;
+          pool_->Give(buf);
+          --op->stripes_in_flight;
+          IssueStripes(op);
+        });
+  }
+  return Status();
 }
 
 void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {

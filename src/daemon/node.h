@@ -99,6 +99,9 @@ class Node {
  private:
   struct PutOp;
   struct GetOp;
+  class BufferPool;
+  // Stripes of one put encoded and in flight at once.
+  static constexpr int kStripeWindow = 8;
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
@@ -108,6 +111,8 @@ class Node {
   void LookupRecord(const std::string& path,
                     std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done);
   void SendShards(const std::shared_ptr<PutOp>& op);
+  void IssueStripes(const std::shared_ptr<PutOp>& op);
+  Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
   void CommitRecord(const std::shared_ptr<PutOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
@@ -122,6 +127,7 @@ class Node {
   const std::unique_ptr<ec::ErasureCoder> coder_;
   const ec::StripeGeometry geometry_;
   std::map<std::string, std::unique_ptr<wire::FileRecord>> records_;  // paths this node owns
+  std::unique_ptr<BufferPool> pool_;
 };
 
 }  // namespace fern::daemon
