@@ -334,14 +334,19 @@ class Daemon {
         path,
         [out](uint64_t size) -> StatusOr<std::span<uint8_t>> {
           if (size == 0) return std::span<uint8_t>();
-          // Allocate and map every page in one go: one fault per page while
-          // shards land costs several times more on this kind of VM.
-          if (int rc = posix_fallocate(out->fd, 0, size); rc != 0) {
-            return FromErrno(rc, "allocate the GET memfd");
-          }
-          void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                         out->fd, 0);
+          if (ftruncate(out->fd, size) != 0) return FromErrno(errno, "size the GET memfd");
+          void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
           if (p == MAP_FAILED) return FromErrno(errno, "map the GET memfd");
+          // Huge pages when the system allows them for shmem
+          // (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise), then
+          // every page allocated and mapped in one call: one fault per 4 KiB
+          // page while shards land costs several times more (docs/performance.md).
+          madvise(p, size, MADV_HUGEPAGE);
+          if (madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
+            Status s = FromErrno(errno, "allocate the GET memfd");
+            munmap(p, size);
+            return s;
+          }
           out->p = p;
           out->n = size;
           return std::span<uint8_t>(static_cast<uint8_t*>(p), size);

@@ -313,10 +313,15 @@ class FileShardStore final : public SlotStore {
                     "cannot reserve " + FormatSize(map_len_) + " for shards in " + options_.dir +
                         ": " + std::strerror(rc));
     }
-    int flags = MAP_SHARED | (options_.prefault ? MAP_POPULATE : 0);
-    void* p = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, flags, fd_, 0);
+    void* p = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) return FromErrno(errno, "mmap " + path_);
     base_ = static_cast<uint8_t*>(p);
+    // Huge pages where the filesystem allows them (a tmpfs mounted with
+    // huge=advise or always); a no-op elsewhere.
+    madvise(base_, map_len_, MADV_HUGEPAGE);
+    if (options_.prefault && madvise(base_, map_len_, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
+      return FromErrno(errno, "populate " + path_);
+    }
     if (!fresh) RecoverIndex();
     return Status();
   }
