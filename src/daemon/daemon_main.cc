@@ -11,7 +11,9 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -52,6 +54,14 @@ struct Options {
 
 void Log(int node, const std::string& msg) {
   std::fprintf(stderr, "fern-ec-daemon[node %d]: %s\n", node, msg.c_str());
+}
+
+// True when `dir` (created if missing) lives on tmpfs.
+bool OnTmpfs(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  struct statfs fs {};
+  return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
 }
 
 struct HostEntry {
@@ -150,11 +160,14 @@ class Daemon {
     FERN_ASSIGN_OR_RETURN(data_, OpenFileShardStore({.dir = o_.data_dir,
                                                      .capacity = o_.data_capacity,
                                                      .slot_capacity = o_.shard_size}));
+    // Populating a disk-backed slab would read it all at startup; on tmpfs it
+    // is cheap and writes into unpopulated pages run ~7x slower (NOTES-style
+    // probe in docs/performance.md), so populate exactly when on tmpfs.
     FERN_ASSIGN_OR_RETURN(parity_, OpenFileShardStore({.dir = o_.parity_dir,
                                                        .capacity = o_.parity_capacity,
                                                        .slot_capacity = o_.shard_size,
                                                        .durable = true,
-                                                       .prefault = false}));
+                                                       .prefault = OnTmpfs(o_.parity_dir)}));
     uo.spin_before_sleep = std::chrono::microseconds(o_.spin_us);
     FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
     FERN_ASSIGN_OR_RETURN(
