@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite from a clean checkout: installs missing Debian packages,
 # builds the unit tests with AddressSanitizer + UndefinedBehaviorSanitizer and
-# runs them, runs the libFuzzer targets for a bounded time (clang build), then
-# builds RelWithDebInfo and runs every ctest (its summary closes the output).
+# runs them, then with ThreadSanitizer, runs the libFuzzer targets for a
+# bounded time (clang build), then builds RelWithDebInfo and runs every ctest
+# (its summary closes the output).
 #   scripts/test.sh                 everything (what .ci/run calls)
 #   FERN_SKIP_ASAN=1 scripts/test.sh  skip the sanitizer pass
+#   FERN_SKIP_TSAN=1 scripts/test.sh  skip the ThreadSanitizer pass
 #   FERN_SKIP_FUZZ=1 scripts/test.sh  skip the fuzzers; FERN_FUZZ_SECONDS=N per fuzzer (30)
 #   FERN_SOAK=1 scripts/test.sh     also the long soak tests (opt-in)
 set -euo pipefail
@@ -22,6 +24,18 @@ if [[ "${FERN_SKIP_ASAN:-0}" != 1 ]]; then
   echo "== unit tests under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan -j"$jobs" --output-on-failure -L unit
+fi
+
+if [[ "${FERN_SKIP_TSAN:-0}" != 1 ]]; then
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERN_TSAN=ON -DFERN_BUILD_BENCH=OFF
+  cmake --build build-tsan -j"$jobs"
+  echo "== unit tests under ThreadSanitizer"
+  # libucm (loaded with UCX) interposes madvise and takes a lock in it; glibc
+  # calls madvise on a thread's stack as the thread exits, after TSan has torn
+  # down that thread's state, and the process crashes. UCX_MEM_EVENTS=no keeps
+  # libucm out of the way; fern-ec does not use UCX memory events.
+  UCX_MEM_EVENTS=no TSAN_OPTIONS=halt_on_error=1 \
+    ctest --test-dir build-tsan -j"$jobs" --output-on-failure -L unit
 fi
 
 if [[ "${FERN_SKIP_FUZZ:-0}" != 1 ]]; then
