@@ -92,8 +92,12 @@ class ShardStore {
   // the bytes in the slot do not match meta.crc32c; the slot is then freed.
   // REQUIRES: meta.key == reservation key, meta.length == reserved length.
   virtual Status Commit(std::unique_ptr<Reservation> reservation, const ShardMeta& meta) = 0;
-  // NotFound, or DataLoss if the stored bytes fail their CRC.
-  virtual StatusOr<View> Read(const ShardKey& key) const = 0;
+  // kVerify: DataLoss if the stored bytes fail their CRC. kTrustCaller: no
+  // CRC pass here, for a caller that checks View::meta.crc32c end to end
+  // itself (the gateway does after the transfer), so bytes are summed once.
+  enum class Check { kVerify, kTrustCaller };
+  // NotFound, or DataLoss (kVerify only) if the stored bytes fail their CRC.
+  virtual StatusOr<View> Read(const ShardKey& key, Check check = Check::kVerify) const = 0;
   virtual Status Remove(const ShardKey& key) = 0;
   virtual std::vector<ShardMeta> List() const = 0;
   virtual StoreUsage Usage() const = 0;

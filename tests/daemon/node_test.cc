@@ -30,8 +30,8 @@ class CorruptingStore final : public ShardStore {
   Status Commit(std::unique_ptr<Reservation> r, const ShardMeta& m) override {
     return inner_->Commit(std::move(r), m);
   }
-  StatusOr<View> Read(const ShardKey& key) const override {
-    auto v = inner_->Read(key);
+  StatusOr<View> Read(const ShardKey& key, Check check) const override {
+    auto v = inner_->Read(key, check);
     if (!v.ok() || v->data.empty()) return v;
     auto copy = std::make_shared<std::vector<uint8_t>>(v->data.begin(), v->data.end());
     (*copy)[copy->size() / 2] ^= 0x40;

@@ -231,6 +231,13 @@ TEST(FileShardStore, FlippedByteIsDataLoss) {
     EXPECT_EQ(v.status().code(), StatusCode::kDataLoss) << v.status().ToString();
     EXPECT_EQ(ToErrno(v.status()), EIO);
   }
+  {
+    // A caller that checks end to end gets the bytes and the stored CRC, and
+    // the mismatch is there for it to see.
+    auto v = (*s)->Read({5, 1, 0, 0}, ShardStore::Check::kTrustCaller);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_NE(ec::Crc32c(v->data), v->meta.crc32c);
+  }
   s = Status(StatusCode::kCancelled, "close");
   std::filesystem::remove_all(dir);
 }
