@@ -3,12 +3,32 @@
 // contents passed as memfds with SCM_RIGHTS, the caller's identity taken
 // from SO_PEERCRED by the daemon (never from the request).
 //
-// Used by the fern-ec CLI today and by libfernec_preload.so later, so it
-// depends on libc only. Every request gets exactly one reply.
+// Used by the fern-ec CLI and by libfernec_preload.so, so it depends on libc
+// only. Every request gets exactly one reply, in order. Paths are names in
+// the fern-ec namespace: absolute, normalized ("/ckpt/rank7.bin"; no "",
+// "." or ".." components, no trailing '/'); "/" is the namespace root.
 //
-//   PUT  request{path, size} + memfd holding `size` bytes -> reply{err, version}
-//   GET  request{path}                                    -> reply{err, size, version} + memfd
-//   PING request{}                                        -> reply{err = 0}
+//   PING   {}                                   -> {}
+//   PUT    {path, size, mode} + memfd of `size` bytes
+//                                               -> {version}   new version of a file;
+//          a new file gets the caller's uid/gid and `mode` & 07777; replacing
+//          an existing one needs write permission and keeps its owner/mode.
+//   GET    {path}                               -> {size, version, attrs} + sealed memfd
+//          read permission needed.
+//   STAT   {path}                               -> {size, version, attrs}
+//          directories are explicit (MKDIR) or implicit (a prefix of a file).
+//   ACCESS {path, flags = R_OK|W_OK|X_OK mask, 0 = F_OK}
+//                                               -> {} or EACCES / ENOENT
+//   LIST   {path of a directory}                -> {size} + memfd of `size` bytes:
+//          entries "T<name>\0", T = 'f' (file) or 'd' (directory)
+//   UNLINK {path}                               -> {}     (EISDIR for a directory)
+//   RENAME {path -> path2}                      -> {}     files only (EXDEV for a
+//          directory, so mv falls back to copy+delete); replaces path2.
+//   MKDIR  {path, mode}                         -> {}     (EEXIST)
+//   RMDIR  {path}                               -> {}     (ENOTEMPTY, ENOTDIR)
+//
+// Errors: Reply.err is an errno value (ENOENT, EACCES, ENOSPC, EIO, EINVAL,
+// ENAMETOOLONG, ...) and Reply.message says why in words.
 #pragma once
 
 #include <cstddef>
@@ -17,19 +37,33 @@
 namespace fern::client {
 
 inline constexpr uint32_t kMagic = 0x43524546;  // "FERC"
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kMaxPath = 4096;
 
-enum class Op : uint16_t { kPing = 1, kPut = 2, kGet = 3 };
+enum class Op : uint16_t {
+  kPing = 1,
+  kPut = 2,
+  kGet = 3,
+  kStat = 4,
+  kAccess = 5,
+  kList = 6,
+  kUnlink = 7,
+  kRename = 8,
+  kMkdir = 9,
+  kRmdir = 10,
+};
 
 struct Request {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
   uint16_t op = 0;
   uint64_t size = 0;      // PUT: bytes in the memfd
+  uint32_t flags = 0;     // ACCESS: R_OK|W_OK|X_OK mask
+  uint32_t mode = 0;      // PUT (new file), MKDIR: permission bits
   uint32_t path_len = 0;  // bytes of path used, < kMaxPath
-  uint32_t reserved = 0;
+  uint32_t path2_len = 0; // RENAME: bytes of path2 used
   char path[kMaxPath] = {};
+  char path2[kMaxPath] = {};
 };
 
 struct Reply {
@@ -37,9 +71,12 @@ struct Reply {
   uint16_t version = kVersion;
   uint16_t reserved = 0;
   int32_t err = 0;        // 0 or an errno value
-  uint32_t reserved2 = 0;
-  uint64_t size = 0;      // GET: bytes in the memfd
+  uint32_t mode = 0;      // STAT/GET: S_IFREG or S_IFDIR | permission bits
+  uint64_t size = 0;      // GET/LIST: bytes in the memfd; STAT: file size
   uint64_t file_version = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t mtime_ns = 0;  // nanoseconds since the Unix epoch
   char message[512] = {};  // human-readable error, NUL-terminated
 };
 

@@ -4,6 +4,8 @@
 #include <cstring>
 
 namespace fern {
+// The canonical code for an errno (the table); FromErrno adds the hint.
+static Status FromErrnoCode(int err, std::string_view what);
 
 std::string_view StatusCodeName(StatusCode code) {
   switch (code) {
@@ -46,10 +48,21 @@ Status Status::WithContext(std::string_view context) const {
   std::string m(context);
   m += ": ";
   m += message();
-  return Status(code(), m);
+  return Status(code(), m).WithErrno(errno_hint());
+}
+
+Status Status::WithErrno(int err) const {
+  if (ok()) return *this;
+  Status s;
+  s.rep_ = std::make_shared<const Rep>(Rep{code(), std::string(message()), err});
+  return s;
 }
 
 Status FromErrno(int err, std::string_view what) {
+  return FromErrnoCode(err, what).WithErrno(err);
+}
+
+static Status FromErrnoCode(int err, std::string_view what) {
   std::string m(what);
   m += ": ";
   m += std::strerror(err);
@@ -90,6 +103,7 @@ Status FromErrno(int err, std::string_view what) {
 }
 
 int ToErrno(const Status& status) {
+  if (status.errno_hint() != 0) return status.errno_hint();
   switch (status.code()) {
     case StatusCode::kOk: return 0;
     case StatusCode::kCancelled: return ECANCELED;

@@ -59,6 +59,14 @@ class [[nodiscard]] Status {
   // Prefixes the message with context: "encode /a/b: " + message.
   Status WithContext(std::string_view context) const;
 
+  // The exact errno a POSIX caller should see, when the canonical code is
+  // too coarse (EISDIR, ENOTDIR, ENOTEMPTY, EXDEV all map to codes shared
+  // with other errnos). 0: none; ToErrno then uses the code's table entry.
+  // Set by FromErrno and WithErrno; kept by WithContext; does not travel
+  // between daemons (the wire carries code and message).
+  int errno_hint() const { return rep_ ? rep_->errno_hint : 0; }
+  Status WithErrno(int err) const;
+
   friend bool operator==(const Status& a, const Status& b) {
     return a.code() == b.code() && a.message() == b.message();
   }
@@ -67,6 +75,7 @@ class [[nodiscard]] Status {
   struct Rep {
     StatusCode code;
     std::string message;
+    int errno_hint = 0;
   };
   std::shared_ptr<const Rep> rep_;  // null means OK; immutable, so sharing is safe
 };

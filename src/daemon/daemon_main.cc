@@ -50,6 +50,7 @@ struct Options {
   uint64_t placement_seed = 0;
   double rpc_timeout_s = 10;
   int spin_us = 50;
+  int keep_versions = 2;
 };
 
 void Log(int node, const std::string& msg) {
@@ -98,6 +99,7 @@ StatusOr<std::vector<HostEntry>> ReadHostfile(const std::string& path) {
 // A client connection; requests in flight keep it (and its fd) alive.
 struct Conn {
   int fd;
+  Caller caller;  // from SO_PEERCRED at accept
   explicit Conn(int f) : fd(f) {}
   ~Conn() { close(fd); }
   void Send(const client::Reply& r, int pass_fd = -1) {
@@ -114,11 +116,13 @@ client::Reply ErrorReply(const Status& s) {
 
 // Absolute, no empty, "." or ".." components, no NUL: the namespace a path
 // names is exactly what it says.
-Status CheckPath(const client::Request& req, std::string* path) {
-  if (req.path_len == 0 || req.path_len >= client::kMaxPath) {
-    return InvalidArgumentError("path length " + std::to_string(req.path_len) + " out of range");
+Status CheckPath(const char* raw, uint32_t len, std::string* path) {
+  if (len == 0 || len >= client::kMaxPath) {
+    return InvalidArgumentError("path length " + std::to_string(len) + " out of range")
+        .WithErrno(len == 0 ? ENOENT : ENAMETOOLONG);
   }
-  path->assign(req.path, req.path_len);
+  path->assign(raw, len);
+  if (*path == "/") return Status();
   if (path->find('\0') != std::string::npos) return InvalidArgumentError("path contains NUL");
   if ((*path)[0] != '/') return InvalidArgumentError("path '" + *path + "' is not absolute");
   std::istringstream parts(path->substr(1));
@@ -169,13 +173,15 @@ class Daemon {
                                                        .durable = true,
                                                        .prefault = OnTmpfs(o_.parity_dir)}));
     uo.spin_before_sleep = std::chrono::microseconds(o_.spin_us);
+    FERN_ASSIGN_OR_RETURN(meta_, OpenFileMetaStore(o_.parity_dir + "/meta"));
     FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
     FERN_ASSIGN_OR_RETURN(
         node_, Node::Create({.id = uo.self, .k = o_.k, .m = o_.m, .shard_size = o_.shard_size,
                              .placement_seed = o_.placement_seed,
                              .rpc_timeout = std::chrono::milliseconds(
-                                 static_cast<int64_t>(o_.rpc_timeout_s * 1000))},
-                            transport_.get(), data_.get(), parity_.get(), view));
+                                 static_cast<int64_t>(o_.rpc_timeout_s * 1000)),
+                             .keep_versions = o_.keep_versions},
+                            transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     transport_->OnPeerFailure([this](NodeId peer, const Status& why) {
       Log(o_.node_id, peer.ToString() + " failed: " + std::string(why.message()));
       node_->SetView(node_->view().WithAlive(peer, false));
@@ -247,7 +253,12 @@ class Daemon {
     if (fd < 0) return;
     timeval tv{5, 0};  // a client that stalls mid-request cannot stall the daemon for long
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    conns_[fd] = std::make_shared<Conn>(fd);
+    auto conn = std::make_shared<Conn>(fd);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return;  // conn closes fd
+    conn->caller = Caller{cred.uid, cred.gid};
+    conns_[fd] = conn;
     Add(ep, fd);
   }
 
@@ -279,23 +290,87 @@ class Daemon {
       return;
     }
     std::string path;
-    if (Status s = CheckPath(req, &path); !s.ok()) {
+    if (Status s = CheckPath(req.path, req.path_len, &path); !s.ok()) {
       if (passed >= 0) close(passed);
       conn->Send(ErrorReply(s));
       return;
     }
-    if (op == client::Op::kPut) {
-      Put(conn, path, req.size, passed);
-    } else if (op == client::Op::kGet) {
-      if (passed >= 0) close(passed);
-      Get(conn, path);
-    } else {
-      if (passed >= 0) close(passed);
-      conn->Send(ErrorReply(InvalidArgumentError("unknown op " + std::to_string(req.op))));
+    if (op == client::Op::kPut) return Put(conn, path, req.size, req.mode, passed);
+    if (passed >= 0) close(passed);
+    auto reply_status = [conn](Status s) { conn->Send(s.ok() ? client::Reply{} : ErrorReply(s)); };
+    const Caller& who = conn->caller;
+    switch (op) {
+      case client::Op::kGet:
+        return Get(conn, path);
+      case client::Op::kStat:
+        return node_->Stat(path, [conn](StatusOr<Attr> a) {
+          if (!a.ok()) return conn->Send(ErrorReply(a.status()));
+          conn->Send(AttrReply(*a));
+        });
+      case client::Op::kAccess:
+        return node_->Access(path, who, static_cast<int>(req.flags & 7), reply_status);
+      case client::Op::kList:
+        return List(conn, path);
+      case client::Op::kUnlink:
+        return node_->Unlink(path, who, reply_status);
+      case client::Op::kRename: {
+        std::string to;
+        if (Status s = CheckPath(req.path2, req.path2_len, &to); !s.ok()) return reply_status(s);
+        return node_->Rename(path, to, who, reply_status);
+      }
+      case client::Op::kMkdir:
+        return node_->Mkdir(path, who, req.mode, reply_status);
+      case client::Op::kRmdir:
+        return node_->Rmdir(path, who, reply_status);
+      default:
+        return conn->Send(ErrorReply(InvalidArgumentError("unknown op " + std::to_string(req.op))));
     }
   }
 
-  void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, int fd) {
+  static client::Reply AttrReply(const Attr& a) {
+    client::Reply r;
+    r.mode = (a.is_dir ? S_IFDIR : S_IFREG) | (a.mode & 07777);
+    r.size = a.size;
+    r.file_version = a.version;
+    r.uid = a.uid;
+    r.gid = a.gid;
+    r.mtime_ns = a.mtime_ns;
+    return r;
+  }
+
+  // Entries "T<name>\0" in a sealed memfd (a directory can outgrow any
+  // fixed reply).
+  void List(std::shared_ptr<Conn> conn, const std::string& dir) {
+    node_->List(dir, [conn, dir](StatusOr<std::vector<DirEntry>> entries) {
+      if (!entries.ok()) return conn->Send(ErrorReply(entries.status()));
+      std::string out;
+      for (const auto& e : *entries) {
+        out += e.is_dir ? 'd' : 'f';
+        out += e.name;
+        out += '\0';
+      }
+      int fd = memfd_create("fern-ec-list", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      if (fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
+      size_t at = 0;
+      while (at < out.size()) {
+        ssize_t w = write(fd, out.data() + at, out.size() - at);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          Status s = FromErrno(errno, "write the LIST memfd");
+          close(fd);
+          return conn->Send(ErrorReply(s));
+        }
+        at += static_cast<size_t>(w);
+      }
+      fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+      client::Reply r;
+      r.size = out.size();
+      conn->Send(r, fd);
+      close(fd);
+    });
+  }
+
+  void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, uint32_t mode, int fd) {
     struct Mapping {
       void* p = nullptr;
       size_t n = 0;
@@ -322,7 +397,7 @@ class Daemon {
     }
     close(fd);  // the mapping keeps the pages
     std::span<const uint8_t> bytes(static_cast<const uint8_t*>(map->p), size);
-    node_->Put(path, bytes, map, [conn, path](Status s) {
+    node_->Put(path, bytes, map, conn->caller, mode, [conn, path](Status s) {
       client::Reply r = s.ok() ? client::Reply{} : ErrorReply(s);
       conn->Send(r);
     });
@@ -344,7 +419,7 @@ class Daemon {
     out->fd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
     node_->GetInto(
-        path,
+        path, conn->caller,
         [out](uint64_t size) -> StatusOr<std::span<uint8_t>> {
           if (size == 0) return std::span<uint8_t>();
           if (ftruncate(out->fd, size) != 0) return FromErrno(errno, "size the GET memfd");
@@ -372,6 +447,10 @@ class Daemon {
           }
           fcntl(out->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
           client::Reply r;
+          r.mode = S_IFREG | (got->mode & 07777);
+          r.uid = got->uid;
+          r.gid = got->gid;
+          r.mtime_ns = got->mtime_ns;
           r.size = got->size;
           r.file_version = got->version;
           conn->Send(r, out->fd);
@@ -380,6 +459,7 @@ class Daemon {
 
   Options o_;
   std::unique_ptr<ShardStore> data_, parity_;
+  std::unique_ptr<MetaStore> meta_;
   std::unique_ptr<transport::UcxTransport> transport_;
   std::unique_ptr<Node> node_;
   int listen_fd_ = -1;
@@ -412,6 +492,7 @@ int main(int argc, char** argv) {
   flags.Size("parity-capacity", &o.parity_capacity, "space reserved in --parity-dir at startup");
   flags.Size("placement-seed", &o.placement_seed, "seed of the placement function");
   flags.Double("rpc-timeout", &o.rpc_timeout_s, "seconds before a request to another node fails");
+  flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
     std::fprintf(stderr, "fern-ec-daemon: %s\n", s.ToString().c_str());

@@ -5,6 +5,7 @@
 //   fern-ec local kill NODE --root DIR
 //   fern-ec put LOCAL PATH   [--root DIR [--node N] | FERN_EC_SOCKET]
 //   fern-ec get PATH LOCAL   [--root DIR [--node N] | FERN_EC_SOCKET]
+//   fern-ec ls [PATH] | stat PATH | rm PATH | mkdir PATH | rmdir PATH | mv FROM TO
 //
 // A local cluster lives under --root: ROOT/hostfile, and per node
 // ROOT/node-N/{data,parity,sock,pid,log}. Put ROOT on tmpfs (/dev/shm) for
@@ -43,8 +44,17 @@ constexpr char kUsage[] =
     "  local start --root DIR     start a local cluster of daemons on 127.0.0.1\n"
     "  local stop --root DIR      stop it (SIGTERM)\n"
     "  local kill NODE --root DIR SIGKILL one node\n"
+    "  local restart NODE --root DIR [--wipe-data]\n"
+    "                             restart one node (--wipe-data: with an empty tmpfs)\n"
     "  put LOCAL PATH             store a local file as PATH (a new version)\n"
-    "  get PATH LOCAL             fetch the newest committed version of PATH\n";
+    "  get PATH LOCAL             fetch the newest committed version of PATH\n"
+    "  ls [PATH] [--json]         list a directory (default /)\n"
+    "  stat PATH [--json]         size, version, owner, mode, mtime\n"
+    "  rm PATH                    remove a file (all its versions)\n"
+    "  mkdir PATH | rmdir PATH    create / remove an empty directory\n"
+    "  mv FROM TO                 rename a file (replaces TO)\n\n"
+    "The daemon is found from --root DIR [--node N] (a local cluster) or FERN_EC_SOCKET.\n"
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 no such file, 4 data unavailable (EIO).\n";
 
 std::string SelfDir() {
   char buf[4096];
@@ -125,6 +135,8 @@ struct LocalOptions {
   int spin_us = 50;
 };
 
+pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args);
+
 pid_t SpawnDaemon(const LocalOptions& o, int i) {
   const std::string dir = NodeDir(o.root, i);
   std::vector<std::string> args = {
@@ -134,6 +146,14 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
       "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us)};
+  {
+    std::ofstream cmdline(dir + "/cmdline");  // what `local restart` runs again
+    for (const auto& a : args) cmdline << a << "\n";
+  }
+  return SpawnArgs(dir, args);
+}
+
+pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args) {
   pid_t pid = fork();
   if (pid != 0) return pid;
   setsid();  // outlives the CLI; not killed with its terminal
@@ -180,7 +200,14 @@ int LocalStart(const std::vector<std::string>& args) {
       }
     }
   }
+  // A restarted cluster keeps its addresses (and so its shards' placement).
+  int listed = 0;
   {
+    std::ifstream in(o.root + "/hostfile");
+    std::string line;
+    while (std::getline(in, line)) listed += !line.empty();
+  }
+  if (listed != o.nodes) {
     std::ofstream hf(o.root + "/hostfile");
     for (int i = 0; i < o.nodes; ++i) hf << i << " 127.0.0.1:" << FreePort() << "\n";
   }
@@ -245,34 +272,92 @@ int LocalSignal(const std::vector<std::string>& args, bool kill_one) {
   return 0;
 }
 
+bool WaitUp(const std::string& sock, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!Ping(sock)) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+int LocalRestart(const std::vector<std::string>& args) {
+  std::string root;
+  bool wipe = false;
+  FlagSet f("usage: fern-ec local restart NODE --root DIR [--wipe-data]\n\n"
+            "SIGKILLs the node if it runs, then starts it again with the same address and\n"
+            "flags. --wipe-data empties its data directory first: a rebooted node whose\n"
+            "tmpfs is gone (its parity and metadata on disk survive).");
+  f.String("root", &root, "cluster directory");
+  f.Bool("wipe-data", &wipe, "start with an empty data (tmpfs) directory");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (root.empty()) return Fail("--root is required");
+  if (f.positional().size() != 1) return Fail("local restart: give exactly one node number");
+  const int node = std::atoi(f.positional()[0].c_str());
+  const std::string dir = NodeDir(root, node);
+  std::vector<std::string> cmd;
+  {
+    std::ifstream in(dir + "/cmdline");
+    std::string line;
+    while (std::getline(in, line)) cmd.push_back(line);
+  }
+  if (cmd.empty()) return Fail("local restart: node " + f.positional()[0] + " was never started in " + root);
+  if (pid_t old = ReadPid(root, node); old > 0 && kill(old, SIGKILL) == 0) {
+    while (kill(old, 0) == 0) {
+      waitpid(old, nullptr, WNOHANG);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  if (wipe) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir + "/data", ec);
+    if (ec) return Fail("local restart: wipe " + dir + "/data: " + ec.message());
+  }
+  pid_t pid = SpawnArgs(dir, cmd);
+  std::ofstream(dir + "/pid") << pid << "\n";
+  if (!WaitUp(dir + "/sock", 30)) {
+    return Fail("local restart: node " + f.positional()[0] + " did not come up; see " + dir + "/log");
+  }
+  return 0;
+}
+
 std::string SocketFor(const std::string& root, int node) {
   if (!root.empty()) return NodeDir(root, node) + "/sock";
   const char* env = std::getenv("FERN_EC_SOCKET");
   return env ? env : "";
 }
 
-// What put and get share: --root/--node or FERN_EC_SOCKET, and two operands.
+// What the client commands share: --root/--node or FERN_EC_SOCKET, operands.
 struct ClientCall {
   std::string sock;
   std::string first, second;
+  bool json = false;
 };
 
 // Returns -1 to go on with `call` filled in, or the exit code to return now.
+// `min`..`max` operands; a missing first operand defaults to "/".
 int ParseClientCall(const std::vector<std::string>& args, const std::string& cmd,
-                    const std::string& operands, ClientCall* call) {
+                    const std::string& operands, ClientCall* call, size_t min = 2,
+                    size_t max = 2, bool json_flag = false) {
   std::string root;
   int node = 0;
   FlagSet f("usage: fern-ec " + cmd + " " + operands +
             " [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
   f.String("root", &root, "local cluster directory");
   f.Int("node", &node, "which node's daemon to talk to");
+  if (json_flag) f.Bool("json", &call->json, "print JSON");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
-  if (f.positional().size() != 2) return Fail(cmd + ": give " + operands);
+  const auto& pos = f.positional();
+  if (pos.size() < min || pos.size() > max) return Fail(cmd + ": give " + operands), 2;
   call->sock = SocketFor(root, node);
   if (call->sock.empty()) return Fail(cmd + ": no daemon: give --root or set FERN_EC_SOCKET");
-  call->first = f.positional()[0];
-  call->second = f.positional()[1];
+  call->first = pos.size() > 0 ? pos[0] : "/";
+  call->second = pos.size() > 1 ? pos[1] : "";
+  for (const std::string* p : {&call->first, &call->second}) {
+    if (p->size() >= client::kMaxPath) return Fail(cmd + ": path too long");
+  }
   return -1;
 }
 
@@ -283,6 +368,114 @@ client::Request MakeRequest(client::Op op, const std::string& path) {
   req.path_len = path.size();
   std::memcpy(req.path, path.data(), path.size());
   return req;
+}
+
+// Exit code for a daemon's error reply: 3 no such file, 4 data unavailable.
+int ReplyFailed(const std::string& what, const client::Reply& reply) {
+  std::fprintf(stderr, "fern-ec: %s: %s (%s)\n", what.c_str(), std::strerror(reply.err), reply.message);
+  return reply.err == ENOENT ? 3 : reply.err == EIO ? 4 : 1;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// rm, mkdir, rmdir, mv: one request, no output.
+int Simple(const std::vector<std::string>& args, const std::string& cmd, client::Op op) {
+  ClientCall call;
+  const bool two = op == client::Op::kRename;
+  if (int rc = ParseClientCall(args, cmd, two ? "FROM TO" : "PATH", &call, two ? 2 : 1,
+                               two ? 2 : 1);
+      rc >= 0) {
+    return rc;
+  }
+  client::Request req = MakeRequest(op, call.first);
+  if (two) {
+    req.path2_len = call.second.size();
+    std::memcpy(req.path2, call.second.data(), call.second.size());
+  }
+  if (op == client::Op::kMkdir) req.mode = 0755;
+  client::Reply reply;
+  if (int rc = Roundtrip(call.sock, req, -1, &reply, nullptr); rc != 0) {
+    return Fail(cmd + ": daemon at " + call.sock + ": " + std::strerror(rc));
+  }
+  if (reply.err != 0) return ReplyFailed(cmd + " " + call.first, reply);
+  return 0;
+}
+
+int StatCmd(const std::vector<std::string>& args) {
+  ClientCall call;
+  if (int rc = ParseClientCall(args, "stat", "PATH", &call, 1, 1, true); rc >= 0) return rc;
+  client::Request req = MakeRequest(client::Op::kStat, call.first);
+  client::Reply r;
+  if (int rc = Roundtrip(call.sock, req, -1, &r, nullptr); rc != 0) {
+    return Fail("stat: daemon at " + call.sock + ": " + std::strerror(rc));
+  }
+  if (r.err != 0) return ReplyFailed("stat " + call.first, r);
+  const bool dir = S_ISDIR(r.mode);
+  if (call.json) {
+    std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"version\": %llu, "
+                "\"uid\": %u, \"gid\": %u, \"mode\": \"%04o\", \"mtime_ns\": %llu}\n",
+                JsonString(call.first).c_str(), dir ? "dir" : "file",
+                static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.file_version),
+                r.uid, r.gid, r.mode & 07777, static_cast<unsigned long long>(r.mtime_ns));
+  } else {
+    std::printf("%s: %s, %llu bytes, version %llu, uid %u gid %u mode %04o, mtime %llu.%09llu\n",
+                call.first.c_str(), dir ? "directory" : "file", static_cast<unsigned long long>(r.size),
+                static_cast<unsigned long long>(r.file_version), r.uid, r.gid, r.mode & 07777,
+                static_cast<unsigned long long>(r.mtime_ns / 1000000000),
+                static_cast<unsigned long long>(r.mtime_ns % 1000000000));
+  }
+  return 0;
+}
+
+int Ls(const std::vector<std::string>& args) {
+  ClientCall call;
+  if (int rc = ParseClientCall(args, "ls", "[PATH]", &call, 0, 1, true); rc >= 0) return rc;
+  client::Request req = MakeRequest(client::Op::kList, call.first);
+  client::Reply r;
+  int mfd = -1;
+  if (int rc = Roundtrip(call.sock, req, -1, &r, &mfd); rc != 0) {
+    return Fail("ls: daemon at " + call.sock + ": " + std::strerror(rc));
+  }
+  if (r.err != 0) return ReplyFailed("ls " + call.first, r);
+  std::string buf(r.size, '\0');
+  if (r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size))) {
+    return Fail("ls: short listing from the daemon");
+  }
+  if (mfd >= 0) close(mfd);
+  if (call.json) std::printf("[");
+  size_t at = 0;
+  bool first = true;
+  while (at < buf.size()) {
+    size_t end = buf.find('\0', at);
+    if (end == std::string::npos || end == at) return Fail("ls: malformed listing from the daemon");
+    const bool dir = buf[at] == 'd';
+    const std::string name = buf.substr(at + 1, end - at - 1);
+    if (call.json) {
+      std::printf("%s{\"name\": %s, \"type\": \"%s\"}", first ? "" : ", ", JsonString(name).c_str(),
+                  dir ? "dir" : "file");
+    } else {
+      std::printf("%s%s\n", name.c_str(), dir ? "/" : "");
+    }
+    first = false;
+    at = end + 1;
+  }
+  if (call.json) std::printf("]\n");
+  return 0;
 }
 
 int Put(const std::vector<std::string>& args) {
@@ -306,6 +499,7 @@ int Put(const std::vector<std::string>& args) {
   close(in);
   client::Request req = MakeRequest(client::Op::kPut, path);
   req.size = st.st_size;
+  req.mode = st.st_mode & 0777;
   client::Reply reply;
   int rc = Roundtrip(call.sock, req, mfd, &reply, nullptr);
   close(mfd);
@@ -325,10 +519,7 @@ int Get(const std::vector<std::string>& args) {
   int mfd = -1;
   int rc = Roundtrip(call.sock, req, -1, &reply, &mfd);
   if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
-  if (reply.err != 0) {
-    std::fprintf(stderr, "fern-ec: get %s: %s (%s)\n", path.c_str(), std::strerror(reply.err), reply.message);
-    return reply.err == ENOENT ? 3 : reply.err == EIO ? 4 : 1;
-  }
+  if (reply.err != 0) return ReplyFailed("get " + path, reply);
   if (mfd < 0) return Fail("get: the daemon sent no data");
   const std::string tmp = local + ".fern-ec-tmp";
   int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -364,10 +555,17 @@ int main(int argc, char** argv) {
     if (sub == "start") return LocalStart(args);
     if (sub == "stop") return LocalSignal(args, false);
     if (sub == "kill") return LocalSignal(args, true);
+    if (sub == "restart") return LocalRestart(args);
     return Fail("local: unknown subcommand '" + sub + "'");
   }
   if (cmd == "put") return Put(args);
   if (cmd == "get") return Get(args);
+  if (cmd == "ls") return Ls(args);
+  if (cmd == "stat") return StatCmd(args);
+  if (cmd == "rm") return Simple(args, "rm", fern::client::Op::kUnlink);
+  if (cmd == "mkdir") return Simple(args, "mkdir", fern::client::Op::kMkdir);
+  if (cmd == "rmdir") return Simple(args, "rmdir", fern::client::Op::kRmdir);
+  if (cmd == "mv") return Simple(args, "mv", fern::client::Op::kRename);
   std::fprintf(stderr, "fern-ec: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -1,10 +1,14 @@
 #include "daemon/node.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <set>
 
+#include <unistd.h>
+
+#include "daemon/node_internal.h"
 #include "ec/crc32c.h"
 #include "fern_wire.pb.h"
 
@@ -39,6 +43,10 @@ std::string NodeList(const std::vector<NodeId>& nodes) {
   return s;
 }
 
+Node::FileInfo InfoOf(const wire::FileRecord& r) {
+  return {r.version(), r.size(), r.uid(), r.gid(), r.mode(), r.mtime_ns()};
+}
+
 }  // namespace
 
 // Reusable stripe buffers (m parity shards plus k padded data shards) so a
@@ -71,6 +79,7 @@ struct Node::PutOp {
   std::shared_ptr<const void> owner;
   std::function<void(Status)> done;
   wire::FileRecord record;
+  std::vector<wire::FileRecord> expired;  // versions to collect after commit
   uint64_t stripes = 0;
   uint64_t next_stripe = 0;   // the next stripe to encode and send
   int stripes_in_flight = 0;
@@ -99,7 +108,9 @@ struct Node::GetOp {
 
 StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& options,
                                              transport::Transport* transport, ShardStore* data,
-                                             ShardStore* parity, placement::ClusterView view) {
+                                             ShardStore* parity, placement::ClusterView view,
+                                             MetaStore* meta) {
+  if (options.keep_versions < 1) return InvalidArgumentError("keep_versions must be >= 1");
   FERN_ASSIGN_OR_RETURN(auto placement,
                         placement::Placement::Make(options.placement_seed, options.k, options.m));
   FERN_ASSIGN_OR_RETURN(auto coder, ec::MakeErasureCoder({.backend = options.backend,
@@ -110,6 +121,17 @@ StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& options,
                                                                 coder->alignment()));
   std::unique_ptr<Node> node(new Node(options, transport, data, parity, std::move(view),
                                       placement, std::move(coder), geometry));
+  if (meta) {
+    node->meta_ = meta;
+  } else {
+    node->owned_meta_ = NewMemoryMetaStore();
+    node->meta_ = node->owned_meta_.get();
+  }
+  FERN_ASSIGN_OR_RETURN(auto records, node->meta_->LoadAll());
+  for (auto& r : records) {
+    std::string path = r.path();  // not r.path(): the right side is evaluated first
+    node->records_[path] = std::make_unique<wire::FileRecord>(std::move(r));
+  }
   node->InstallHandlers();
   return node;
 }
@@ -129,7 +151,22 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
 
 Node::~Node() = default;
 
-uint64_t Node::FileIdOf(const std::string& path) const { return placement::HashPath(path); }
+// Unique per put: the path's hash mixed with this node, the time and a
+// counter, so shard keys of a new version never meet those of a removed,
+// renamed or concurrently written file.
+uint64_t Node::NewFileId(const std::string& path) {
+  uint64_t id = placement::Mix64(placement::HashPath(path) ^ internal::NowNs() ^
+                                 (uint64_t{options_.id.value} << 40) ^ ++file_id_counter_);
+  return id ? id : 1;
+}
+
+Status Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec) {
+  auto& slot = records_[rec->path()];
+  if (slot && internal::Newer(*slot, *rec)) return Status();  // a newer one is here already
+  FERN_RETURN_IF_ERROR(meta_->Put(*rec));
+  slot = std::move(rec);
+  return Status();
+}
 
 void Node::InstallHandlers() {
   // ---- shard service ----
@@ -186,8 +223,7 @@ void Node::InstallHandlers() {
   transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {
     auto rec = std::make_unique<wire::FileRecord>();
     if (!rec->ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_PUT header"));
-    auto& slot = records_[rec->path()];
-    if (!slot || slot->version() <= rec->version()) slot = std::move(rec);
+    if (Status s = InstallRecord(std::move(rec)); !s.ok()) return r.Fail(s);
     r.Reply(OutMessage{wire::META_PUT, {}, {}});
   });
   transport_->Handle(wire::META_GET, [this](InMessage m, Responder r) {
@@ -197,10 +233,30 @@ void Node::InstallHandlers() {
     if (it == records_.end()) return r.Fail(NotFoundError(get.path() + ": no such file"));
     r.Reply(OutMessage{wire::META_GET, it->second->SerializeAsString(), {}});
   });
+  transport_->Handle(wire::META_LIST, [this](InMessage m, Responder r) {
+    wire::MetaList list;
+    if (!list.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_LIST header"));
+    const std::string prefix = list.dir() == "/" ? "/" : list.dir() + "/";
+    auto reply = std::make_shared<std::string>();
+    wire::MetaListReply out;
+    for (auto it = records_.lower_bound(prefix);
+         it != records_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      auto* e = out.add_records();
+      e->set_path(it->second->path());
+      e->set_generation(it->second->generation());
+      e->set_file_id(it->second->file_id());
+      e->set_deleted(it->second->deleted());
+      e->set_is_dir(it->second->is_dir());
+    }
+    // In the payload: a big directory outgrows the header limit.
+    *reply = out.SerializeAsString();
+    r.Reply(OutMessage{wire::META_LIST, {},
+                       Payload::View({reinterpret_cast<const uint8_t*>(reply->data()), reply->size()},
+                                     reply)});
+  });
 }
 
-void Node::LookupRecord(const std::string& path,
-                        std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done) {
+void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done) {
   struct Lookup {
     std::shared_ptr<wire::FileRecord> best;
     int pending = 0;
@@ -221,7 +277,7 @@ void Node::LookupRecord(const std::string& path,
                          auto rec = std::make_shared<wire::FileRecord>();
                          if (rec->ParseFromString(r->header)) {
                            ++lk->answered;
-                           if (!lk->best || rec->version() > lk->best->version()) lk->best = rec;
+                           if (!lk->best || internal::Newer(*rec, *lk->best)) lk->best = rec;
                          }
                        } else if (r.status().code() == StatusCode::kNotFound) {
                          ++lk->answered;
@@ -241,21 +297,50 @@ void Node::LookupRecord(const std::string& path,
 }
 
 void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
-               std::shared_ptr<const void> owner, std::function<void(Status)> done) {
+               std::shared_ptr<const void> owner, const Caller& caller, uint32_t mode,
+               std::function<void(Status)> done) {
   auto op = std::make_shared<PutOp>();
   op->path = path;
   op->bytes = bytes;
   op->owner = std::move(owner);
   op->done = std::move(done);
-  LookupRecord(path, [this, op](StatusOr<std::shared_ptr<wire::FileRecord>> cur) {
+  if (path == "/") return op->done(InvalidArgumentError("put /: is a directory").WithErrno(EISDIR));
+  LookupRecord(path, [this, op, caller, mode](StatusOr<RecordPtr> cur) {
     if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) {
       return op->done(cur.status().WithContext("put " + op->path));
     }
-    const uint64_t version = cur.ok() ? (*cur)->version() + 1 : 1;
+    const wire::FileRecord* old = cur.ok() && internal::Live(**cur) ? cur->get() : nullptr;
+    if (old && old->is_dir()) {
+      return op->done(InvalidArgumentError("put " + op->path + ": is a directory").WithErrno(EISDIR));
+    }
+    if (old && !internal::Permits(*old, caller, W_OK)) {
+      return op->done(PermissionDeniedError("put " + op->path + ": uid " +
+                                            std::to_string(caller.uid) + " may not write it"));
+    }
     wire::FileRecord& rec = op->record;
     rec.set_path(op->path);
-    rec.set_file_id(FileIdOf(op->path));
-    rec.set_version(version);
+    rec.set_file_id(NewFileId(op->path));
+    rec.set_version(old ? old->version() + 1 : 1);
+    rec.set_generation(cur.ok() ? (*cur)->generation() + 1 : 1);
+    rec.set_uid(old ? old->uid() : caller.uid);
+    rec.set_gid(old ? old->gid() : caller.gid);
+    rec.set_mode(old ? old->mode() : (mode & 07777));
+    rec.set_mtime_ns(internal::NowNs());
+    if (old) {
+      // Keep keep_versions - 1 older versions; the rest are collected after
+      // this one commits.
+      std::vector<wire::FileRecord> older{*old};
+      older.back().clear_history();
+      older.back().clear_path();
+      for (const auto& h : old->history()) older.push_back(h);
+      for (size_t i = 0; i < older.size(); ++i) {
+        if (static_cast<int>(i) + 1 < options_.keep_versions) {
+          *rec.add_history() = older[i];
+        } else {
+          op->expired.push_back(older[i]);
+        }
+      }
+    }
     rec.set_size(op->bytes.size());
     rec.set_k(options_.k);
     rec.set_m(options_.m);
@@ -280,7 +365,11 @@ void Node::IssueStripes(const std::shared_ptr<PutOp>& op) {
     if (!s.ok()) op->failure = s;
   }
   if (op->stripes_in_flight > 0) return;
-  if (!op->failure.ok()) return op->done(op->failure.WithContext("put " + op->path));
+  if (!op->failure.ok()) {
+    // Nothing of this version becomes visible; free the shards that landed.
+    DeleteShards(op->record, op->next_stripe);
+    return op->done(op->failure.WithContext("put " + op->path));
+  }
   if (op->next_stripe == op->stripes) CommitRecord(op);
 }
 
@@ -343,25 +432,42 @@ Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
 }
 
 void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
-  const std::string rec = op->record.SerializeAsString();
-  op->pending = 1;
-  op->failure = Status();
-  int live_owners = 0;
-  auto finish_one = [op](Status s) {
-    if (!s.ok() && op->failure.ok()) op->failure = s;
-    if (--op->pending > 0) return;
-    op->done(op->failure.ok() ? Status() : op->failure.WithContext("commit " + op->path));
+  StoreRecord(op->record, [this, op](Status s) {
+    if (!s.ok()) {
+      // Not acknowledged by every live owner: reported as failed. An owner
+      // that did store it serves the new version, whose shards stay.
+      return op->done(s.WithContext("commit " + op->path));
+    }
+    for (const auto& old : op->expired) {
+      DeleteShards(old, geometry_.StripeCount(old.size()));
+    }
+    op->done(Status());
+  });
+}
+
+void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status)> done) {
+  struct Store {
+    int pending = 1;
+    Status failure;
+    std::function<void(Status)> done;
   };
-  for (NodeId owner : placement_.MetadataOwners(op->path, view_)) {
+  auto st = std::make_shared<Store>();
+  st->done = std::move(done);
+  const std::string rec = record.SerializeAsString();
+  auto finish_one = [st](Status s) {
+    if (!s.ok() && st->failure.ok()) st->failure = s;
+    if (--st->pending > 0) return;
+    st->done(st->failure);
+  };
+  int live_owners = 0;
+  for (NodeId owner : placement_.MetadataOwners(record.path(), view_)) {
     if (!view_.IsAlive(owner)) continue;
     ++live_owners;
-    ++op->pending;
+    ++st->pending;
     transport_->Call(owner, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
                      [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });
   }
-  if (live_owners == 0) {
-    op->failure = UnavailableError("all metadata owners are down");
-  }
+  if (live_owners == 0) st->failure = UnavailableError("all metadata owners are down");
   finish_one(Status());
 }
 
@@ -392,12 +498,18 @@ void Node::Get(const std::string& path, std::function<void(StatusOr<FileData>)> 
       });
 }
 
-void Node::GetInto(const std::string& path, OutputAllocator output,
+void Node::GetInto(const std::string& path, const Caller& caller, OutputAllocator output,
                    std::function<void(StatusOr<FileInfo>)> done) {
-  LookupRecord(path, [this, path, output = std::move(output), done = std::move(done)](
-                         StatusOr<std::shared_ptr<wire::FileRecord>> rec) {
+  LookupRecord(path, [this, path, caller, output = std::move(output), done = std::move(done)](
+                         StatusOr<RecordPtr> rec) {
     if (!rec.ok()) return done(rec.status());
     const auto& r = **rec;
+    if (!internal::Live(r)) return done(NotFoundError(path + ": no such file"));
+    if (r.is_dir()) return done(InvalidArgumentError(path + ": is a directory").WithErrno(EISDIR));
+    if (!internal::Permits(r, caller, R_OK)) {
+      return done(PermissionDeniedError("read " + path + ": uid " + std::to_string(caller.uid) +
+                                        " may not read it"));
+    }
     if (r.k() != static_cast<uint32_t>(options_.k) || r.m() != static_cast<uint32_t>(options_.m) ||
         r.shard_size() != options_.shard_size || r.technique() != coder_->technique()) {
       return done(UnimplementedError(path + " was written with a different layout (k=" +
@@ -414,7 +526,7 @@ void Node::GetInto(const std::string& path, OutputAllocator output,
     const uint64_t stripes = geometry_.StripeCount(r.size());
     op->stripes.resize(stripes);
     op->stripes_left = stripes;
-    if (stripes == 0) return done(FileInfo{r.version(), 0});
+    if (stripes == 0) return done(InfoOf(r));
     for (uint64_t s = 0; s < stripes; ++s) FetchStripe(op, s, false);
   });
 }
@@ -524,7 +636,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   st.owners.clear();
   if (--op->stripes_left > 0) return;
   if (!op->failure.ok()) return op->done(op->failure);
-  op->done(FileInfo{op->record.version(), op->record.size()});
+  op->done(InfoOf(op->record));
 }
 
 }  // namespace fern::daemon

@@ -5,9 +5,25 @@
 //                     SHARD_PUT payload is received straight into a reserved
 //                     slot (PayloadSink); a full store answers ENOSPC before
 //                     any byte moves.
-//   metadata service  META_PUT / META_GET: FileRecords of the paths this
-//                     node owns (one of the m+1 owners by placement).
-//   gateway           Put / Get of whole files on behalf of local clients.
+//   metadata service  META_PUT / META_GET / META_LIST: FileRecords of the
+//                     paths this node owns (one of the m+1 owners by
+//                     placement), kept in a MetaStore (on disk: survives
+//                     restarts). The highest (generation, file_id) wins.
+//   gateway           Put / Get of whole files and the namespace operations
+//                     (Stat, Access, List, Unlink, Rename, Mkdir, Rmdir) on
+//                     behalf of local clients, with POSIX permission checks
+//                     against the caller's uid/gid.
+//
+// Namespace: every path has a record at its owners; a change (put, rename,
+// unlink, mkdir, rmdir) writes a record with generation + 1, and removal
+// writes a tombstone (deleted = true) rather than forgetting the path, so an
+// owner that missed the change cannot resurrect it. Directories are explicit
+// (Mkdir) or implicit (a prefix of a live path); "/" always exists. Implicit
+// directories and "/" report root:root 01777: anyone may create, only the
+// owner (or root) may remove or rename a file. Listing asks every live node.
+// Each put gets a fresh file_id (shard keys never collide with older,
+// renamed or deleted files); --keep-versions committed versions are kept and
+// the shards of older ones, of removed files and of failed puts are deleted.
 //
 // Put(path, bytes): asks the path's live metadata owners for the current
 // version, stripes the bytes (StripeGeometry), encodes each stripe, sends
@@ -36,6 +52,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "daemon/meta_store.h"
 #include "daemon/shard_store.h"
 #include "ec/erasure_coder.h"
 #include "ec/stripe_geometry.h"
@@ -57,6 +74,29 @@ struct NodeOptions {
   std::string technique = "reed_sol_van";
   uint64_t placement_seed = 0;
   Duration rpc_timeout = std::chrono::seconds(10);
+  int keep_versions = 2;  // committed versions kept per file (>= 1)
+};
+
+// Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
+// permission check.
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+struct Attr {
+  bool is_dir = false;
+  uint64_t size = 0;
+  uint64_t version = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t mode = 0;  // permission bits (07777)
+  uint64_t mtime_ns = 0;
+};
+
+struct DirEntry {
+  std::string name;
+  bool is_dir = false;
 };
 
 struct FileData {
@@ -67,10 +107,12 @@ struct FileData {
 class Node {
  public:
   // REQUIRES: transport, data and parity outlive the node.
+  // `meta` holds the records this node owns; null: in memory only.
   static StatusOr<std::unique_ptr<Node>> Create(const NodeOptions& options,
                                                 transport::Transport* transport,
                                                 ShardStore* data, ShardStore* parity,
-                                                placement::ClusterView view);
+                                                placement::ClusterView view,
+                                                MetaStore* meta = nullptr);
   ~Node();
 
   // The membership this node acts on (failure detection updates it).
@@ -79,9 +121,31 @@ class Node {
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
   // `owner`) until `done` runs.
+  // A new file gets the caller's uid/gid and `mode`; replacing one needs
+  // write permission and keeps its owner and mode.
   void Put(const std::string& path, std::span<const uint8_t> bytes,
-           std::shared_ptr<const void> owner, std::function<void(Status)> done);
+           std::shared_ptr<const void> owner, const Caller& caller, uint32_t mode,
+           std::function<void(Status)> done);
+  void Put(const std::string& path, std::span<const uint8_t> bytes,
+           std::shared_ptr<const void> owner, std::function<void(Status)> done) {
+    Put(path, bytes, std::move(owner), Caller{}, 0644, std::move(done));
+  }
   void Get(const std::string& path, std::function<void(StatusOr<FileData>)> done);
+
+  // Namespace operations; errors carry the POSIX errno (Status::errno_hint):
+  // ENOENT, EACCES, EEXIST, EISDIR, ENOTDIR, ENOTEMPTY, EXDEV (renaming a
+  // directory), EBUSY (removing "/").
+  void Stat(const std::string& path, std::function<void(StatusOr<Attr>)> done);
+  // mask: R_OK|W_OK|X_OK bits, 0 for existence only.
+  void Access(const std::string& path, const Caller& caller, int mask,
+              std::function<void(Status)> done);
+  void List(const std::string& dir, std::function<void(StatusOr<std::vector<DirEntry>>)> done);
+  void Unlink(const std::string& path, const Caller& caller, std::function<void(Status)> done);
+  void Rename(const std::string& from, const std::string& to, const Caller& caller,
+              std::function<void(Status)> done);
+  void Mkdir(const std::string& path, const Caller& caller, uint32_t mode,
+             std::function<void(Status)> done);
+  void Rmdir(const std::string& path, const Caller& caller, std::function<void(Status)> done);
 
   // Where GetInto writes: called once the file's size is known, returns
   // exactly `size` writable bytes that stay valid until `done` runs. Whole
@@ -90,11 +154,17 @@ class Node {
   struct FileInfo {
     uint64_t version = 0;
     uint64_t size = 0;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    uint32_t mode = 0;
+    uint64_t mtime_ns = 0;
   };
-  void GetInto(const std::string& path, OutputAllocator output,
+  void GetInto(const std::string& path, const Caller& caller, OutputAllocator output,
                std::function<void(StatusOr<FileInfo>)> done);
-
-  uint64_t FileIdOf(const std::string& path) const;
+  void GetInto(const std::string& path, OutputAllocator output,
+               std::function<void(StatusOr<FileInfo>)> done) {
+    GetInto(path, Caller{}, std::move(output), std::move(done));
+  }
 
  private:
   struct PutOp;
@@ -107,9 +177,20 @@ class Node {
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
 
   void InstallHandlers();
-  // Newest record among the live owners' answers (NotFound if none has one).
-  void LookupRecord(const std::string& path,
-                    std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done);
+  using RecordPtr = std::shared_ptr<wire::FileRecord>;
+  // Newest record among the live owners' answers, tombstones included
+  // (NotFound if no owner has one).
+  void LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done);
+  // Writes `record` to every live owner of its path; OK when all acknowledged.
+  void StoreRecord(const wire::FileRecord& record, std::function<void(Status)> done);
+  // The live (newest, not deleted) paths under `dir` from every live node.
+  void ListAll(const std::string& dir,
+               std::function<void(StatusOr<std::map<std::string, bool>>)> done);
+  // Best effort: deletes the shards of `layout`'s version, stripes [0, stripes).
+  void DeleteShards(const wire::FileRecord& layout, uint64_t stripes);
+  void DeleteAllVersions(const wire::FileRecord& record);
+  uint64_t NewFileId(const std::string& path);
+  Status InstallRecord(std::unique_ptr<wire::FileRecord> record);
   void SendShards(const std::shared_ptr<PutOp>& op);
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
@@ -127,6 +208,9 @@ class Node {
   const std::unique_ptr<ec::ErasureCoder> coder_;
   const ec::StripeGeometry geometry_;
   std::map<std::string, std::unique_ptr<wire::FileRecord>> records_;  // paths this node owns
+  MetaStore* meta_ = nullptr;
+  std::unique_ptr<MetaStore> owned_meta_;  // when Create got none
+  uint64_t file_id_counter_ = 0;
   std::unique_ptr<BufferPool> pool_;
 };
 

@@ -52,3 +52,20 @@ TEST(StatusOr, ValueOrError) {
 
 }  // namespace
 }  // namespace fern
+
+namespace fern {
+namespace {
+
+TEST(StatusErrno, ExactErrnoSurvivesContext) {
+  for (int e : {ENOTDIR, EISDIR, ENOTEMPTY, EXDEV, ENAMETOOLONG, ENOSPC, EACCES}) {
+    Status s = FromErrno(e, "op").WithContext("outer");
+    EXPECT_EQ(ToErrno(s), e) << s.ToString();
+  }
+  // Without a hint the code's table entry is used.
+  EXPECT_EQ(ToErrno(InvalidArgumentError("x")), EINVAL);
+  EXPECT_EQ(ToErrno(InvalidArgumentError("x").WithErrno(EISDIR)), EISDIR);
+  EXPECT_TRUE(Status().WithErrno(EIO).ok());
+}
+
+}  // namespace
+}  // namespace fern

@@ -1,11 +1,14 @@
 // The real thing: six fern-ec-daemon processes on 127.0.0.1 talking UCX over
 // TCP, driven through the fern-ec CLI exactly as a user would, nodes killed
 // with SIGKILL.
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/client_protocol.h"
 #include "test_util.h"
 
 namespace {
@@ -30,6 +34,18 @@ std::string ErrLog() {
 int Sh(const std::string& cmd) {
   int rc = std::system((cmd + " 2>>" + ErrLog()).c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// The first line a command prints.
+std::string Out(const std::string& cmd) {
+  std::string text;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  pclose(p);
+  return text;
 }
 
 std::vector<uint8_t> ReadFile(const std::string& path) {
@@ -122,6 +138,101 @@ TEST_F(LocalCluster, ClearErrorsForBadRequests) {
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/small /ok --root " + root_), 0);
   ASSERT_EQ(Sh(Cli() + " get /ok " + out + " --root " + root_ + " --node 5"), 0);
   EXPECT_EQ(ReadFile(out), (std::vector<uint8_t>{1, 2, 3}));
+}
+
+TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> a(5 * kStripe + 3), b(100);
+  fern::testing::FillRandom(rng, a.data(), a.size());
+  fern::testing::FillRandom(rng, b.data(), b.size());
+  WriteFile(work_ + "/a", a);
+  WriteFile(work_ + "/b", b);
+  const std::string at = " --root " + root_;
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/a /ck/a" + at), 0);
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/b /ck/b" + at + " --node 3"), 0);
+  EXPECT_EQ(Out(Cli() + " ls /ck --json" + at),
+            "[{\"name\": \"a\", \"type\": \"file\"}, {\"name\": \"b\", \"type\": \"file\"}]\n");
+  EXPECT_NE(Out(Cli() + " stat /ck/a --json" + at).find("\"size\": " + std::to_string(a.size())),
+            std::string::npos);
+  ASSERT_EQ(Sh(Cli() + " rm /ck/b" + at + " --node 4"), 0);
+  EXPECT_EQ(Sh(Cli() + " stat /ck/b" + at), 3);
+
+  // Every daemon stopped and started again: metadata comes back from disk.
+  ASSERT_EQ(Sh(Cli() + " local stop" + at), 0);
+  ASSERT_EQ(Sh(Cli() + " local start" + at + " --nodes 6 --k 4 --m 2 --shard-size 64KiB"
+                " --data-capacity 128MiB --parity-capacity 128MiB"),
+            0);
+  const std::string out = work_ + "/out";
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 5"), 0);
+  EXPECT_EQ(ReadFile(out), a);
+  EXPECT_EQ(Sh(Cli() + " get /ck/b " + out + at), 3) << "a removed file came back";
+
+  // A node rebooted with an empty tmpfs: its data shards are gone, reads
+  // decode around them.
+  ASSERT_EQ(Sh(Cli() + " local restart 2 --wipe-data" + at), 0);
+  std::filesystem::remove(out);
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 2"), 0);
+  EXPECT_EQ(ReadFile(out), a);
+}
+
+// Raw bytes on the client socket, as a buggy or hostile local program would
+// send them: each is refused and the daemon keeps serving.
+TEST_F(LocalCluster, MalformedClientRequestsAreRefused) {
+  auto rng = fern::testing::TestRng();
+  const std::string sock = root_ + "/node-1/sock";
+  auto connect_to = [&] {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock.c_str());
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  auto reply_to = [&](const fern::client::Request& req) {
+    int fd = connect_to();
+    fern::client::Reply reply;
+    reply.err = -1;
+    EXPECT_EQ(fern::client::SendWithFd(fd, &req, sizeof req, -1), 0);
+    EXPECT_EQ(fern::client::RecvWithFd(fd, &reply, sizeof reply, nullptr), 0);
+    close(fd);
+    return reply;
+  };
+  {
+    std::vector<uint8_t> junk(10000);
+    fern::testing::FillRandom(rng, junk.data(), junk.size());
+    int fd = connect_to();
+    (void)!write(fd, junk.data(), junk.size());
+    close(fd);
+  }
+  {
+    int fd = connect_to();  // half a request, then hang up
+    (void)!write(fd, "FERC", 4);
+    close(fd);
+  }
+  fern::client::Request req;
+  req.op = static_cast<uint16_t>(fern::client::Op::kStat);
+  req.path_len = 1u << 30;
+  EXPECT_EQ(reply_to(req).err, ENAMETOOLONG);
+  req.path_len = 5;
+  std::memcpy(req.path, "/a\0b", 5);
+  EXPECT_EQ(reply_to(req).err, EINVAL);
+  std::memcpy(req.path, "/a/..", 5);
+  EXPECT_EQ(reply_to(req).err, EINVAL);
+  req.op = 999;
+  std::memcpy(req.path, "/a/bb", 5);
+  EXPECT_EQ(reply_to(req).err, EINVAL);
+  req.op = static_cast<uint16_t>(fern::client::Op::kPut);  // PUT without a memfd
+  EXPECT_EQ(reply_to(req).err, EINVAL);
+  req.op = static_cast<uint16_t>(fern::client::Op::kRename);
+  req.path2_len = 0;
+  EXPECT_EQ(reply_to(req).err, ENOENT);
+  req.magic = 0x12345678;
+  EXPECT_EQ(reply_to(req).err, EINVAL);
+  // Still serving.
+  WriteFile(work_ + "/small", {9, 8, 7});
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/small /ok --root " + root_ + " --node 1"), 0);
+  ASSERT_EQ(Sh(Cli() + " get /ok " + work_ + "/small.out --root " + root_ + " --node 1"), 0);
+  EXPECT_EQ(ReadFile(work_ + "/small.out"), (std::vector<uint8_t>{9, 8, 7}));
 }
 
 }  // namespace

@@ -87,6 +87,51 @@ class Cluster {
     return result ? std::move(*result) : StatusOr<FileData>(InternalError("get never completed"));
   }
 
+  Status Put(int via, const std::string& path, const std::vector<uint8_t>& bytes,
+             const Caller& who, uint32_t mode) {
+    auto owned = std::make_shared<std::vector<uint8_t>>(bytes);
+    return Await<Status>([&](auto done) { nodes_[via]->Put(path, *owned, owned, who, mode, done); });
+  }
+
+  StatusOr<std::vector<uint8_t>> Get(int via, const std::string& path, const Caller& who) {
+    auto out = std::make_shared<std::vector<uint8_t>>();
+    auto got = Await<StatusOr<Node::FileInfo>>([&](auto done) {
+      nodes_[via]->GetInto(
+          path, who,
+          [out](uint64_t n) -> StatusOr<std::span<uint8_t>> {
+            out->resize(n);
+            return std::span<uint8_t>(*out);
+          },
+          done);
+    });
+    if (!got.ok()) return got.status();
+    return *out;
+  }
+
+  // Runs one asynchronous Node call to completion.
+  template <typename T, typename F>
+  T Await(F&& start) {
+    std::optional<T> result;
+    start([&](T r) { result = std::move(r); });
+    Run([&] { return result.has_value(); });
+    return result ? std::move(*result) : T(InternalError("never completed"));
+  }
+
+  Node& node(int i) { return *nodes_[i]; }
+
+  // Shards held by every store; waits (bounded) for fire-and-forget deletes
+  // to reach `expect`.
+  size_t TotalShards(size_t expect = SIZE_MAX) {
+    auto count = [&] {
+      size_t n = 0;
+      for (auto& s : data_) n += s->List().size();
+      for (auto& s : parity_) n += s->List().size();
+      return n;
+    };
+    if (expect != SIZE_MAX) transport::ProgressUntil(*transports_[0], [&] { return count() == expect; }, 5s, net_.clock());
+    return count();
+  }
+
   // Crashes a node: its transport stops and every survivor's view marks it dead.
   void Kill(int i) {
     net_.Crash(NodeId(i));
@@ -246,6 +291,8 @@ TEST(NodeCluster, FailedWriteLeavesThePreviousVersion) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->version, 1u);
   EXPECT_EQ(got->bytes, v1);
+  // The shards of the failed version that did land are freed again.
+  EXPECT_EQ(c.TotalShards(6), 6u);
 }
 
 TEST(NodeCluster, PartitionedWriteTimesOutAndDoesNotCommit) {
@@ -260,6 +307,149 @@ TEST(NodeCluster, PartitionedWriteTimesOutAndDoesNotCommit) {
   auto got = c.Get(3, "/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->bytes, v1);
+}
+
+// ---- namespace: stat, list, unlink, rename, mkdir, rmdir ----
+
+int Errno(const Status& s) { return ToErrno(s); }
+
+TEST(NodeNamespace, ListStatRenameUnlink) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  auto a = Bytes(rng, kStripe + 5);
+  ASSERT_TRUE(c.Put(0, "/d/a", a).ok());
+  ASSERT_TRUE(c.Put(1, "/d/sub/b", Bytes(rng, 10)).ok());
+  auto ls = [&](const std::string& dir) {
+    return c.Await<StatusOr<std::vector<DirEntry>>>([&](auto done) { c.node(2).List(dir, done); });
+  };
+  auto stat = [&](const std::string& p) {
+    return c.Await<StatusOr<Attr>>([&](auto done) { c.node(3).Stat(p, done); });
+  };
+  auto root = ls("/");
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  ASSERT_EQ(root->size(), 1u);
+  EXPECT_EQ((*root)[0].name, "d");
+  EXPECT_TRUE((*root)[0].is_dir);
+  auto d = ls("/d");
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->size(), 2u);
+  EXPECT_EQ((*d)[0].name, "a");
+  EXPECT_FALSE((*d)[0].is_dir);
+  EXPECT_EQ((*d)[1].name, "sub");
+  EXPECT_TRUE((*d)[1].is_dir);
+  EXPECT_EQ(Errno(ls("/d/a").status()), ENOTDIR);
+  EXPECT_EQ(Errno(ls("/nope").status()), ENOENT);
+
+  auto st = stat("/d/a");
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->is_dir);
+  EXPECT_EQ(st->size, a.size());
+  EXPECT_EQ(st->version, 1u);
+  EXPECT_EQ(st->mode, 0644u);
+  EXPECT_GT(st->mtime_ns, 0u);
+  auto sd = stat("/d");
+  ASSERT_TRUE(sd.ok());
+  EXPECT_TRUE(sd->is_dir);
+  EXPECT_EQ(Errno(stat("/d/none").status()), ENOENT);
+
+  const Caller root_user{};
+  auto run = [&](auto op) { return c.Await<Status>(op); };
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Unlink("/d", root_user, done); })), EISDIR);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Rename("/d", "/x", root_user, done); })), EXDEV);
+  ASSERT_TRUE(run([&](auto done) { c.node(4).Rename("/d/a", "/d/c", root_user, done); }).ok());
+  EXPECT_EQ(c.Get(5, "/d/a").status().code(), StatusCode::kNotFound);
+  auto moved = c.Get(5, "/d/c");
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(moved->bytes, a);
+  // A new file under the old name is a different file.
+  auto a2 = Bytes(rng, 3);
+  ASSERT_TRUE(c.Put(0, "/d/a", a2).ok());
+  EXPECT_EQ(c.Get(1, "/d/a")->bytes, a2);
+  EXPECT_EQ(c.Get(1, "/d/c")->bytes, a);
+  // Rename onto an existing file replaces it.
+  ASSERT_TRUE(run([&](auto done) { c.node(2).Rename("/d/a", "/d/c", root_user, done); }).ok());
+  EXPECT_EQ(c.Get(3, "/d/c")->bytes, a2);
+  ASSERT_TRUE(run([&](auto done) { c.node(1).Unlink("/d/c", root_user, done); }).ok());
+  EXPECT_EQ(c.Get(0, "/d/c").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(1).Unlink("/d/c", root_user, done); })), ENOENT);
+  // Only /d/sub/b is left: 6 shards.
+  EXPECT_EQ(c.TotalShards(6), 6u);
+}
+
+TEST(NodeNamespace, MkdirRmdir) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const Caller root_user{};
+  auto run = [&](auto op) { return c.Await<Status>(op); };
+  ASSERT_TRUE(c.Put(0, "/d/f", Bytes(rng, 7)).ok());
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Mkdir("/d", root_user, 0755, done); })), EEXIST);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Mkdir("/d/f", root_user, 0755, done); })), EEXIST);
+  ASSERT_TRUE(run([&](auto done) { c.node(1).Mkdir("/e", Caller{1000, 100}, 0750, done); }).ok());
+  auto st = c.Await<StatusOr<Attr>>([&](auto done) { c.node(2).Stat("/e", done); });
+  ASSERT_TRUE(st.ok());
+  EXPECT_TRUE(st->is_dir);
+  EXPECT_EQ(st->mode, 0750u);
+  EXPECT_EQ(st->uid, 1000u);
+  auto e = c.Await<StatusOr<std::vector<DirEntry>>>([&](auto done) { c.node(3).List("/e", done); });
+  ASSERT_TRUE(e.ok());
+  EXPECT_TRUE(e->empty());
+  EXPECT_EQ(Errno(c.Put(0, "/e", Bytes(rng, 1))), EISDIR);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Rmdir("/d", root_user, done); })), ENOTEMPTY);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Rmdir("/d/f", root_user, done); })), ENOTDIR);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Rmdir("/e", Caller{1001, 100}, done); })), EACCES);
+  ASSERT_TRUE(run([&](auto done) { c.node(0).Rmdir("/e", Caller{1000, 100}, done); }).ok());
+  EXPECT_EQ(Errno(c.Await<StatusOr<Attr>>([&](auto done) { c.node(2).Stat("/e", done); }).status()),
+            ENOENT);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(0).Rmdir("/", root_user, done); })), EBUSY);
+}
+
+TEST(NodeNamespace, OwnerAndModeAreEnforced) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const Caller alice{1000, 100}, bob{1001, 101}, carol{1002, 100}, root_user{};
+  auto secret = Bytes(rng, kStripe);
+  ASSERT_TRUE(c.Put(0, "/alice/secret", secret, alice, 0600).ok());
+  ASSERT_TRUE(c.Put(0, "/alice/shared", secret, alice, 0640).ok());
+  EXPECT_EQ(Errno(c.Get(1, "/alice/secret", bob).status()), EACCES);
+  EXPECT_EQ(Errno(c.Get(1, "/alice/secret", carol).status()), EACCES);
+  EXPECT_EQ(*c.Get(1, "/alice/secret", alice), secret);
+  EXPECT_EQ(*c.Get(1, "/alice/secret", root_user), secret);
+  EXPECT_EQ(*c.Get(1, "/alice/shared", carol), secret);  // group read
+  EXPECT_EQ(Errno(c.Put(2, "/alice/secret", Bytes(rng, 1), bob, 0666)), EACCES);
+  EXPECT_EQ(Errno(c.Put(2, "/alice/shared", Bytes(rng, 1), carol, 0666)), EACCES);
+  auto run = [&](auto op) { return c.Await<Status>(op); };
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(3).Unlink("/alice/secret", bob, done); })), EACCES);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(3).Rename("/alice/secret", "/bob/x", bob, done); })), EACCES);
+  EXPECT_EQ(Errno(run([&](auto done) { c.node(3).Access("/alice/secret", bob, R_OK, done); })), EACCES);
+  EXPECT_TRUE(run([&](auto done) { c.node(3).Access("/alice/secret", bob, 0, done); }).ok());
+  EXPECT_TRUE(run([&](auto done) { c.node(3).Access("/alice/secret", alice, R_OK | W_OK, done); }).ok());
+  // A replacement by the owner keeps owner and mode.
+  ASSERT_TRUE(c.Put(4, "/alice/secret", Bytes(rng, 9), alice, 0666).ok());
+  auto st = c.Await<StatusOr<Attr>>([&](auto done) { c.node(5).Stat("/alice/secret", done); });
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->mode, 0600u);
+  EXPECT_EQ(st->uid, 1000u);
+  EXPECT_EQ(st->version, 2u);
+  EXPECT_EQ(Errno(c.Get(1, "/alice/secret", bob).status()), EACCES);
+}
+
+TEST(NodeNamespace, OlderVersionsBeyondKeepAreCollected) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;  // keep_versions = 2
+  const size_t stripes = 3;
+  std::vector<uint8_t> last;
+  for (int v = 1; v <= 5; ++v) {
+    last = Bytes(rng, stripes * kStripe);
+    ASSERT_TRUE(c.Put(v % kNodes, "/ck", last).ok());
+    const size_t kept = std::min(v, 2) * stripes * 6;
+    EXPECT_EQ(c.TotalShards(kept), kept) << "after version " << v;
+  }
+  auto got = c.Get(0, "/ck");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->version, 5u);
+  EXPECT_EQ(got->bytes, last);
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(2).Unlink("/ck", Caller{}, done); }).ok());
+  EXPECT_EQ(c.TotalShards(0), 0u);
 }
 
 }  // namespace

@@ -1,0 +1,33 @@
+// Helpers shared by node.cc (data path) and node_namespace.cc (namespace
+// operations). Internal to src/daemon.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "daemon/node.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon::internal {
+
+// Records of one path are ordered by (generation, file_id): every owner and
+// every reader agrees which is newest, even for two puts racing on one path.
+inline bool Newer(const wire::FileRecord& a, const wire::FileRecord& b) {
+  if (a.generation() != b.generation()) return a.generation() > b.generation();
+  return a.file_id() > b.file_id();
+}
+
+inline bool Live(const wire::FileRecord& r) { return !r.deleted(); }
+
+// POSIX permission check of `mask` (R_OK|W_OK|X_OK) on a record's owner and
+// mode. uid 0 passes read and write, and execute when any x bit is set.
+bool Permits(const wire::FileRecord& r, const Caller& caller, int mask);
+
+// Only the owner or root may remove or rename (sticky-directory rule).
+inline bool MayRemove(const wire::FileRecord& r, const Caller& caller) {
+  return caller.uid == 0 || caller.uid == r.uid();
+}
+
+uint64_t NowNs();
+
+}  // namespace fern::daemon::internal

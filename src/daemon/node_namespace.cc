@@ -1,0 +1,351 @@
+// Node's namespace operations (see node.h): stat, access, list, unlink,
+// rename, mkdir, rmdir over the path records held by metadata owners, and
+// the collection of shards no record needs any more.
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "daemon/node.h"
+#include "daemon/node_internal.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon {
+
+namespace internal {
+
+bool Permits(const wire::FileRecord& r, const Caller& caller, int mask) {
+  const uint32_t mode = r.mode();
+  if (caller.uid == 0) {
+    return !(mask & X_OK) || r.is_dir() || (mode & 0111);
+  }
+  uint32_t bits;
+  if (caller.uid == r.uid()) {
+    bits = (mode >> 6) & 7;
+  } else if (caller.gid == r.gid()) {
+    bits = (mode >> 3) & 7;
+  } else {
+    bits = mode & 7;
+  }
+  const uint32_t want = ((mask & R_OK) ? 4 : 0) | ((mask & W_OK) ? 2 : 0) | ((mask & X_OK) ? 1 : 0);
+  return (bits & want) == want;
+}
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace internal
+
+namespace {
+
+using transport::InMessage;
+using transport::OutMessage;
+
+// "/" and implicit directories: anyone creates, owners remove (01777).
+Attr ImplicitDir() {
+  Attr a;
+  a.is_dir = true;
+  a.mode = 01777;
+  return a;
+}
+
+Attr AttrOf(const wire::FileRecord& r) {
+  Attr a;
+  a.is_dir = r.is_dir();
+  a.size = r.size();
+  a.version = r.version();
+  a.uid = r.uid();
+  a.gid = r.gid();
+  a.mode = r.mode();
+  a.mtime_ns = r.mtime_ns();
+  return a;
+}
+
+Status NoEntry(const std::string& path) {
+  return NotFoundError(path + ": no such file or directory");
+}
+
+wire::FileRecord Tombstone(const wire::FileRecord& of) {
+  wire::FileRecord t;
+  t.set_path(of.path());
+  t.set_generation(of.generation() + 1);
+  t.set_deleted(true);
+  t.set_mtime_ns(internal::NowNs());
+  return t;
+}
+
+}  // namespace
+
+void Node::ListAll(const std::string& dir,
+                   std::function<void(StatusOr<std::map<std::string, bool>>)> done) {
+  struct Gather {
+    int pending = 1;
+    int answered = 0;
+    Status last_error;
+    std::map<std::string, wire::FileRecord> newest;
+    std::function<void(StatusOr<std::map<std::string, bool>>)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  g->done = std::move(done);
+  auto finish_one = [g, dir]() {
+    if (--g->pending > 0) return;
+    if (g->answered == 0) {
+      return g->done(UnavailableError("list " + dir + ": no node answered: " +
+                                      std::string(g->last_error.message())));
+    }
+    std::map<std::string, bool> live;
+    for (auto& [path, r] : g->newest) {
+      if (internal::Live(r)) live[path] = r.is_dir();
+    }
+    g->done(std::move(live));
+  };
+  wire::MetaList list;
+  list.set_dir(dir);
+  const std::string body = list.SerializeAsString();
+  // Every live node: the paths under a directory hash to all of them.
+  for (const auto& info : view_.nodes()) {
+    const NodeId node = info.id;
+    if (!view_.IsAlive(node)) continue;
+    ++g->pending;
+    transport_->Call(node, OutMessage{wire::META_LIST, body, {}}, {options_.rpc_timeout, nullptr},
+                     [g, finish_one](StatusOr<InMessage> r) {
+                       wire::MetaListReply reply;
+                       if (!r.ok()) {
+                         g->last_error = r.status();
+                       } else if (!reply.ParseFromArray(r->payload.data(),
+                                                        static_cast<int>(r->payload.size()))) {
+                         g->last_error = InvalidArgumentError("bad META_LIST reply");
+                       } else {
+                         ++g->answered;
+                         for (auto& rec : *reply.mutable_records()) {
+                           auto it = g->newest.find(rec.path());
+                           if (it == g->newest.end() || internal::Newer(rec, it->second)) {
+                             g->newest[rec.path()] = std::move(rec);
+                           }
+                         }
+                       }
+                       finish_one();
+                     });
+  }
+  finish_one();
+}
+
+void Node::Stat(const std::string& path, std::function<void(StatusOr<Attr>)> done) {
+  if (path == "/") return done(ImplicitDir());
+  LookupRecord(path, [this, path, done](StatusOr<RecordPtr> rec) {
+    if (rec.ok() && internal::Live(**rec)) return done(AttrOf(**rec));
+    if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return done(rec.status());
+    // No file: a directory if anything lives under it.
+    ListAll(path, [path, done](StatusOr<std::map<std::string, bool>> under) {
+      if (!under.ok()) return done(under.status());
+      if (under->empty()) return done(NoEntry(path));
+      done(ImplicitDir());
+    });
+  });
+}
+
+void Node::Access(const std::string& path, const Caller& caller, int mask,
+                  std::function<void(Status)> done) {
+  Stat(path, [path, caller, mask, done](StatusOr<Attr> a) {
+    if (!a.ok()) return done(a.status());
+    wire::FileRecord r;
+    r.set_uid(a->uid);
+    r.set_gid(a->gid);
+    r.set_mode(a->mode);
+    r.set_is_dir(a->is_dir);
+    if (!internal::Permits(r, caller, mask)) {
+      return done(PermissionDeniedError("access " + path + ": denied for uid " +
+                                        std::to_string(caller.uid)));
+    }
+    done(Status());
+  });
+}
+
+void Node::List(const std::string& dir,
+                std::function<void(StatusOr<std::vector<DirEntry>>)> done) {
+  ListAll(dir, [this, dir, done](StatusOr<std::map<std::string, bool>> under) {
+    if (!under.ok()) return done(under.status());
+    const size_t skip = dir == "/" ? 1 : dir.size() + 1;
+    std::vector<DirEntry> entries;
+    for (const auto& [path, is_dir] : *under) {
+      const std::string rest = path.substr(skip);
+      const size_t slash = rest.find('/');
+      DirEntry e{rest.substr(0, slash), is_dir || slash != std::string::npos};
+      if (!entries.empty() && entries.back().name == e.name) {
+        entries.back().is_dir |= e.is_dir;  // sorted: a subtree's paths are adjacent
+        continue;
+      }
+      entries.push_back(std::move(e));
+    }
+    if (!entries.empty() || dir == "/") return done(std::move(entries));
+    // Empty: an explicit directory, a file, or nothing.
+    Stat(dir, [dir, done](StatusOr<Attr> a) {
+      if (!a.ok()) return done(a.status());
+      if (!a->is_dir) {
+        return done(InvalidArgumentError("list " + dir + ": not a directory").WithErrno(ENOTDIR));
+      }
+      done(std::vector<DirEntry>{});
+    });
+  });
+}
+
+void Node::Unlink(const std::string& path, const Caller& caller, std::function<void(Status)> done) {
+  LookupRecord(path, [this, path, caller, done](StatusOr<RecordPtr> rec) {
+    if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return done(rec.status());
+    if (!rec.ok() || !internal::Live(**rec)) {
+      // Maybe an implicit directory; unlink of a directory is EISDIR.
+      return Stat(path, [path, done](StatusOr<Attr> a) {
+        if (a.ok()) return done(InvalidArgumentError("unlink " + path + ": is a directory").WithErrno(EISDIR));
+        done(a.status());
+      });
+    }
+    const wire::FileRecord old = **rec;
+    if (old.is_dir()) return done(InvalidArgumentError("unlink " + path + ": is a directory").WithErrno(EISDIR));
+    if (!internal::MayRemove(old, caller)) {
+      return done(PermissionDeniedError("unlink " + path + ": owned by uid " +
+                                        std::to_string(old.uid())));
+    }
+    StoreRecord(Tombstone(old), [this, old, done](Status s) {
+      if (!s.ok()) return done(s.WithContext("unlink " + old.path()));
+      DeleteAllVersions(old);
+      done(Status());
+    });
+  });
+}
+
+void Node::Rename(const std::string& from, const std::string& to, const Caller& caller,
+                  std::function<void(Status)> done) {
+  if (from == "/" || to == "/") {
+    return done(FailedPreconditionError("rename of /").WithErrno(EBUSY));
+  }
+  if (to.compare(0, from.size() + 1, from + "/") == 0) {
+    return done(InvalidArgumentError("rename " + from + " into itself"));
+  }
+  LookupRecord(from, [this, from, to, caller, done](StatusOr<RecordPtr> src) {
+    if (!src.ok() && src.status().code() != StatusCode::kNotFound) return done(src.status());
+    if (!src.ok() || !internal::Live(**src)) {
+      return Stat(from, [from, done](StatusOr<Attr> a) {
+        // Moving a whole implicit tree would rewrite every record under it.
+        if (a.ok()) {
+          return done(UnimplementedError("rename " + from + ": directories cannot be renamed")
+                          .WithErrno(EXDEV));
+        }
+        done(a.status());
+      });
+    }
+    const wire::FileRecord old = **src;
+    if (old.is_dir()) {
+      return done(UnimplementedError("rename " + from + ": directories cannot be renamed")
+                      .WithErrno(EXDEV));
+    }
+    if (!internal::MayRemove(old, caller)) {
+      return done(PermissionDeniedError("rename " + from + ": owned by uid " +
+                                        std::to_string(old.uid())));
+    }
+    if (from == to) return done(Status());
+    LookupRecord(to, [this, old, to, caller, done](StatusOr<RecordPtr> dst) {
+      if (!dst.ok() && dst.status().code() != StatusCode::kNotFound) return done(dst.status());
+      std::shared_ptr<wire::FileRecord> replaced;
+      if (dst.ok() && internal::Live(**dst)) {
+        replaced = *dst;
+        if (replaced->is_dir()) {
+          return done(InvalidArgumentError("rename to " + to + ": is a directory").WithErrno(EISDIR));
+        }
+        if (!internal::MayRemove(*replaced, caller)) {
+          return done(PermissionDeniedError("rename onto " + to + ": owned by uid " +
+                                            std::to_string(replaced->uid())));
+        }
+      }
+      wire::FileRecord moved = old;
+      moved.set_path(to);
+      moved.set_generation((dst.ok() ? (*dst)->generation() : 0) + 1);
+      // The new name first: a crash in between leaves two names for the
+      // file, never none.
+      StoreRecord(moved, [this, old, replaced, done](Status s) {
+        if (!s.ok()) return done(s.WithContext("rename " + old.path()));
+        StoreRecord(Tombstone(old), [this, old, replaced, done](Status s) {
+          if (!s.ok()) return done(s.WithContext("rename " + old.path()));
+          if (replaced) DeleteAllVersions(*replaced);
+          done(Status());
+        });
+      });
+    });
+  });
+}
+
+void Node::Mkdir(const std::string& path, const Caller& caller, uint32_t mode,
+                 std::function<void(Status)> done) {
+  if (path == "/") return done(AlreadyExistsError("mkdir /: exists"));
+  LookupRecord(path, [this, path, caller, mode, done](StatusOr<RecordPtr> rec) {
+    if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return done(rec.status());
+    if (rec.ok() && internal::Live(**rec)) return done(AlreadyExistsError("mkdir " + path + ": exists"));
+    const uint64_t generation = rec.ok() ? (*rec)->generation() : 0;
+    ListAll(path, [this, path, caller, mode, generation, done](
+                      StatusOr<std::map<std::string, bool>> under) {
+      if (!under.ok()) return done(under.status());
+      if (!under->empty()) return done(AlreadyExistsError("mkdir " + path + ": exists"));
+      wire::FileRecord dir;
+      dir.set_path(path);
+      dir.set_is_dir(true);
+      dir.set_generation(generation + 1);
+      dir.set_file_id(NewFileId(path));
+      dir.set_uid(caller.uid);
+      dir.set_gid(caller.gid);
+      dir.set_mode(mode & 07777);
+      dir.set_mtime_ns(internal::NowNs());
+      StoreRecord(dir, [path, done](Status s) { done(s.ok() ? s : s.WithContext("mkdir " + path)); });
+    });
+  });
+}
+
+void Node::Rmdir(const std::string& path, const Caller& caller, std::function<void(Status)> done) {
+  if (path == "/") return done(FailedPreconditionError("rmdir /: the namespace root").WithErrno(EBUSY));
+  LookupRecord(path, [this, path, caller, done](StatusOr<RecordPtr> rec) {
+    if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return done(rec.status());
+    const bool have = rec.ok() && internal::Live(**rec);
+    if (have && !(*rec)->is_dir()) {
+      return done(InvalidArgumentError("rmdir " + path + ": not a directory").WithErrno(ENOTDIR));
+    }
+    ListAll(path, [this, path, caller, done, have, r = have ? *rec : nullptr](
+                      StatusOr<std::map<std::string, bool>> under) {
+      if (!under.ok()) return done(under.status());
+      if (!under->empty()) {
+        return done(FailedPreconditionError("rmdir " + path + ": not empty").WithErrno(ENOTEMPTY));
+      }
+      if (!have) return done(NoEntry(path));
+      if (!internal::MayRemove(*r, caller)) {
+        return done(PermissionDeniedError("rmdir " + path + ": owned by uid " +
+                                          std::to_string(r->uid())));
+      }
+      StoreRecord(Tombstone(*r), [path, done](Status s) { done(s.ok() ? s : s.WithContext("rmdir " + path)); });
+    });
+  });
+}
+
+void Node::DeleteShards(const wire::FileRecord& layout, uint64_t stripes) {
+  const int n = options_.k + options_.m;
+  for (uint64_t s = 0; s < stripes; ++s) {
+    const std::vector<NodeId> nodes = StripeNodes(layout, s);
+    for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
+      if (!view_.IsAlive(nodes[i])) continue;  // an orphan until that node is swept
+      wire::ShardDelete del;
+      auto* id = del.mutable_id();
+      id->set_file_id(layout.file_id());
+      id->set_version(layout.version());
+      id->set_stripe(s);
+      id->set_index(i);
+      transport_->Call(nodes[i], OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}},
+                       {options_.rpc_timeout, nullptr}, [](StatusOr<InMessage>) {});
+    }
+  }
+}
+
+void Node::DeleteAllVersions(const wire::FileRecord& record) {
+  DeleteShards(record, geometry_.StripeCount(record.size()));
+  for (const auto& old : record.history()) DeleteShards(old, geometry_.StripeCount(old.size()));
+}
+
+}  // namespace fern::daemon
