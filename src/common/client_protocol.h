@@ -26,6 +26,8 @@
 //          directory, so mv falls back to copy+delete); replaces path2.
 //   MKDIR  {path, mode}                         -> {}     (EEXIST)
 //   RMDIR  {path}                               -> {}     (ENOTEMPTY, ENOTDIR)
+//   STATUS {path = "/"}                          -> {size} + memfd: this node's status
+//          as one JSON object (node, epoch, alive, data/parity usage, repair)
 //
 // Errors: Reply.err is an errno value (ENOENT, EACCES, ENOSPC, EIO, EINVAL,
 // ENAMETOOLONG, ...) and Reply.message says why in words.
@@ -51,6 +53,7 @@ enum class Op : uint16_t {
   kRename = 8,
   kMkdir = 9,
   kRmdir = 10,
+  kStatus = 11,
 };
 
 struct Request {

@@ -17,6 +17,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -182,10 +184,11 @@ class Daemon {
                                  static_cast<int64_t>(o_.rpc_timeout_s * 1000)),
                              .keep_versions = o_.keep_versions},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
-    transport_->OnPeerFailure([this](NodeId peer, const Status& why) {
-      Log(o_.node_id, peer.ToString() + " failed: " + std::string(why.message()));
-      node_->SetView(node_->view().WithAlive(peer, false));
+    node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
+      Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
+                          " (epoch " + std::to_string(node_->view().epoch()) + ")");
     });
+    transport_->OnPeerFailure([this](NodeId peer, const Status& why) { node_->PeerFailed(peer, why); });
     return Listen();
   }
 
@@ -201,8 +204,41 @@ class Daemon {
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
+    // A repair pass shortly after start (peers may still be starting): a
+    // node back with an empty tmpfs rebuilds its shards. Retried with
+    // backoff while some shard cannot be rebuilt.
+    auto next_repair = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    auto backoff = std::chrono::seconds(5);
+    bool repair_wanted = true;
+    auto next_tick = std::chrono::steady_clock::now();
     while (true) {
       transport_->Progress();
+      if (std::chrono::steady_clock::now() >= next_tick) {
+        node_->Tick(std::chrono::steady_clock::now());
+        next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+      if (repair_wanted && !node_->repair_progress().running &&
+          std::chrono::steady_clock::now() >= next_repair) {
+        const auto started = std::chrono::steady_clock::now();
+        node_->Repair([this, &repair_wanted, &next_repair, &backoff, started](Status s) {
+          const auto& p = node_->repair_progress();
+          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+          char line[256];
+          std::snprintf(line, sizeof line,
+                        "repair pass %llu: %llu shards checked, %llu missing, %llu rebuilt, "
+                        "%llu failed in %.2f s",
+                        (unsigned long long)p.passes, (unsigned long long)p.shards_checked,
+                        (unsigned long long)p.shards_missing, (unsigned long long)p.shards_restored,
+                        (unsigned long long)p.shards_failed, secs);
+          Log(o_.node_id, std::string(line) + (s.ok() ? "" : ": " + s.ToString()));
+          if (s.ok()) {
+            repair_wanted = false;
+          } else {
+            next_repair = std::chrono::steady_clock::now() + backoff;
+            backoff = std::min<std::chrono::seconds>(backoff * 2, std::chrono::seconds(60));
+          }
+        });
+      }
       epoll_event ev[16];
       int n = epoll_wait(ep, ev, 16, 100);
       for (int i = 0; i < n; ++i) {
@@ -322,9 +358,64 @@ class Daemon {
         return node_->Mkdir(path, who, req.mode, reply_status);
       case client::Op::kRmdir:
         return node_->Rmdir(path, who, reply_status);
+      case client::Op::kStatus:
+        return SendText(conn, StatusJson());
       default:
         return conn->Send(ErrorReply(InvalidArgumentError("unknown op " + std::to_string(req.op))));
     }
+  }
+
+  std::string StatusJson() const {
+    const auto& v = node_->view();
+    std::string alive;
+    for (const auto& n : v.nodes()) {
+      if (v.IsAlive(n.id)) alive += (alive.empty() ? "" : ", ") + std::to_string(n.id.value);
+    }
+    auto usage = [](const ShardStore& s) {
+      StoreUsage u = s.Usage();
+      return "{\"slots_used\": " + std::to_string(u.slots_used) +
+             ", \"slots_total\": " + std::to_string(u.slots_total) +
+             ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
+    };
+    const auto& r = node_->repair_progress();
+    std::string err;
+    for (char c : r.last_error) {
+      if (c == '"' || c == '\\') err += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) err += c;
+    }
+    return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
+           ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
+           ", \"m\": " + std::to_string(o_.m) + ", \"records\": " +
+           std::to_string(node_->records_owned()) + ", \"data\": " + usage(*data_) +
+           ", \"parity\": " + usage(*parity_) + ", \"repair\": {\"running\": " +
+           (r.running ? "true" : "false") + ", \"passes\": " + std::to_string(r.passes) +
+           ", \"checked\": " + std::to_string(r.shards_checked) +
+           ", \"missing\": " + std::to_string(r.shards_missing) +
+           ", \"rebuilt\": " + std::to_string(r.shards_restored) +
+           ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": \"" + err +
+           "\"}}";
+  }
+
+  // Text in a sealed memfd, Reply.size its length.
+  static void SendText(const std::shared_ptr<Conn>& conn, const std::string& out) {
+    int fd = memfd_create("fern-ec-reply", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
+    size_t at = 0;
+    while (at < out.size()) {
+      ssize_t w = write(fd, out.data() + at, out.size() - at);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        Status s = FromErrno(errno, "write the reply memfd");
+        close(fd);
+        return conn->Send(ErrorReply(s));
+      }
+      at += static_cast<size_t>(w);
+    }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    client::Reply r;
+    r.size = out.size();
+    conn->Send(r, fd);
+    close(fd);
   }
 
   static client::Reply AttrReply(const Attr& a) {
@@ -349,24 +440,7 @@ class Daemon {
         out += e.name;
         out += '\0';
       }
-      int fd = memfd_create("fern-ec-list", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-      if (fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
-      size_t at = 0;
-      while (at < out.size()) {
-        ssize_t w = write(fd, out.data() + at, out.size() - at);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-          Status s = FromErrno(errno, "write the LIST memfd");
-          close(fd);
-          return conn->Send(ErrorReply(s));
-        }
-        at += static_cast<size_t>(w);
-      }
-      fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-      client::Reply r;
-      r.size = out.size();
-      conn->Send(r, fd);
-      close(fd);
+      SendText(conn, out);
     });
   }
 

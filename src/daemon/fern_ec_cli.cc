@@ -52,7 +52,8 @@ constexpr char kUsage[] =
     "  stat PATH [--json]         size, version, owner, mode, mtime\n"
     "  rm PATH                    remove a file (all its versions)\n"
     "  mkdir PATH | rmdir PATH    create / remove an empty directory\n"
-    "  mv FROM TO                 rename a file (replaces TO)\n\n"
+    "  mv FROM TO                 rename a file (replaces TO)\n"
+    "  status [--json]            every node: up/down, live set, usage, repair progress\n\n"
     "The daemon is found from --root DIR [--node N] (a local cluster) or FERN_EC_SOCKET.\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 no such file, 4 data unavailable (EIO).\n";
 
@@ -136,6 +137,44 @@ struct LocalOptions {
 };
 
 pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args);
+std::string NodeStatus(const std::string& sock);
+
+// Ready means every running node sees every running node alive (heartbeats
+// exchanged), so a put right after start or restart is not degraded.
+bool WaitConverged(const std::string& root, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int stable_checks = 0;
+  while (true) {
+    std::vector<int> up;
+    std::vector<std::string> statuses;
+    for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
+      std::string st = NodeStatus(NodeDir(root, i) + "/sock");
+      if (!st.empty()) {
+        up.push_back(i);
+        statuses.push_back(st);
+      }
+    }
+    bool converged = true;
+    for (const auto& st : statuses) {
+      const size_t at = st.find("\"alive\": [");
+      const size_t end = st.find(']', at);
+      if (at == std::string::npos || end == std::string::npos) return false;
+      const std::string list = "," + st.substr(at + 10, end - at - 10) + ",";
+      std::string compact;
+      for (char c : list) {
+        if (c != ' ') compact += c;
+      }
+      for (int i : up) converged &= compact.find("," + std::to_string(i) + ",") != std::string::npos;
+    }
+    // Twice, 1.5 s apart: a connection refused by a node still starting may
+    // mark it dead a moment after a first look, and its next heartbeat (1 s)
+    // brings it back.
+    if (converged && ++stable_checks == 2) return true;
+    if (!converged) stable_checks = 0;
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(converged ? 1500 : 100));
+  }
+}
 
 pid_t SpawnDaemon(const LocalOptions& o, int i) {
   const std::string dir = NodeDir(o.root, i);
@@ -225,6 +264,9 @@ int LocalStart(const std::vector<std::string>& args) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  }
+  if (!WaitConverged(o.root, o.timeout_s)) {
+    return Fail("local start: the nodes did not all see each other alive; see " + o.root + "/node-*/log");
   }
   std::printf("fern-ec: %d nodes up in %s (k=%d m=%d shard %s)\n", o.nodes, o.root.c_str(), o.k,
               o.m, FormatSize(o.shard_size).c_str());
@@ -318,6 +360,9 @@ int LocalRestart(const std::vector<std::string>& args) {
   std::ofstream(dir + "/pid") << pid << "\n";
   if (!WaitUp(dir + "/sock", 30)) {
     return Fail("local restart: node " + f.positional()[0] + " did not come up; see " + dir + "/log");
+  }
+  if (!WaitConverged(root, 30)) {
+    return Fail("local restart: the running nodes did not all see node " + f.positional()[0] + " alive");
   }
   return 0;
 }
@@ -478,6 +523,58 @@ int Ls(const std::vector<std::string>& args) {
   return 0;
 }
 
+// One node's status JSON, or "" when it does not answer.
+std::string NodeStatus(const std::string& sock) {
+  client::Request req = MakeRequest(client::Op::kStatus, "/");
+  client::Reply r;
+  int mfd = -1;
+  if (Roundtrip(sock, req, -1, &r, &mfd) != 0 || r.err != 0 || mfd < 0) {
+    if (mfd >= 0) close(mfd);
+    return "";
+  }
+  std::string text(r.size, '\0');
+  ssize_t n = pread(mfd, text.data(), text.size(), 0);
+  close(mfd);
+  return n == static_cast<ssize_t>(text.size()) ? text : "";
+}
+
+int StatusCmd(const std::vector<std::string>& args) {
+  std::string root;
+  bool json = false;
+  FlagSet f("usage: fern-ec status [--root DIR | FERN_EC_SOCKET] [--json]\n\n"
+            "Asks every node of a local cluster (or the one daemon at FERN_EC_SOCKET) for\n"
+            "its status: the nodes it sees alive, shard space used, and the progress of\n"
+            "its repair pass (shards rebuilt after a restart with an empty tmpfs).\n"
+            "Exit code 1 if any node is down.");
+  f.String("root", &root, "local cluster directory");
+  f.Bool("json", &json, "print a JSON array");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  std::vector<std::pair<std::string, std::string>> nodes;  // name, socket
+  if (!root.empty()) {
+    for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
+      nodes.push_back({std::to_string(i), NodeDir(root, i) + "/sock"});
+    }
+  } else if (const char* env = std::getenv("FERN_EC_SOCKET")) {
+    nodes.push_back({"?", env});
+  }
+  if (nodes.empty()) return Fail("status: no daemon: give --root or set FERN_EC_SOCKET");
+  bool all_up = true;
+  if (json) std::printf("[");
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const std::string st = NodeStatus(nodes[i].second);
+    all_up &= !st.empty();
+    if (json) {
+      std::printf("%s%s", i ? ", " : "",
+                  st.empty() ? ("{\"node\": " + nodes[i].first + ", \"down\": true}").c_str() : st.c_str());
+    } else {
+      std::printf("node %s: %s\n", nodes[i].first.c_str(), st.empty() ? "DOWN" : st.c_str());
+    }
+  }
+  if (json) std::printf("]\n");
+  return all_up ? 0 : 1;
+}
+
 int Put(const std::vector<std::string>& args) {
   ClientCall call;
   if (int rc = ParseClientCall(args, "put", "LOCAL PATH", &call); rc >= 0) return rc;
@@ -561,6 +658,7 @@ int main(int argc, char** argv) {
   if (cmd == "put") return Put(args);
   if (cmd == "get") return Get(args);
   if (cmd == "ls") return Ls(args);
+  if (cmd == "status") return StatusCmd(args);
   if (cmd == "stat") return StatCmd(args);
   if (cmd == "rm") return Simple(args, "rm", fern::client::Op::kUnlink);
   if (cmd == "mkdir") return Simple(args, "mkdir", fern::client::Op::kMkdir);

@@ -151,6 +151,35 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
 
 Node::~Node() = default;
 
+void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
+  if (peer == options_.id || view_.IsAlive(peer) == alive) return;
+  view_ = view_.WithAlive(peer, alive);
+  if (alive) last_heard_[peer.value] = now_;
+  if (on_membership_) on_membership_(peer, alive, why);
+}
+
+void Node::PeerFailed(NodeId peer, const Status& why) { SetAlive(peer, false, std::string(why.message())); }
+
+void Node::Tick(TimePoint now) {
+  now_ = now;
+  wire::Heartbeat hb;
+  hb.set_cluster_epoch(view_.epoch());
+  const std::string body = hb.SerializeAsString();
+  for (const auto& info : view_.nodes()) {
+    if (info.id == options_.id) continue;
+    auto heard = last_heard_.find(info.id.value);
+    if (heard == last_heard_.end()) {
+      last_heard_[info.id.value] = now;  // grace from the first tick
+    } else if (view_.IsAlive(info.id) && now - heard->second > options_.dead_after) {
+      SetAlive(info.id, false,
+               "silent for " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - heard->second).count()) +
+                   " ms");
+    }
+    transport_->Send(info.id, OutMessage{wire::HEARTBEAT, body, {}});
+  }
+}
+
 // Unique per put: the path's hash mixed with this node, the time and a
 // counter, so shard keys of a new version never meet those of a removed,
 // renamed or concurrently written file.
@@ -219,6 +248,12 @@ void Node::InstallHandlers() {
     r.Reply(OutMessage{wire::SHARD_DELETE, {}, {}});
   });
 
+  // ---- membership ----
+  transport_->Handle(wire::HEARTBEAT, [this](InMessage m, Responder) {
+    last_heard_[m.from.value] = now_;
+    if (!view_.IsAlive(m.from)) SetAlive(m.from, true, "heartbeat received");
+  });
+
   // ---- metadata service ----
   transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {
     auto rec = std::make_unique<wire::FileRecord>();
@@ -241,6 +276,10 @@ void Node::InstallHandlers() {
     wire::MetaListReply out;
     for (auto it = records_.lower_bound(prefix);
          it != records_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      if (list.full()) {
+        *out.add_records() = *it->second;
+        continue;
+      }
       auto* e = out.add_records();
       e->set_path(it->second->path());
       e->set_generation(it->second->generation());

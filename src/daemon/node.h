@@ -75,6 +75,8 @@ struct NodeOptions {
   uint64_t placement_seed = 0;
   Duration rpc_timeout = std::chrono::seconds(10);
   int keep_versions = 2;  // committed versions kept per file (>= 1)
+  // A peer not heard from (HEARTBEAT) for this long is declared dead.
+  Duration dead_after = std::chrono::seconds(5);
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -117,7 +119,41 @@ class Node {
 
   // The membership this node acts on (failure detection updates it).
   void SetView(placement::ClusterView view) { view_ = std::move(view); }
+
+  // Failure detection and rejoin (DESIGN §3). The owner calls Tick about
+  // once a second with its clock: every other node gets a HEARTBEAT; a live
+  // peer silent for dead_after is declared dead (a paused process still
+  // holds its TCP connection, so only silence shows it); a peer marked dead
+  // whose HEARTBEAT arrives is alive again. Transport peer failures are
+  // reported with PeerFailed. Every change bumps the view's epoch and runs
+  // the membership callback.
+  void Tick(TimePoint now);
+  void PeerFailed(NodeId peer, const Status& why);
+  using MembershipCallback = std::function<void(NodeId peer, bool alive, const std::string& why)>;
+  void OnMembershipChange(MembershipCallback cb) { on_membership_ = std::move(cb); }
   const placement::ClusterView& view() const { return view_; }
+  NodeId id() const { return options_.id; }
+  size_t records_owned() const { return records_.size(); }
+
+  // Repair: finds every shard this node should hold under the current
+  // records (each live file and each kept version, where placement or the
+  // record's `moved` list puts a shard here) and rebuilds the ones missing
+  // or failing their CRC, decoding from k of the other shards, at most
+  // kRepairWindow stripes at a time (the rate limit). For a node that
+  // restarted with an empty tmpfs. done: OK when every such shard is
+  // present; Unavailable when some could not be rebuilt (peers down: try
+  // again later).
+  struct RepairProgress {
+    bool running = false;
+    uint64_t passes = 0;
+    uint64_t shards_checked = 0;
+    uint64_t shards_missing = 0;
+    uint64_t shards_restored = 0;
+    uint64_t shards_failed = 0;
+    std::string last_error;
+  };
+  void Repair(std::function<void(Status)> done);
+  const RepairProgress& repair_progress() const { return repair_; }
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
   // `owner`) until `done` runs.
@@ -172,6 +208,11 @@ class Node {
   class BufferPool;
   // Stripes of one put encoded and in flight at once.
   static constexpr int kStripeWindow = 8;
+  static constexpr int kRepairWindow = 4;
+  struct RepairOp;
+  void ListRecords(std::function<void(StatusOr<std::vector<std::shared_ptr<wire::FileRecord>>>)> done);
+  void RepairNext(const std::shared_ptr<RepairOp>& op);
+  void RepairShard(const std::shared_ptr<RepairOp>& op, size_t task);
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
@@ -211,6 +252,11 @@ class Node {
   MetaStore* meta_ = nullptr;
   std::unique_ptr<MetaStore> owned_meta_;  // when Create got none
   uint64_t file_id_counter_ = 0;
+  RepairProgress repair_;
+  void SetAlive(NodeId peer, bool alive, const std::string& why);
+  TimePoint now_{};
+  std::map<uint32_t, TimePoint> last_heard_;
+  MembershipCallback on_membership_;
   std::unique_ptr<BufferPool> pool_;
 };
 

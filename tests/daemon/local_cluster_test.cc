@@ -173,6 +173,25 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
   std::filesystem::remove(out);
   ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 2"), 0);
   EXPECT_EQ(ReadFile(out), a);
+  // It rebuilds its shards (status shows the repair pass) ...
+  std::string st;
+  for (int i = 0; i < 300; ++i) {
+    st = Out("FERN_EC_SOCKET=" + root_ + "/node-2/sock " + Cli() + " status --json");
+    if (st.find("\"running\": false") != std::string::npos &&
+        st.find("\"passes\": 0") == std::string::npos && st.find("\"failed\": 0") != std::string::npos &&
+        st.find("\"missing\": 0") == std::string::npos) {
+      break;
+    }
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(st.find("\"missing\": 0,"), std::string::npos) << "the wiped node found nothing to rebuild: " << st;
+  EXPECT_NE(st.find("\"failed\": 0"), std::string::npos) << st;
+  // ... and then any two other nodes may fail.
+  ASSERT_EQ(Sh(Cli() + " local kill 0" + at), 0);
+  ASSERT_EQ(Sh(Cli() + " local kill 4" + at), 0);
+  std::filesystem::remove(out);
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 2"), 0);
+  EXPECT_EQ(ReadFile(out), a);
 }
 
 // Raw bytes on the client socket, as a buggy or hostile local program would

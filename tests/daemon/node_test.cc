@@ -119,6 +119,20 @@ class Cluster {
 
   Node& node(int i) { return *nodes_[i]; }
 
+  // `seconds` rounds of: every live node ticks, the clock moves 1 s, the
+  // network delivers.
+  void TickAll(int seconds) {
+    for (int t = 0; t < seconds; ++t) {
+      for (auto& n : nodes_) n->Tick(net_.clock().Now());
+      transport::ProgressUntil(*transports_[0], [] { return false; }, 1s, net_.clock());
+    }
+  }
+
+  // A reboot that lost the tmpfs: every data shard of node i is gone.
+  void WipeData(int i) {
+    for (const auto& meta : data_[i]->List()) ASSERT_TRUE(data_[i]->Remove(meta.key).ok());
+  }
+
   // Shards held by every store; waits (bounded) for fire-and-forget deletes
   // to reach `expect`.
   size_t TotalShards(size_t expect = SIZE_MAX) {
@@ -450,6 +464,82 @@ TEST(NodeNamespace, OlderVersionsBeyondKeepAreCollected) {
   EXPECT_EQ(got->bytes, last);
   ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(2).Unlink("/ck", Caller{}, done); }).ok());
   EXPECT_EQ(c.TotalShards(0), 0u);
+}
+
+TEST(NodeRepair, WipedNodeIsRebuiltThenAnyTwoMayFail) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  std::vector<std::vector<uint8_t>> files;
+  for (size_t size : {size_t{1}, 5 * kStripe + 3, 20 * kStripe}) {
+    files.push_back(Bytes(rng, size));
+    ASSERT_TRUE(c.Put(0, "/r/" + std::to_string(size), files.back()).ok());
+  }
+  // A second version of one file: kept versions are repaired too.
+  files[1] = Bytes(rng, 2 * kStripe);
+  ASSERT_TRUE(c.Put(1, "/r/" + std::to_string(5 * kStripe + 3), files[1]).ok());
+  const size_t total = c.TotalShards();
+  const int wiped = static_cast<int>(rng() % kNodes);
+  c.WipeData(wiped);
+  ASSERT_LT(c.TotalShards(), total);
+  Status s = c.Await<Status>([&](auto done) { c.node(wiped).Repair(done); });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const auto& p = c.node(wiped).repair_progress();
+  EXPECT_GT(p.shards_restored, 0u);
+  EXPECT_EQ(p.shards_restored, p.shards_missing);
+  EXPECT_EQ(p.shards_failed, 0u);
+  EXPECT_EQ(c.TotalShards(), total);
+  // A second pass finds nothing to do.
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(wiped).Repair(done); }).ok());
+  EXPECT_EQ(c.node(wiped).repair_progress().shards_restored, p.shards_missing);
+  // Now two other nodes fail: everything still reads, from the rebuilt shards.
+  const int a = (wiped + 1) % kNodes, b = (wiped + 3) % kNodes;
+  c.Kill(a);
+  c.Kill(b);
+  const std::vector<std::string> names = {"1", std::to_string(5 * kStripe + 3),
+                                          std::to_string(20 * kStripe)};
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto got = c.Get(wiped, "/r/" + names[i]);
+    ASSERT_TRUE(got.ok()) << names[i] << ": " << got.status().ToString();
+    EXPECT_EQ(got->bytes, files[i]) << names[i];
+  }
+}
+
+TEST(NodeMembership, SilentPeerIsDeclaredDeadAndRejoinsWhenHeardAgain) {
+  Cluster c;
+  std::vector<std::string> events;
+  c.node(0).OnMembershipChange([&](NodeId peer, bool alive, const std::string& why) {
+    events.push_back(peer.ToString() + (alive ? " up" : " down"));
+  });
+  c.TickAll(3);
+  EXPECT_TRUE(c.node(0).view().IsAlive(NodeId(2)));
+  EXPECT_TRUE(events.empty());
+  // Node 2 goes silent (a paused process, a cut cable): no message either way.
+  for (int i = 0; i < kNodes; ++i) {
+    if (i != 2) c.net().Partition(NodeId(2), NodeId(i));
+  }
+  const uint64_t epoch = c.node(0).view().epoch();
+  c.TickAll(8);
+  EXPECT_FALSE(c.node(0).view().IsAlive(NodeId(2)));
+  EXPECT_FALSE(c.node(2).view().IsAlive(NodeId(0)));
+  EXPECT_GT(c.node(0).view().epoch(), epoch);
+  c.net().Heal();
+  c.TickAll(2);
+  EXPECT_TRUE(c.node(0).view().IsAlive(NodeId(2)));
+  EXPECT_TRUE(c.node(2).view().IsAlive(NodeId(0)));
+  EXPECT_EQ(events, (std::vector<std::string>{"node 2 down", "node 2 up"}));
+}
+
+TEST(NodeRepair, TooManyPeersDownIsUnavailableNotWrong) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  ASSERT_TRUE(c.Put(0, "/f", Bytes(rng, 4 * kStripe)).ok());
+  c.WipeData(5);
+  c.Kill(1);
+  c.Kill(2);
+  c.Kill(3);  // 2 shards per stripe left besides node 5's: fewer than k
+  Status s = c.Await<Status>([&](auto done) { c.node(5).Repair(done); });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_GT(c.node(5).repair_progress().shards_failed, 0u);
 }
 
 }  // namespace

@@ -1,0 +1,219 @@
+// Node::Repair (see node.h): rebuild the shards this node should hold but
+// does not, from k of the other shards of each stripe.
+#include <cstring>
+#include <deque>
+
+#include "daemon/node.h"
+#include "daemon/node_internal.h"
+#include "ec/crc32c.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon {
+
+using transport::InMessage;
+using transport::OutMessage;
+
+struct Node::RepairOp {
+  struct Task {
+    std::shared_ptr<wire::FileRecord> layout;  // the version the shard belongs to
+    uint64_t stripe = 0;
+    int index = 0;
+  };
+  std::vector<Task> tasks;
+  size_t next = 0;
+  int in_flight = 0;
+  Status failure;
+  std::function<void(Status)> done;
+};
+
+// Every live path's newest full record, from every live node.
+void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> done) {
+  struct Gather {
+    int pending = 1;
+    int asked = 0;
+    int answered = 0;
+    Status last_error;
+    std::map<std::string, RecordPtr> newest;
+    std::function<void(StatusOr<std::vector<RecordPtr>>)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  g->done = std::move(done);
+  auto finish_one = [g]() {
+    if (--g->pending > 0) return;
+    // Every live node must answer: a missing one may own the only record
+    // of some path.
+    if (g->answered < g->asked) {
+      return g->done(UnavailableError("list records: " + std::to_string(g->asked - g->answered) +
+                                      " nodes did not answer: " +
+                                      std::string(g->last_error.message())));
+    }
+    std::vector<RecordPtr> live;
+    for (auto& [path, r] : g->newest) {
+      if (internal::Live(*r) && !r->is_dir()) live.push_back(r);
+    }
+    g->done(std::move(live));
+  };
+  wire::MetaList list;
+  list.set_dir("/");
+  list.set_full(true);
+  const std::string body = list.SerializeAsString();
+  for (const auto& info : view_.nodes()) {
+    if (!view_.IsAlive(info.id)) continue;
+    ++g->pending;
+    ++g->asked;
+    transport_->Call(info.id, OutMessage{wire::META_LIST, body, {}}, {options_.rpc_timeout, nullptr},
+                     [g, finish_one](StatusOr<InMessage> r) {
+                       wire::MetaListReply reply;
+                       if (!r.ok()) {
+                         g->last_error = r.status();
+                       } else if (!reply.ParseFromArray(r->payload.data(),
+                                                        static_cast<int>(r->payload.size()))) {
+                         g->last_error = InvalidArgumentError("bad META_LIST reply");
+                       } else {
+                         ++g->answered;
+                         for (auto& rec : *reply.mutable_records()) {
+                           auto& slot = g->newest[rec.path()];
+                           if (!slot || internal::Newer(rec, *slot)) {
+                             slot = std::make_shared<wire::FileRecord>(std::move(rec));
+                           }
+                         }
+                       }
+                       finish_one();
+                     });
+  }
+  finish_one();
+}
+
+void Node::Repair(std::function<void(Status)> done) {
+  if (repair_.running) return done(AbortedError("a repair pass is already running"));
+  repair_.running = true;
+  ++repair_.passes;
+  auto op = std::make_shared<RepairOp>();
+  op->done = [this, done = std::move(done)](Status s) {
+    repair_.running = false;
+    if (!s.ok()) repair_.last_error = std::string(s.message());
+    done(s);
+  };
+  ListRecords([this, op](StatusOr<std::vector<RecordPtr>> records) {
+    if (!records.ok()) return op->done(records.status().WithContext("repair"));
+    const int k = options_.k, n = k + options_.m;
+    for (const RecordPtr& rec : *records) {
+      std::vector<RecordPtr> versions{rec};
+      for (const auto& h : rec->history()) versions.push_back(std::make_shared<wire::FileRecord>(h));
+      for (const RecordPtr& layout : versions) {
+        const uint64_t stripes = geometry_.StripeCount(layout->size());
+        for (uint64_t s = 0; s < stripes; ++s) {
+          const std::vector<NodeId> nodes = StripeNodes(*layout, s);
+          for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
+            if (nodes[i] != options_.id) continue;
+            ++repair_.shards_checked;
+            ShardStore* store = i < k ? data_ : parity_;
+            const ShardKey key{layout->file_id(), layout->version(), s, static_cast<uint32_t>(i)};
+            if (store->Read(key, ShardStore::Check::kVerify).ok()) continue;
+            ++repair_.shards_missing;
+            op->tasks.push_back({layout, s, i});
+          }
+        }
+      }
+    }
+    RepairNext(op);
+  });
+}
+
+void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {
+  while (op->next < op->tasks.size() && op->in_flight < kRepairWindow) {
+    ++op->in_flight;
+    RepairShard(op, op->next++);
+  }
+  if (op->in_flight == 0 && op->next == op->tasks.size()) op->done(op->failure);
+}
+
+void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
+  struct Gather {
+    std::vector<std::span<uint8_t>> shards;
+    std::vector<std::shared_ptr<void>> owners;
+    ec::ShardSet present;
+    int pending = 1;
+  };
+  const RepairOp::Task& t = op->tasks[task];
+  const int k = options_.k, n = k + options_.m;
+  const uint64_t len = geometry_.StripeShardLen(t.layout->size(), t.stripe);
+  const std::vector<NodeId> nodes = StripeNodes(*t.layout, t.stripe);
+  auto g = std::make_shared<Gather>();
+  g->shards.resize(n);
+  g->owners.resize(n);
+  auto finish = [this, op, task, g, len, k, n]() {
+    if (--g->pending > 0) return;
+    const RepairOp::Task& t = op->tasks[task];
+    auto fail = [&](Status s) {
+      ++repair_.shards_failed;
+      if (op->failure.ok()) {
+        op->failure = UnavailableError("repair shard " + std::to_string(t.index) + " of stripe " +
+                                       std::to_string(t.stripe) + " of file " +
+                                       std::to_string(t.layout->file_id()) + ": " +
+                                       std::string(s.message()));
+      }
+    };
+    if (g->present.size() < k) {
+      fail(UnavailableError("only " + std::to_string(g->present.size()) + " other shards reachable"));
+    } else {
+      auto out = std::make_shared<std::vector<uint8_t>>(len);
+      std::vector<uint8_t*> ptrs(n, nullptr);
+      for (int i = 0; i < n; ++i) {
+        if (g->present.contains(i)) ptrs[i] = g->shards[i].data();
+      }
+      ptrs[t.index] = out->data();
+      ec::ShardSet want;
+      want.insert(t.index);
+      // Decode wants no more than k present shards it does not need.
+      ec::ShardSet use;
+      for (int i = 0; i < n && use.size() < k; ++i) {
+        if (g->present.contains(i)) use.insert(i);
+      }
+      Status s = coder_->Decode(ptrs, use, want, len);
+      ShardStore* store = t.index < k ? data_ : parity_;
+      const ShardKey key{t.layout->file_id(), t.layout->version(), t.stripe,
+                         static_cast<uint32_t>(t.index)};
+      if (s.ok()) {
+        auto res = store->Reserve(key, len);
+        if (!res.ok()) {
+          s = res.status();
+        } else {
+          std::memcpy((*res)->data().data(), out->data(), len);
+          s = store->Commit(std::move(*res), ShardMeta{key, len, 0, 0, ec::Crc32c(*out)});
+        }
+      }
+      if (s.ok()) {
+        ++repair_.shards_restored;
+      } else {
+        fail(s);
+      }
+    }
+    --op->in_flight;
+    RepairNext(op);
+  };
+  for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
+    if (i == t.index || nodes[i] == options_.id || !view_.IsAlive(nodes[i])) continue;
+    wire::ShardGet get;
+    auto* id = get.mutable_id();
+    id->set_file_id(t.layout->file_id());
+    id->set_version(t.layout->version());
+    id->set_stripe(t.stripe);
+    id->set_index(i);
+    ++g->pending;
+    transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
+                     {options_.rpc_timeout, nullptr}, [g, i, len, finish](StatusOr<InMessage> r) {
+                       wire::ShardGetReply reply;
+                       if (r.ok() && reply.ParseFromString(r->header) && r->payload.size() == len &&
+                           reply.length() == len && ec::Crc32c(r->payload) == reply.crc32c()) {
+                         g->shards[i] = r->payload;
+                         g->owners[i] = r->payload_owner;
+                         g->present.insert(i);
+                       }
+                       finish();
+                     });
+  }
+  finish();
+}
+
+}  // namespace fern::daemon
