@@ -15,7 +15,9 @@ constexpr char kUsage[] =
     "  encode   erasure-coding encode/decode/delta throughput vs memcpy and the raw\n"
     "           library kernel (Jerasure or ISA-L), same run, same buffers\n"
     "  transport  UcxTransport payload bandwidth between two processes vs\n"
-    "           ucx_perftest ucp_am_bw, same run\n";
+    "           ucx_perftest ucp_am_bw, same run\n"
+    "  cluster  write/read/degraded read through a local daemon cluster vs a fresh\n"
+    "           tmpfs file, disk + fsync, and the same cluster with m=0, same run\n";
 
 }  // namespace
 
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (workload == "encode") return fern::bench::RunEncode(args);
   if (workload == "transport") return fern::bench::RunTransport(args);
+  if (workload == "cluster") return fern::bench::RunCluster(args);
   if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;

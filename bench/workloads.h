@@ -10,5 +10,6 @@ namespace fern::bench {
 int RunEncode(const std::vector<std::string>& args);
 int RunTransport(const std::vector<std::string>& args);
 int RunTransportServe(const std::vector<std::string>& args);
+int RunCluster(const std::vector<std::string>& args);
 
 }  // namespace fern::bench

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -53,7 +54,9 @@ constexpr char kUsage[] =
     "  rm PATH                    remove a file (all its versions)\n"
     "  mkdir PATH | rmdir PATH    create / remove an empty directory\n"
     "  mv FROM TO                 rename a file (replaces TO)\n"
-    "  status [--json]            every node: up/down, live set, usage, repair progress\n\n"
+    "  status [--json]            every node: up/down, live set, usage, repair progress\n"
+    "  run [--root DIR] -- CMD... run an unmodified program with libfernec_preload.so:\n"
+    "                             its files under /fern (FERN_EC_MOUNT) live in fern-ec\n\n"
     "The daemon is found from --root DIR [--node N] (a local cluster) or FERN_EC_SOCKET.\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 no such file, 4 data unavailable (EIO).\n";
 
@@ -126,6 +129,7 @@ uint16_t FreePort() {
 
 struct LocalOptions {
   std::string root;
+  std::string parity_root;  // empty: ROOT/node-N/parity
   int nodes = 6;
   int k = 4;
   int m = 2;
@@ -181,7 +185,8 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
   std::vector<std::string> args = {
       SelfDir() + "/fern-ec-daemon", "--node-id", std::to_string(i), "--hostfile",
       o.root + "/hostfile", "--socket", dir + "/sock", "--data-dir", dir + "/data",
-      "--parity-dir", dir + "/parity", "--k", std::to_string(o.k), "--m", std::to_string(o.m),
+      "--parity-dir", o.parity_root.empty() ? dir + "/parity" : o.parity_root + "/node-" + std::to_string(i),
+      "--k", std::to_string(o.k), "--m", std::to_string(o.m),
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
       "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us)};
@@ -216,6 +221,7 @@ int LocalStart(const std::vector<std::string>& args) {
             "Starts --nodes daemons on 127.0.0.1 with their own ports and directories\n"
             "under --root; returns when every one answers on its socket.");
   f.String("root", &o.root, "cluster directory (on tmpfs for in-memory data)");
+  f.String("parity-root", &o.parity_root, "parity shards and metadata under DIR/node-N (a disk); default ROOT/node-N/parity");
   f.Int("nodes", &o.nodes, "number of daemons");
   f.Int("k", &o.k, "data shards per stripe");
   f.Int("m", &o.m, "parity shards per stripe");
@@ -575,6 +581,51 @@ int StatusCmd(const std::vector<std::string>& args) {
   return all_up ? 0 : 1;
 }
 
+int Run(const std::vector<std::string>& all) {
+  // Flags before "--" are ours; everything after is the command, untouched.
+  std::vector<std::string> args, cmd;
+  bool in_cmd = false;
+  for (const auto& a : all) {
+    if (!in_cmd && a == "--") {
+      in_cmd = true;
+    } else {
+      (in_cmd ? cmd : args).push_back(a);
+    }
+  }
+  std::string root, mount, preload = SelfDir() + "/../lib/libfernec_preload.so";
+  int node = 0;
+  FlagSet f("usage: fern-ec run [--root DIR [--node N] | FERN_EC_SOCKET] [--mount /fern] -- CMD ARGS...\n\n"
+            "Runs CMD with LD_PRELOAD=libfernec_preload.so and the environment that points\n"
+            "it at a daemon: files under the mount prefixes (FERN_EC_MOUNT, colon-separated,\n"
+            "default /fern) are stored in fern-ec, everything else is untouched. A file\n"
+            "written there is committed (erasure-coded over the cluster) at its last close,\n"
+            "fclose or fsync; a failed commit makes that call fail with errno set.");
+  f.String("root", &root, "local cluster directory");
+  f.Int("node", &node, "which node's daemon to use");
+  f.String("mount", &mount, "managed path prefixes (default: $FERN_EC_MOUNT or /fern)");
+  f.String("preload", &preload, "the preload library");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (!f.positional().empty()) return Fail("run: put the command after --");
+  if (cmd.empty()) return Fail("run: give a command after --"), 2;
+  const std::string sock = SocketFor(root, node);
+  if (sock.empty()) return Fail("run: no daemon: give --root or set FERN_EC_SOCKET");
+  if (access(preload.c_str(), R_OK) != 0) return Fail("run: " + preload + ": " + std::strerror(errno));
+  if (!Ping(sock)) return Fail("run: no daemon answers at " + sock);
+  char resolved[PATH_MAX];
+  if (realpath(preload.c_str(), resolved) != nullptr) preload = resolved;
+  std::string ld = preload;
+  if (const char* old = std::getenv("LD_PRELOAD"); old && *old) ld += std::string(":") + old;
+  setenv("LD_PRELOAD", ld.c_str(), 1);
+  setenv("FERN_EC_SOCKET", sock.c_str(), 1);
+  if (!mount.empty()) setenv("FERN_EC_MOUNT", mount.c_str(), 1);
+  std::vector<char*> argv;
+  for (auto& a : cmd) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execvp(argv[0], argv.data());
+  return Fail("run: " + cmd[0] + ": " + std::strerror(errno)), 127;
+}
+
 int Put(const std::vector<std::string>& args) {
   ClientCall call;
   if (int rc = ParseClientCall(args, "put", "LOCAL PATH", &call); rc >= 0) return rc;
@@ -659,6 +710,7 @@ int main(int argc, char** argv) {
   if (cmd == "get") return Get(args);
   if (cmd == "ls") return Ls(args);
   if (cmd == "status") return StatusCmd(args);
+  if (cmd == "run") return Run(args);
   if (cmd == "stat") return StatCmd(args);
   if (cmd == "rm") return Simple(args, "rm", fern::client::Op::kUnlink);
   if (cmd == "mkdir") return Simple(args, "mkdir", fern::client::Op::kMkdir);

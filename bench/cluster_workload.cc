@@ -1,0 +1,332 @@
+// ec_bench cluster: write and read throughput through a local fern-ec
+// cluster (real daemons, UCX over TCP), next to same-run baselines:
+//   tmpfs      write a fresh file on /dev/shm, read it back
+//   disk       write a fresh file on --disk-dir and fsync, read it back
+//   stripe     the same cluster layout with m=0 (striping, no protection)
+// and the ratios the issue sets as targets:
+//   ec_write / (k/(k+m) * stripe_write)   >= 0.9  (protection costs no more
+//                                                  than moving its bytes)
+//   ec_write / tmpfs_write                 >= 0.5
+//   degraded_read / healthy_read           >= 0.5  (m nodes killed)
+// The client is this process talking the client protocol to node 0, with
+// the file already in a memfd (the preload's path), so neither a CLI copy
+// nor a local file read is measured. Each figure is the median of --rounds.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.h"
+#include "common/client_protocol.h"
+#include "common/flags.h"
+#include "workloads.h"
+
+namespace fern::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int nodes = 6;
+  int k = 4;
+  int m = 2;
+  uint64_t size = uint64_t{1} << 30;
+  uint64_t shard_size = 1 << 20;
+  int rounds = 3;
+  std::string root;      // default /dev/shm/fern-bench-PID
+  std::string disk_dir = "/var/tmp";
+  bool json = false;
+};
+
+std::string BinDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::filesystem::path(std::string(buf, n)).parent_path().string() : ".";
+}
+
+int Sh(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+// One request on a fresh connection; returns errno-style 0 or error.
+int Roundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
+              int* recv_fd) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  int rc = 0;
+  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
+      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
+    rc = errno;
+  }
+  close(fd);
+  return rc;
+}
+
+client::Request Make(client::Op op, const std::string& path) {
+  client::Request r;
+  r.op = static_cast<uint16_t>(op);
+  r.path_len = path.size();
+  std::memcpy(r.path, path.data(), path.size());
+  return r;
+}
+
+class Cluster {
+ public:
+  Cluster(const Options& o, int m, const std::string& tag) : o_(o) {
+    root_ = o.root + "/" + tag;
+    parity_root_ = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + tag;
+    // Room for two kept versions plus the one being written, spread over the nodes.
+    const uint64_t per_node = 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
+    ok_ = Sh(BinDir() + "/fern-ec local start --root " + root_ + " --parity-root " + parity_root_ +
+             " --nodes " + std::to_string(o.nodes) + " --k " + std::to_string(o.k) + " --m " +
+             std::to_string(m) + " --shard-size " + std::to_string(o.shard_size) +
+             " --data-capacity " + std::to_string(per_node) + " --parity-capacity " +
+             std::to_string(m ? per_node : (64 << 20)) + " >/dev/null") == 0;
+  }
+  ~Cluster() {
+    Sh(BinDir() + "/fern-ec local stop --root " + root_ + " >/dev/null 2>&1");
+    std::filesystem::remove_all(root_);
+    std::filesystem::remove_all(parity_root_);
+  }
+  bool ok() const { return ok_; }
+  std::string sock(int node) const { return root_ + "/node-" + std::to_string(node) + "/sock"; }
+  bool Kill(int node) {
+    return Sh(BinDir() + "/fern-ec local kill " + std::to_string(node) + " --root " + root_) == 0;
+  }
+
+  // GB/s of one put of the memfd, or -1.
+  double Put(int memfd, uint64_t size) {
+    client::Request req = Make(client::Op::kPut, "/bench/file");
+    req.size = size;
+    req.mode = 0644;
+    client::Reply reply;
+    const auto t0 = Clock::now();
+    int rc = Roundtrip(sock(0), req, memfd, &reply, nullptr);
+    const double s = Seconds(t0);
+    if (rc != 0 || reply.err != 0) {
+      std::fprintf(stderr, "ec_bench cluster: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
+      return -1;
+    }
+    return size / s / 1e9;
+  }
+
+  // GB/s of one get, the bytes compared with `expect` afterwards, or -1.
+  double Get(const uint8_t* expect, uint64_t size) {
+    client::Request req = Make(client::Op::kGet, "/bench/file");
+    client::Reply reply;
+    int fd = -1;
+    const auto t0 = Clock::now();
+    int rc = Roundtrip(sock(0), req, -1, &reply, &fd);
+    const double s = Seconds(t0);
+    if (rc != 0 || reply.err != 0 || fd < 0 || reply.size != size) {
+      std::fprintf(stderr, "ec_bench cluster: get: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    void* p = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : nullptr;
+    const bool same = size == 0 || (p != MAP_FAILED && std::memcmp(p, expect, size) == 0);
+    if (p && p != MAP_FAILED) munmap(p, size);
+    close(fd);
+    if (!same) {
+      std::fprintf(stderr, "ec_bench cluster: get returned different bytes\n");
+      return -1;
+    }
+    return size / s / 1e9;
+  }
+
+ private:
+  const Options& o_;
+  std::string root_, parity_root_;
+  bool ok_ = false;
+};
+
+// Writes `size` bytes to a fresh file in `dir` (optionally fsync), GB/s.
+double FileWrite(const std::string& dir, const uint8_t* data, uint64_t size, bool sync) {
+  const std::string path = dir + "/fern-bench-file-" + std::to_string(getpid());
+  unlink(path.c_str());
+  const auto t0 = Clock::now();
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  uint64_t at = 0;
+  while (at < size) {
+    ssize_t w = write(fd, data + at, std::min<uint64_t>(size - at, 64 << 20));
+    if (w <= 0) {
+      close(fd);
+      return -1;
+    }
+    at += w;
+  }
+  if (sync && fsync(fd) != 0) return -1;
+  close(fd);
+  return size / Seconds(t0) / 1e9;
+}
+
+double FileRead(const std::string& dir, uint8_t* out, uint64_t size) {
+  const std::string path = dir + "/fern-bench-file-" + std::to_string(getpid());
+  const auto t0 = Clock::now();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  uint64_t at = 0;
+  while (at < size) {
+    ssize_t r = read(fd, out + at, std::min<uint64_t>(size - at, 64 << 20));
+    if (r <= 0) break;
+    at += r;
+  }
+  close(fd);
+  return at == size ? size / Seconds(t0) / 1e9 : -1;
+}
+
+}  // namespace
+
+int RunCluster(const std::vector<std::string>& args) {
+  Options o;
+  FlagSet f("usage: ec_bench cluster [--nodes 6 --k 4 --m 2 --size 1GiB] [flags]\n\n"
+            "Starts a local cluster (fern-ec local start, data on /dev/shm, parity and\n"
+            "metadata under --disk-dir), writes and reads --size bytes through node 0,\n"
+            "kills m nodes and reads degraded, then repeats the write and read with m=0;\n"
+            "baselines: a fresh tmpfs file and a disk file + fsync, same run. Every read\n"
+            "is compared with what was written.");
+  f.Int("nodes", &o.nodes, "daemons");
+  f.Int("k", &o.k, "data shards per stripe");
+  f.Int("m", &o.m, "parity shards per stripe");
+  f.Size("size", &o.size, "file size");
+  f.Size("shard-size", &o.shard_size, "bytes per shard");
+  f.Int("rounds", &o.rounds, "repetitions of each measurement (the median is reported)");
+  f.String("root", &o.root, "cluster directory on tmpfs (default /dev/shm/fern-bench-PID)");
+  f.String("disk-dir", &o.disk_dir, "a directory on disk: parity, metadata, the disk baseline");
+  f.Bool("json", &o.json, "print one JSON object");
+  if (auto s = f.Parse(args); !s.ok()) {
+    std::fprintf(stderr, "ec_bench cluster: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (o.root.empty()) o.root = "/dev/shm/fern-bench-" + std::to_string(getpid());
+  if (o.nodes < o.k + o.m || o.k < 1 || o.m < 1 || o.rounds < 1) {
+    std::fprintf(stderr, "ec_bench cluster: need m >= 1, nodes >= k+m, rounds >= 1\n");
+    return 2;
+  }
+  std::filesystem::create_directories(o.root);
+
+  // The file, in a memfd like the preload stages it, plus a copy to compare.
+  AlignedBuffer data = AllocateTouched(o.size, 0);
+  for (uint64_t i = 0; i < o.size; i += 8) {
+    uint64_t v = (i * 0x9E3779B97F4A7C15ull) ^ (i >> 7);
+    std::memcpy(data.get() + i, &v, std::min<uint64_t>(8, o.size - i));
+  }
+  int memfd = memfd_create("ec-bench-cluster", MFD_CLOEXEC);
+  if (memfd < 0 || ftruncate(memfd, o.size) != 0 ||
+      pwrite(memfd, data.get(), o.size, 0) != static_cast<ssize_t>(o.size)) {
+    std::fprintf(stderr, "ec_bench cluster: cannot stage %llu bytes in a memfd\n",
+                 static_cast<unsigned long long>(o.size));
+    return 1;
+  }
+  AlignedBuffer scratch = AllocateTouched(o.size, 1);
+
+  std::vector<double> tmpfs_w, tmpfs_r, disk_w, disk_r, ec_w, ec_r, deg_r, st_w, st_r;
+  bool failed = false;
+  auto keep = [&](std::vector<double>& v, double x) {
+    if (x < 0) failed = true;
+    v.push_back(x);
+  };
+  for (int r = 0; r < o.rounds; ++r) {
+    keep(tmpfs_w, FileWrite("/dev/shm", data.get(), o.size, false));
+    keep(tmpfs_r, FileRead("/dev/shm", scratch.get(), o.size));
+    unlink(("/dev/shm/fern-bench-file-" + std::to_string(getpid())).c_str());
+    keep(disk_w, FileWrite(o.disk_dir, data.get(), o.size, true));
+    keep(disk_r, FileRead(o.disk_dir, scratch.get(), o.size));
+    unlink((o.disk_dir + "/fern-bench-file-" + std::to_string(getpid())).c_str());
+  }
+  {
+    Cluster ec(o, o.m, "ec");
+    if (!ec.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the cluster\n"), 1;
+    for (int r = 0; r < o.rounds; ++r) {
+      keep(ec_w, ec.Put(memfd, o.size));
+      keep(ec_r, ec.Get(data.get(), o.size));
+    }
+    // Degraded: m nodes other than the gateway die; the first read notices
+    // (connection errors), the measured ones run degraded throughout.
+    for (int i = 0; i < o.m; ++i) ec.Kill(o.nodes - 1 - i);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    if (ec.Get(data.get(), o.size) < 0) failed = true;
+    for (int r = 0; r < o.rounds; ++r) keep(deg_r, ec.Get(data.get(), o.size));
+  }
+  {
+    Cluster st(o, 0, "stripe");
+    if (!st.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the m=0 cluster\n"), 1;
+    for (int r = 0; r < o.rounds; ++r) {
+      keep(st_w, st.Put(memfd, o.size));
+      keep(st_r, st.Get(data.get(), o.size));
+    }
+  }
+  close(memfd);
+  std::filesystem::remove_all(o.root);
+
+  const double k = o.k, n = o.k + o.m;
+  const double ecw = Median(ec_w), ecr = Median(ec_r), degr = Median(deg_r), stw = Median(st_w),
+               str = Median(st_r), tw = Median(tmpfs_w), tr = Median(tmpfs_r), dw = Median(disk_w),
+               dr = Median(disk_r);
+  const double protection_ratio = ecw / (k / n * stw);
+  Json j;
+  j.Add("workload", "cluster")
+      .Add("nodes", o.nodes)
+      .Add("k", o.k)
+      .Add("m", o.m)
+      .Add("size_bytes", o.size)
+      .Add("shard_bytes", o.shard_size)
+      .Add("rounds", o.rounds)
+      .Add("ec_write_gbps", ecw)
+      .Add("ec_read_gbps", ecr)
+      .Add("ec_degraded_read_gbps", degr)
+      .Add("stripe_write_gbps", stw)
+      .Add("stripe_read_gbps", str)
+      .Add("replication", "not offered")
+      .Add("tmpfs_write_gbps", tw)
+      .Add("tmpfs_read_gbps", tr)
+      .Add("disk_fsync_write_gbps", dw)
+      .Add("disk_read_gbps", dr)
+      .Add("ratio_ec_write_vs_kn_stripe_write", protection_ratio)
+      .Add("ratio_ec_write_vs_tmpfs_write", ecw / tw)
+      .Add("ratio_ec_write_vs_disk_fsync_write", ecw / dw)
+      .Add("ratio_degraded_vs_healthy_read", degr / ecr)
+      .Add("target_protection_0_9_met", protection_ratio >= 0.9)
+      .Add("target_write_vs_tmpfs_0_5_met", ecw / tw >= 0.5)
+      .Add("target_degraded_0_5_met", degr / ecr >= 0.5)
+      .Add("verified", !failed);
+  if (o.json) {
+    std::printf("%s\n", j.ToString().c_str());
+  } else {
+    std::printf("cluster %d nodes k=%d m=%d, %llu MiB, median of %d\n", o.nodes, o.k, o.m,
+                static_cast<unsigned long long>(o.size >> 20), o.rounds);
+    std::printf("  EC write %.2f GB/s  read %.2f  degraded read %.2f\n", ecw, ecr, degr);
+    std::printf("  m=0 write %.2f GB/s  read %.2f\n", stw, str);
+    std::printf("  tmpfs write %.2f read %.2f   disk+fsync write %.2f read %.2f\n", tw, tr, dw, dr);
+    std::printf("  EC write / (k/(k+m) x stripe write) = %.2f (target 0.9)\n", protection_ratio);
+    std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
+    std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);
+    std::printf("  every read verified: %s\n", failed ? "NO (see errors above)" : "yes");
+  }
+  return failed ? 1 : 0;
+}
+
+}  // namespace fern::bench
