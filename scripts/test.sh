@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh --with-legacy
 jobs=${FERN_JOBS:-2}
 
 label_args=()

@@ -53,6 +53,7 @@ struct Options {
   double rpc_timeout_s = 10;
   int spin_us = 50;
   int keep_versions = 2;
+  double dead_after_s = 10;
 };
 
 void Log(int node, const std::string& msg) {
@@ -182,7 +183,9 @@ class Daemon {
                              .placement_seed = o_.placement_seed,
                              .rpc_timeout = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.rpc_timeout_s * 1000)),
-                             .keep_versions = o_.keep_versions},
+                             .keep_versions = o_.keep_versions,
+                             .dead_after = std::chrono::milliseconds(
+                                 static_cast<int64_t>(o_.dead_after_s * 1000))},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -566,6 +569,9 @@ int main(int argc, char** argv) {
   flags.Size("parity-capacity", &o.parity_capacity, "space reserved in --parity-dir at startup");
   flags.Size("placement-seed", &o.placement_seed, "seed of the placement function");
   flags.Double("rpc-timeout", &o.rpc_timeout_s, "seconds before a request to another node fails");
+  flags.Double("dead-after", &o.dead_after_s,
+               "seconds without a heartbeat before a peer is declared dead (a killed peer is "
+               "seen at once through its connection)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {

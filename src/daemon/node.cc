@@ -102,7 +102,9 @@ struct Node::GetOp {
     bool parity_fetched = false;
   };
   std::vector<Stripe> stripes;
-  uint64_t stripes_left = 0;
+  uint64_t next_stripe = 0;  // the next stripe to fetch
+  int in_flight = 0;         // stripes being fetched (at most kStripeWindow)
+  bool finished = false;
   Status failure;
 };
 
@@ -161,7 +163,13 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
 void Node::PeerFailed(NodeId peer, const Status& why) { SetAlive(peer, false, std::string(why.message())); }
 
 void Node::Tick(TimePoint now) {
+  // This node's own loop stalled (an overloaded machine, a paused daemon):
+  // the silence is ours, not the peers'. Start their clocks afresh.
+  const bool stalled = now_ != TimePoint{} && now - now_ > options_.dead_after / 2;
   now_ = now;
+  if (stalled) {
+    for (auto& [id, heard] : last_heard_) heard = now;
+  }
   wire::Heartbeat hb;
   hb.set_cluster_epoch(view_.epoch());
   const std::string body = hb.SerializeAsString();
@@ -250,6 +258,8 @@ void Node::InstallHandlers() {
 
   // ---- membership ----
   transport_->Handle(wire::HEARTBEAT, [this](InMessage m, Responder) {
+    // Stamped with the last tick's time: at most a tick (1 s) early, which
+    // only makes the silence look longer by that much.
     last_heard_[m.from.value] = now_;
     if (!view_.IsAlive(m.from)) SetAlive(m.from, true, "heartbeat received");
   });
@@ -564,9 +574,8 @@ void Node::GetInto(const std::string& path, const Caller& caller, OutputAllocato
     op->out = *out;
     const uint64_t stripes = geometry_.StripeCount(r.size());
     op->stripes.resize(stripes);
-    op->stripes_left = stripes;
     if (stripes == 0) return done(InfoOf(r));
-    for (uint64_t s = 0; s < stripes; ++s) FetchStripe(op, s, false);
+    IssueFetches(op);
   });
 }
 
@@ -673,7 +682,20 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   }
   st.shards.clear();
   st.owners.clear();
-  if (--op->stripes_left > 0) return;
+  --op->in_flight;
+  IssueFetches(op);
+}
+
+// Keeps kStripeWindow stripes in flight: all at once would queue every
+// shard of a large file behind each other and past the RPC deadline.
+void Node::IssueFetches(const std::shared_ptr<GetOp>& op) {
+  while (op->failure.ok() && op->next_stripe < op->stripes.size() &&
+         op->in_flight < kStripeWindow) {
+    ++op->in_flight;
+    FetchStripe(op, op->next_stripe++, false);
+  }
+  if (op->in_flight > 0 || op->finished) return;
+  op->finished = true;
   if (!op->failure.ok()) return op->done(op->failure);
   op->done(InfoOf(op->record));
 }

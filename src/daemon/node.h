@@ -76,7 +76,7 @@ struct NodeOptions {
   Duration rpc_timeout = std::chrono::seconds(10);
   int keep_versions = 2;  // committed versions kept per file (>= 1)
   // A peer not heard from (HEARTBEAT) for this long is declared dead.
-  Duration dead_after = std::chrono::seconds(5);
+  Duration dead_after = std::chrono::seconds(10);
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -236,6 +236,7 @@ class Node {
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
   void CommitRecord(const std::shared_ptr<PutOp>& op);
+  void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
   std::vector<NodeId> StripeNodes(const wire::FileRecord& record, uint64_t stripe) const;

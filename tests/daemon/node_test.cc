@@ -518,7 +518,7 @@ TEST(NodeMembership, SilentPeerIsDeclaredDeadAndRejoinsWhenHeardAgain) {
     if (i != 2) c.net().Partition(NodeId(2), NodeId(i));
   }
   const uint64_t epoch = c.node(0).view().epoch();
-  c.TickAll(8);
+  c.TickAll(13);
   EXPECT_FALSE(c.node(0).view().IsAlive(NodeId(2)));
   EXPECT_FALSE(c.node(2).view().IsAlive(NodeId(0)));
   EXPECT_GT(c.node(0).view().epoch(), epoch);
