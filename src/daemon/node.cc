@@ -173,18 +173,23 @@ void Node::Tick(TimePoint now) {
   wire::Heartbeat hb;
   hb.set_cluster_epoch(view_.epoch());
   const std::string body = hb.SerializeAsString();
+  // SetAlive replaces view_, so walk a copy of the ids, not view_.nodes().
+  std::vector<NodeId> peers;
+  peers.reserve(view_.nodes().size());
   for (const auto& info : view_.nodes()) {
-    if (info.id == options_.id) continue;
-    auto heard = last_heard_.find(info.id.value);
+    if (info.id != options_.id) peers.push_back(info.id);
+  }
+  for (NodeId peer : peers) {
+    auto heard = last_heard_.find(peer.value);
     if (heard == last_heard_.end()) {
-      last_heard_[info.id.value] = now;  // grace from the first tick
-    } else if (view_.IsAlive(info.id) && now - heard->second > options_.dead_after) {
-      SetAlive(info.id, false,
+      last_heard_[peer.value] = now;  // grace from the first tick
+    } else if (view_.IsAlive(peer) && now - heard->second > options_.dead_after) {
+      SetAlive(peer, false,
                "silent for " +
                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - heard->second).count()) +
                    " ms");
     }
-    transport_->Send(info.id, OutMessage{wire::HEARTBEAT, body, {}});
+    transport_->Send(peer, OutMessage{wire::HEARTBEAT, body, {}});
   }
 }
 
