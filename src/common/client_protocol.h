@@ -9,10 +9,18 @@
 // "." or ".." components, no trailing '/'); "/" is the namespace root.
 //
 //   PING   {}                                   -> {}
-//   PUT    {path, size, mode} + memfd of `size` bytes
+//   PUT    {path, size, mode, flags} + memfd of `size` bytes
 //                                               -> {version}   new version of a file;
 //          a new file gets the caller's uid/gid and `mode` & 07777; replacing
 //          an existing one needs write permission and keeps its owner/mode.
+//          flags & kPutAsync: answered once the daemon holds the memfd (version
+//          0), committed in the background; the reply carries the failure of
+//          an earlier async commit of this path, if one is unreported. The
+//          daemon runs PUT/UNLINK/RENAME of one path in arrival order, and
+//          GET/STAT/LIST wait for them: a reader on the same node sees the bytes.
+//   WAIT   {path}                               -> {}  once every commit under path
+//          queued before it finished; the unreported failure of an async
+//          commit under path, if any ("/" = every path).
 //   GET    {path}                               -> {size, version, attrs} + sealed memfd
 //          read permission needed.
 //   STAT   {path}                               -> {size, version, attrs}
@@ -39,7 +47,7 @@
 namespace fern::client {
 
 inline constexpr uint32_t kMagic = 0x43524546;  // "FERC"
-inline constexpr uint16_t kVersion = 2;
+inline constexpr uint16_t kVersion = 2;  // WAIT and kPutAsync are additions: same layout
 inline constexpr size_t kMaxPath = 4096;
 
 enum class Op : uint16_t {
@@ -54,14 +62,18 @@ enum class Op : uint16_t {
   kMkdir = 9,
   kRmdir = 10,
   kStatus = 11,
+  kWait = 12,
 };
+
+// Request.flags of PUT.
+inline constexpr uint32_t kPutAsync = 1;
 
 struct Request {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
   uint16_t op = 0;
   uint64_t size = 0;      // PUT: bytes in the memfd
-  uint32_t flags = 0;     // ACCESS: R_OK|W_OK|X_OK mask
+  uint32_t flags = 0;     // ACCESS: R_OK|W_OK|X_OK mask; PUT: kPutAsync
   uint32_t mode = 0;      // PUT (new file), MKDIR: permission bits
   uint32_t path_len = 0;  // bytes of path used, < kMaxPath
   uint32_t path2_len = 0; // RENAME: bytes of path2 used

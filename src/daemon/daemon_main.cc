@@ -31,6 +31,7 @@
 
 #include "common/client_protocol.h"
 #include "common/flags.h"
+#include "daemon/commit_queue.h"
 #include "daemon/node.h"
 #include "daemon/shard_store.h"
 #include "transport/ucx_transport.h"
@@ -54,6 +55,8 @@ struct Options {
   int spin_us = 50;
   int keep_versions = 2;
   double dead_after_s = 10;
+  uint64_t async_limit = uint64_t{4} << 30;
+  double drain_s = 60;
 };
 
 void Log(int node, const std::string& msg) {
@@ -214,8 +217,19 @@ class Daemon {
     auto backoff = std::chrono::seconds(5);
     bool repair_wanted = true;
     auto next_tick = std::chrono::steady_clock::now();
+    bool stopping = false;
+    auto stop_deadline = std::chrono::steady_clock::time_point::max();
     while (true) {
       transport_->Progress();
+      if (stopping && (commits_.queued() == 0 || std::chrono::steady_clock::now() >= stop_deadline)) {
+        if (commits_.queued() > 0) {
+          Log(o_.node_id, "stopping with " + std::to_string(commits_.queued()) +
+                              " commits unfinished after --drain " + std::to_string(o_.drain_s) + " s");
+        }
+        Log(o_.node_id, "shutting down");
+        transport_->Shutdown();
+        return Status();
+      }
       if (std::chrono::steady_clock::now() >= next_tick) {
         node_->Tick(std::chrono::steady_clock::now());
         next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
@@ -247,10 +261,25 @@ class Daemon {
       for (int i = 0; i < n; ++i) {
         const int fd = ev[i].data.fd;
         if (fd == sfd) {
-          Log(o_.node_id, "shutting down");
-          transport_->Shutdown();
-          unlink(o_.socket.c_str());
-          return Status();
+          // Stop taking requests; commits already accepted (async ones were
+          // answered before they finished) complete first: nothing acknowledged
+          // is dropped by an orderly stop.
+          signalfd_siginfo si;
+          (void)read(sfd, &si, sizeof si);
+          if (stopping) {
+            stop_deadline = std::chrono::steady_clock::now();  // asked twice: stop now
+          } else {
+            stopping = true;
+            stop_deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(static_cast<int64_t>(o_.drain_s * 1000));
+            epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+            unlink(o_.socket.c_str());
+            if (commits_.queued() > 0) {
+              Log(o_.node_id, "stopping: finishing " + std::to_string(commits_.queued()) +
+                                  " queued commits first");
+            }
+          }
+          continue;
         }
         if (fd == listen_fd_) {
           Accept(ep);
@@ -334,28 +363,47 @@ class Daemon {
       conn->Send(ErrorReply(s));
       return;
     }
-    if (op == client::Op::kPut) return Put(conn, path, req.size, req.mode, passed);
+    if (op == client::Op::kPut) {
+      return Put(conn, path, req.size, req.mode, (req.flags & client::kPutAsync) != 0, passed);
+    }
     if (passed >= 0) close(passed);
     auto reply_status = [conn](Status s) { conn->Send(s.ok() ? client::Reply{} : ErrorReply(s)); };
     const Caller& who = conn->caller;
     switch (op) {
       case client::Op::kGet:
-        return Get(conn, path);
+        return commits_.After(path, [this, conn, path] { Get(conn, path); });
       case client::Op::kStat:
-        return node_->Stat(path, [conn](StatusOr<Attr> a) {
-          if (!a.ok()) return conn->Send(ErrorReply(a.status()));
-          conn->Send(AttrReply(*a));
+        return commits_.After(path, [this, conn, path] {
+          node_->Stat(path, [conn](StatusOr<Attr> a) {
+            if (!a.ok()) return conn->Send(ErrorReply(a.status()));
+            conn->Send(AttrReply(*a));
+          });
         });
+      case client::Op::kWait:
+        return commits_.After(path, [this, path, reply_status] { reply_status(commits_.TakeFailure(path)); });
       case client::Op::kAccess:
         return node_->Access(path, who, static_cast<int>(req.flags & 7), reply_status);
       case client::Op::kList:
-        return List(conn, path);
+        return commits_.After(path, [this, conn, path] { List(conn, path); });
       case client::Op::kUnlink:
-        return node_->Unlink(path, who, reply_status);
+        return commits_.Run(path, [this, path, who, reply_status](CommitQueue::Finished finished) {
+          node_->Unlink(path, who, [reply_status, finished](Status s) {
+            reply_status(s);
+            finished();
+          });
+        });
       case client::Op::kRename: {
         std::string to;
         if (Status s = CheckPath(req.path2, req.path2_len, &to); !s.ok()) return reply_status(s);
-        return node_->Rename(path, to, who, reply_status);
+        // After what is queued on the target, in order with the source's queue.
+        return commits_.After(to, [this, path, to, who, reply_status] {
+          commits_.Run(path, [this, path, to, who, reply_status](CommitQueue::Finished finished) {
+            node_->Rename(path, to, who, [reply_status, finished](Status s) {
+              reply_status(s);
+              finished();
+            });
+          });
+        });
       }
       case client::Op::kMkdir:
         return node_->Mkdir(path, who, req.mode, reply_status);
@@ -381,15 +429,16 @@ class Daemon {
              ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
     };
     const auto& r = node_->repair_progress();
-    std::string err;
-    for (char c : r.last_error) {
-      if (c == '"' || c == '\\') err += '\\';
-      if (static_cast<unsigned char>(c) >= 0x20) err += c;
-    }
+    const std::string err = JsonEscape(r.last_error);
     return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
            ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
            ", \"m\": " + std::to_string(o_.m) + ", \"records\": " +
            std::to_string(node_->records_owned()) + ", \"data\": " + usage(*data_) +
+           ", \"commits\": {\"queued\": " + std::to_string(commits_.queued()) +
+           ", \"async_pending\": " + std::to_string(commits_.async_pending()) +
+           ", \"async_pending_bytes\": " + std::to_string(commits_.async_pending_bytes()) +
+           ", \"async_failed\": " + std::to_string(commits_.async_failed_total()) +
+           ", \"last_async_error\": \"" + JsonEscape(commits_.last_async_error()) + "\"}" +
            ", \"parity\": " + usage(*parity_) + ", \"repair\": {\"running\": " +
            (r.running ? "true" : "false") + ", \"passes\": " + std::to_string(r.passes) +
            ", \"checked\": " + std::to_string(r.shards_checked) +
@@ -397,6 +446,15 @@ class Daemon {
            ", \"rebuilt\": " + std::to_string(r.shards_restored) +
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": \"" + err +
            "\"}}";
+  }
+
+  static std::string JsonEscape(const std::string& in) {
+    std::string out;
+    for (char c : in) {
+      if (c == '"' || c == '\\') out += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) out += c;
+    }
+    return out;
   }
 
   // Text in a sealed memfd, Reply.size its length.
@@ -447,7 +505,12 @@ class Daemon {
     });
   }
 
-  void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, uint32_t mode, int fd) {
+  // Sync: answered when the version committed. Async: answered once queued
+  // (with an earlier unreported async failure of the path, if any), unless
+  // more than --async-limit bytes are in flight already: then it waits like a
+  // sync commit, so a fast writer cannot pin unbounded memory in the daemon.
+  void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, uint32_t mode,
+           bool async, int fd) {
     struct Mapping {
       void* p = nullptr;
       size_t n = 0;
@@ -474,9 +537,26 @@ class Daemon {
     }
     close(fd);  // the mapping keeps the pages
     std::span<const uint8_t> bytes(static_cast<const uint8_t*>(map->p), size);
-    node_->Put(path, bytes, map, conn->caller, mode, [conn, path](Status s) {
-      client::Reply r = s.ok() ? client::Reply{} : ErrorReply(s);
-      conn->Send(r);
+    const Caller who = conn->caller;
+    if (async && (commits_.async_pending() == 0 || commits_.async_pending_bytes() + size <= o_.async_limit)) {
+      Status earlier = commits_.TakeFailure(path);
+      conn->Send(earlier.ok() ? client::Reply{} : ErrorReply(earlier));
+      commits_.AsyncStarted(size);
+      commits_.Run(path, [this, path, bytes, map, who, mode, size](CommitQueue::Finished finished) {
+        node_->Put(path, bytes, map, who, mode, [this, path, size, finished](Status s) {
+          if (!s.ok()) Log(o_.node_id, "async commit of " + path + " failed: " + s.ToString());
+          commits_.AsyncFinished(path, size, s);
+          finished();
+        });
+      });
+      return;
+    }
+    commits_.Run(path, [this, conn, path, bytes, map, who, mode](CommitQueue::Finished finished) {
+      node_->Put(path, bytes, map, who, mode, [this, conn, path, finished](Status s) {
+        if (s.ok()) commits_.Committed(path);
+        conn->Send(s.ok() ? client::Reply{} : ErrorReply(s));
+        finished();
+      });
     });
   }
 
@@ -539,6 +619,7 @@ class Daemon {
   std::unique_ptr<MetaStore> meta_;
   std::unique_ptr<transport::UcxTransport> transport_;
   std::unique_ptr<Node> node_;
+  CommitQueue commits_;
   int listen_fd_ = -1;
   std::map<int, std::shared_ptr<Conn>> conns_;
 };
@@ -574,6 +655,9 @@ int main(int argc, char** argv) {
                "seen at once through its connection)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
+  flags.Size("async-limit", &o.async_limit,
+             "bytes of asynchronous commits in flight before an async PUT waits like a sync one");
+  flags.Double("drain", &o.drain_s, "seconds SIGTERM waits for queued commits before exiting");
   if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
     std::fprintf(stderr, "fern-ec-daemon: %s\n", s.ToString().c_str());
     return 2;

@@ -54,6 +54,8 @@ constexpr char kUsage[] =
     "  rm PATH                    remove a file (all its versions)\n"
     "  mkdir PATH | rmdir PATH    create / remove an empty directory\n"
     "  mv FROM TO                 rename a file (replaces TO)\n"
+    "  wait [PATH]                until every commit under PATH (default /) queued on\n"
+    "                             this node finished; fails if an async one failed\n"
     "  status [--json]            every node: up/down, live set, usage, repair progress\n"
     "  run [--root DIR] -- CMD... run an unmodified program with libfernec_preload.so:\n"
     "                             its files under /fern (FERN_EC_MOUNT) live in fern-ec\n\n"
@@ -303,6 +305,19 @@ int LocalSignal(const std::vector<std::string>& args, bool kill_one) {
     }
     return 0;
   }
+  // Every node finishes its queued (async) commits while all its peers are
+  // still up; a daemon's own drain at SIGTERM could not, once they are gone.
+  for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
+    if (ReadPid(root, i) <= 0) continue;
+    client::Request req;
+    req.op = static_cast<uint16_t>(client::Op::kWait);
+    req.path[0] = '/';
+    req.path_len = 1;
+    client::Reply reply;
+    if (Roundtrip(NodeDir(root, i) + "/sock", req, -1, &reply, nullptr) == 0 && reply.err != 0) {
+      std::fprintf(stderr, "fern-ec: local stop: node %d: %s\n", i, reply.message);
+    }
+  }
   std::vector<pid_t> pids;
   for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
     pid_t pid = ReadPid(root, i);
@@ -444,12 +459,13 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
-// rm, mkdir, rmdir, mv: one request, no output.
+// rm, mkdir, rmdir, mv, wait: one request, no output.
 int Simple(const std::vector<std::string>& args, const std::string& cmd, client::Op op) {
   ClientCall call;
   const bool two = op == client::Op::kRename;
-  if (int rc = ParseClientCall(args, cmd, two ? "FROM TO" : "PATH", &call, two ? 2 : 1,
-                               two ? 2 : 1);
+  const bool optional = op == client::Op::kWait;  // default "/": every path
+  if (int rc = ParseClientCall(args, cmd, two ? "FROM TO" : optional ? "[PATH]" : "PATH", &call,
+                               two ? 2 : optional ? 0 : 1, two ? 2 : 1);
       rc >= 0) {
     return rc;
   }
@@ -716,6 +732,7 @@ int main(int argc, char** argv) {
   if (cmd == "mkdir") return Simple(args, "mkdir", fern::client::Op::kMkdir);
   if (cmd == "rmdir") return Simple(args, "rmdir", fern::client::Op::kRmdir);
   if (cmd == "mv") return Simple(args, "mv", fern::client::Op::kRename);
+  if (cmd == "wait") return Simple(args, "wait", fern::client::Op::kWait);
   std::fprintf(stderr, "fern-ec: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -156,8 +156,8 @@ int DaemonGet(const char* ns, Attr* attr, int* memfd) {
   return err;
 }
 
-int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode) {
-  return Call(Op::kPut, ns, nullptr, size, 0, mode, fd, nullptr, nullptr);
+int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode, bool async) {
+  return Call(Op::kPut, ns, nullptr, size, async ? client::kPutAsync : 0, mode, fd, nullptr, nullptr);
 }
 
 int DaemonAccess(const char* ns, int mask) {

@@ -28,7 +28,9 @@ struct Attr {
 
 int DaemonStat(const char* ns, Attr* attr);
 int DaemonGet(const char* ns, Attr* attr, int* memfd);  // sealed memfd of attr->size bytes
-int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode);
+// async: answered once the daemon holds the memfd (client::kPutAsync); the
+// error is then that of an earlier async commit of ns, if one is unreported.
+int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode, bool async = false);
 int DaemonAccess(const char* ns, int mask);  // R_OK|W_OK|X_OK, 0 = F_OK
 int DaemonList(const char* ns, int* memfd, uint64_t* size);
 int DaemonUnlink(const char* ns);

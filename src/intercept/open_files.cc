@@ -48,7 +48,7 @@ int Unref(int idx) {
   Node& n = g_nodes[idx];
   if (--n.refs > 0) return 0;
   int err = 0;
-  if (n.kind == NodeKind::kStaged && !n.inherited && !n.unlinked) err = CommitIfChanged(idx);
+  if (n.kind == NodeKind::kStaged && !n.inherited && !n.unlinked) err = CommitIfChanged(idx, /*last=*/true);
   FreeNode(idx);
   return err;
 }
@@ -254,7 +254,7 @@ void MarkClean(int idx) {
   n.dirty = false;
 }
 
-int CommitIfChanged(int idx) {
+int CommitIfChanged(int idx, bool last) {
   Node& n = g_nodes[idx];
   if (n.kind != NodeKind::kStaged || n.unlinked) return 0;
   if (n.private_fd < 0) return EIO;  // our copy was closed behind our back
@@ -265,7 +265,9 @@ int CommitIfChanged(int idx) {
   // The memfd's permission bits: fchmod on the app's fd lands there (tar
   // creates files 0600 and fchmods them). The daemon applies them to new files.
   n.mode = st.st_mode & 07777;
-  const int err = DaemonPut(n.ns, n.private_fd, static_cast<uint64_t>(st.st_size), n.mode);
+  const bool async = last && g_config.async_commit &&
+                     Real().fcntl(n.private_fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW) == 0;
+  const int err = DaemonPut(n.ns, n.private_fd, static_cast<uint64_t>(st.st_size), n.mode, async);
   if (err != 0) {
     n.dirty = true;
     Debug("commit %s (%lld bytes): %s", n.ns, static_cast<long long>(st.st_size), std::strerror(err));
@@ -367,7 +369,7 @@ void CommitAllAtExit() {
   for (int i = 0; i < g_capacity; ++i) {
     const Node& n = g_nodes[i];
     if (n.kind != NodeKind::kStaged || n.inherited || n.unlinked) continue;
-    if (const int err = CommitIfChanged(i); err != 0) {
+    if (const int err = CommitIfChanged(i, /*last=*/true); err != 0) {
       Debug("at exit: commit %s failed: %s", n.ns, std::strerror(err));
     }
   }

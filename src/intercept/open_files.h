@@ -98,7 +98,12 @@ int Detach(int fd);
 // The staged node of namespace path `ns` (not unlinked), or -1.
 int FindStaged(const char* ns);
 // Commits a staged node if it changed since it was last clean. 0 or errno.
-int CommitIfChanged(int idx);
+// `last`: no app fd refers to it any more (last close, exit). Then, in async
+// mode, the memfd is sealed against writes (a fork child or a mapping left
+// behind cannot change bytes the daemon is still encoding; if a writable
+// mapping prevents the seal, the commit is synchronous) and the daemon
+// answers once it holds it. fsync and other commits are always synchronous.
+int CommitIfChanged(int idx, bool last = false);
 // Records the staged memfd's current state as committed/unchanged.
 void MarkClean(int idx);
 // Moves `fd` to the private range (>= high_fd, FD_CLOEXEC) and marks its slot

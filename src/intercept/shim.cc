@@ -78,6 +78,13 @@ void InitOnce() {
   }
   const char* debug = std::getenv("FERN_EC_DEBUG");
   g_config.debug = debug && std::strcmp(debug, "1") == 0;
+  const char* commit = std::getenv("FERN_EC_COMMIT");
+  g_config.async_commit = commit && std::strcmp(commit, "async") == 0;
+  if (commit && !g_config.async_commit && std::strcmp(commit, "sync") != 0 && commit[0] != '\0') {
+    // A typo must not silently change what close() promises: say so.
+    static const char kMsg[] = "libfernec_preload: FERN_EC_COMMIT must be 'sync' or 'async'; using sync\n";
+    (void)!write(2, kMsg, sizeof kMsg - 1);
+  }
   g_config.high_fd = HighFdBase();
   g_pid = getpid();
   pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild);

@@ -58,6 +58,8 @@ struct Config {
   Mounts mounts;
   char socket[108] = {};  // FERN_EC_SOCKET (sun_path size); "" if unset
   bool debug = false;     // FERN_EC_DEBUG=1
+  bool async_commit = false;  // FERN_EC_COMMIT=async: the last close returns once
+                              // the daemon holds the bytes (open_files.h)
   int high_fd = 1000;     // lowest fd number for shim-owned fds
 };
 extern Config g_config;

@@ -284,6 +284,37 @@ TEST_F(Legacy, LsStatMvRm) {
   EXPECT_EQ(Run("test -e /fern/d/b && echo there || echo gone").out, "gone\n");
 }
 
+// FERN_EC_COMMIT=async: close returns once the daemon holds the bytes. A
+// reader on the same node still sees them at once, `fern-ec wait` returns
+// when they are protected, and a commit that fails later is reported by
+// `fern-ec wait`, by status and by the next close of that path; the
+// previous version stays readable.
+TEST_F(Legacy, AsyncCommit) {
+  // In the environment of `fern-ec run`, so the shell's own redirections are
+  // async too.
+  auto async = [this](const std::string& script) { return Run(script, "FERN_EC_COMMIT=async "); };
+  const std::string wait = Cli() + " wait --root " + root_ + " --node 1";
+  ASSERT_EQ(async("cp $W/src.bin /fern/a.bin && sha256sum < /fern/a.bin").out, Sha(work_ + "/src.bin"));
+  ASSERT_EQ(Sh(wait).rc, 0);
+  KillTwo();
+  EXPECT_EQ(Run("sha256sum < /fern/a.bin").out, Sha(work_ + "/src.bin"));
+  // With 4 of 6 nodes left no stripe can be placed on k+m nodes: the commit
+  // fails after close has returned.
+  ASSERT_EQ(async("echo replaced > /fern/a.bin").rc, 0);
+  auto waited = Sh(wait + " /a.bin 2>&1");
+  EXPECT_NE(waited.rc, 0) << waited.out;
+  EXPECT_NE(waited.out.find("asynchronous commit of /a.bin failed"), std::string::npos) << waited.out;
+  EXPECT_NE(Sh(Cli() + " status --json --root " + root_).out.find("\"async_failed\": 1"), std::string::npos);
+  EXPECT_EQ(Run("sha256sum < /fern/a.bin").out, Sha(work_ + "/src.bin"));  // the previous version
+  EXPECT_EQ(Sh(wait).rc, 0);  // reported once
+  // A failure nobody waited for is reported by the next close of the path.
+  ASSERT_EQ(async("echo again > /fern/a.bin").rc, 0);
+  Sh(Cli() + " stat /a.bin --root " + root_ + " --node 1 >/dev/null");  // waits for it, takes nothing
+  auto closed = async("cp $W/src.bin /fern/a.bin 2>&1 || echo cp-failed");
+  EXPECT_NE(closed.out.find("failed to close"), std::string::npos) << closed.out;
+  EXPECT_NE(closed.out.find("cp-failed"), std::string::npos) << closed.out;
+}
+
 TEST_F(Legacy, KilledWriterLeavesThePreviousCheckpoint) {
   ASSERT_EQ(Run("cp $W/src.bin /fern/ck.bin").rc, 0);
   // The next checkpoint: half written, then the writer is SIGKILLed.
