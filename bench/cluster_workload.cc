@@ -30,6 +30,7 @@
 #include "bench_util.h"
 #include "common/client_protocol.h"
 #include "common/flags.h"
+#include "local_cluster.h"
 #include "workloads.h"
 
 namespace fern::bench {
@@ -48,17 +49,6 @@ struct Options {
   std::string disk_dir = "/var/tmp";
   bool json = false;
 };
-
-std::string BinDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return n > 0 ? std::filesystem::path(std::string(buf, n)).parent_path().string() : ".";
-}
-
-int Sh(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
@@ -93,27 +83,10 @@ client::Request Make(client::Op op, const std::string& path) {
 
 class Cluster {
  public:
-  Cluster(const Options& o, int m, const std::string& tag) : o_(o) {
-    root_ = o.root + "/" + tag;
-    parity_root_ = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + tag;
-    // Room for two kept versions plus the one being written, spread over the nodes.
-    const uint64_t per_node = 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
-    ok_ = Sh(BinDir() + "/fern-ec local start --root " + root_ + " --parity-root " + parity_root_ +
-             " --nodes " + std::to_string(o.nodes) + " --k " + std::to_string(o.k) + " --m " +
-             std::to_string(m) + " --shard-size " + std::to_string(o.shard_size) +
-             " --data-capacity " + std::to_string(per_node) + " --parity-capacity " +
-             std::to_string(m ? per_node : (64 << 20)) + " >/dev/null") == 0;
-  }
-  ~Cluster() {
-    Sh(BinDir() + "/fern-ec local stop --root " + root_ + " >/dev/null 2>&1");
-    std::filesystem::remove_all(root_);
-    std::filesystem::remove_all(parity_root_);
-  }
-  bool ok() const { return ok_; }
-  std::string sock(int node) const { return root_ + "/node-" + std::to_string(node) + "/sock"; }
-  bool Kill(int node) {
-    return Sh(BinDir() + "/fern-ec local kill " + std::to_string(node) + " --root " + root_) == 0;
-  }
+  Cluster(const Options& o, int m, const std::string& tag) : local_(ClusterOptions(o, m, tag)) {}
+  bool ok() const { return local_.ok(); }
+  std::string sock(int node) const { return local_.sock(node); }
+  bool Kill(int node) { return local_.Kill(node); }
 
   // GB/s of one put of the memfd, or -1.
   double Put(int memfd, uint64_t size) {
@@ -156,9 +129,19 @@ class Cluster {
   }
 
  private:
-  const Options& o_;
-  std::string root_, parity_root_;
-  bool ok_ = false;
+  static LocalClusterOptions ClusterOptions(const Options& o, int m, const std::string& tag) {
+    // Room for two kept versions plus the one being written, spread over the nodes.
+    const uint64_t per_node = 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
+    return {.root = o.root + "/" + tag,
+            .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + tag,
+            .nodes = o.nodes,
+            .k = o.k,
+            .m = m,
+            .shard_size = o.shard_size,
+            .data_capacity = per_node,
+            .parity_capacity = m ? per_node : (64 << 20)};
+  }
+  LocalCluster local_;
 };
 
 // Writes `size` bytes to a fresh file in `dir` (optionally fsync), GB/s.

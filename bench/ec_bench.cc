@@ -17,7 +17,9 @@ constexpr char kUsage[] =
     "  transport  UcxTransport payload bandwidth between two processes vs\n"
     "           ucx_perftest ucp_am_bw, same run\n"
     "  cluster  write/read/degraded read through a local daemon cluster vs a fresh\n"
-    "           tmpfs file, disk + fsync, and the same cluster with m=0, same run\n";
+    "           tmpfs file, disk + fsync, and the same cluster with m=0, same run\n"
+    "  preload  an unmodified program checkpointing through LD_PRELOAD (sync and\n"
+    "           async commit) vs the same program on tmpfs and disk + fsync\n";
 
 }  // namespace
 
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   if (workload == "encode") return fern::bench::RunEncode(args);
   if (workload == "transport") return fern::bench::RunTransport(args);
   if (workload == "cluster") return fern::bench::RunCluster(args);
+  if (workload == "preload") return fern::bench::RunPreload(args);
   if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;

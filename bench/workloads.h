@@ -11,5 +11,6 @@ int RunEncode(const std::vector<std::string>& args);
 int RunTransport(const std::vector<std::string>& args);
 int RunTransportServe(const std::vector<std::string>& args);
 int RunCluster(const std::vector<std::string>& args);
+int RunPreload(const std::vector<std::string>& args);
 
 }  // namespace fern::bench
