@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package fern-ec needs to build, test and benchmark.
 # Idempotent: when everything is present it prints nothing and exits 0.
-# Usage: scripts/setup.sh [--with-legacy]   (--with-legacy adds the unmodified
-# programs the preload tests drive: fio, hdf5-tools, numpy, ...)
+# Usage: scripts/setup.sh [--with-legacy] [--with-lammps]   (--with-legacy adds the
+# unmodified programs the preload tests drive: fio, hdf5-tools, numpy, ...;
+# --with-lammps adds LAMMPS and Open MPI for the opt-in LAMMPS test)
 set -euo pipefail
 
 pkgs=(
@@ -12,9 +13,13 @@ pkgs=(
   libucx-dev ucx-utils
   libprotobuf-dev protobuf-compiler
 )
-if [[ "${1:-}" == "--with-legacy" ]]; then
-  pkgs+=(fio hdf5-tools python3-numpy sqlite3 rsync openssl)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-legacy) pkgs+=(fio hdf5-tools python3-numpy sqlite3 rsync openssl) ;;
+    --with-lammps) pkgs+=(lammps) ;;  # heavy: pulls Open MPI
+    *) echo "setup.sh: unknown option $arg (--with-legacy, --with-lammps)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,10 +9,16 @@
 #   FERN_SKIP_TSAN=1 scripts/test.sh  skip the ThreadSanitizer pass
 #   FERN_SKIP_FUZZ=1 scripts/test.sh  skip the fuzzers; FERN_FUZZ_SECONDS=N per fuzzer (30)
 #   FERN_SOAK=1 scripts/test.sh     also the long soak tests (opt-in)
+#   FERN_LAMMPS=1 scripts/test.sh   also LAMMPS write_restart/read_restart under the
+#                                   preload (installs lammps + Open MPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh --with-legacy
+if [[ "${FERN_LAMMPS:-0}" == 1 ]]; then
+  scripts/setup.sh --with-legacy --with-lammps
+else
+  scripts/setup.sh --with-legacy
+fi
 jobs=${FERN_JOBS:-2}
 
 label_args=()

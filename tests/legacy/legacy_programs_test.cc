@@ -10,7 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -313,6 +315,39 @@ TEST_F(Legacy, AsyncCommit) {
   auto closed = async("cp $W/src.bin /fern/a.bin 2>&1 || echo cp-failed");
   EXPECT_NE(closed.out.find("failed to close"), std::string::npos) << closed.out;
   EXPECT_NE(closed.out.find("cp-failed"), std::string::npos) << closed.out;
+}
+
+// LAMMPS writes a restart file mid-run and a second process continues from
+// it: the continued run's thermodynamic output must equal the uninterrupted
+// run's, step for step. Opt-in (FERN_LAMMPS=1; `scripts/setup.sh
+// --with-lammps` installs it, with Open MPI).
+TEST_F(Legacy, LammpsWriteRestartReadRestart) {
+  const char* want = std::getenv("FERN_LAMMPS");
+  if (!want || std::string(want) != "1") GTEST_SKIP() << "opt-in: FERN_LAMMPS=1";
+  if (!Have("lmp")) GTEST_SKIP() << "lmp not installed (scripts/setup.sh --with-lammps)";
+  std::ofstream(work_ + "/in.melt") << "units lj\natom_style atomic\nlattice fcc 0.8442\n"
+                                       "region box block 0 10 0 10 0 10\ncreate_box 1 box\n"
+                                       "create_atoms 1 box\nmass 1 1.0\n"
+                                       "velocity all create 3.0 87287 loop geom\n"
+                                       "pair_style lj/cut 2.5\npair_coeff 1 1 1.0 1.0 2.5\n"
+                                       "neighbor 0.3 bin\nneigh_modify every 20 delay 0 check no\n"
+                                       "fix 1 all nve\nthermo 50\nrun 100\n"
+                                       "write_restart ${DIR}/melt.restart\nrun 100\n";
+  std::ofstream(work_ + "/in.restart") << "read_restart ${DIR}/melt.restart\n"
+                                          "pair_style lj/cut 2.5\npair_coeff 1 1 1.0 1.0 2.5\n"
+                                          "neighbor 0.3 bin\nneigh_modify every 20 delay 0 check no\n"
+                                          "fix 1 all nve\nthermo 50\nrun 100\n";
+  const std::string env = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; ";
+  // The thermo lines of steps after 100 (the part the restart must reproduce).
+  const std::string thermo = " -log none 2>&1 | awk '$1 ~ /^[0-9]+$/ && $1 > 100 && NF == 6'";
+  auto first = Run(env + "mkdir -p /fern/lmp && lmp -in $W/in.melt -var DIR /fern/lmp" + thermo);
+  ASSERT_EQ(first.rc, 0);
+  ASSERT_EQ(std::count(first.out.begin(), first.out.end(), '\n'), 2) << first.out;  // steps 150, 200
+  KillTwo();
+  auto continued = Run(env + "lmp -in $W/in.restart -var DIR /fern/lmp" + thermo);
+  ASSERT_EQ(continued.rc, 0);
+  EXPECT_EQ(continued.out, first.out);
+  EXPECT_EQ(Plain(env + "mkdir -p /fern/lmp && lmp -in $W/in.melt -var DIR /fern/lmp" + thermo).out, first.out);
 }
 
 TEST_F(Legacy, KilledWriterLeavesThePreviousCheckpoint) {
