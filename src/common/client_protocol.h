@@ -34,6 +34,10 @@
 //          directory, so mv falls back to copy+delete); replaces path2.
 //   MKDIR  {path, mode}                         -> {}     (EEXIST)
 //   RMDIR  {path}                               -> {}     (ENOTEMPTY, ENOTDIR)
+//   INSPECT {path, flags}                       -> {size} + memfd: the newest version's
+//          layout and, per stripe, each shard's node, state (ok, missing, corrupt,
+//          down, unreachable) and CRC, as JSON (flags & kInspectText: a table).
+//          read permission needed.
 //   STATUS {path = "/"}                          -> {size} + memfd: this node's status
 //          as one JSON object (node, epoch, alive, data/parity usage, repair)
 //
@@ -63,10 +67,13 @@ enum class Op : uint16_t {
   kRmdir = 10,
   kStatus = 11,
   kWait = 12,
+  kInspect = 13,
 };
 
 // Request.flags of PUT.
 inline constexpr uint32_t kPutAsync = 1;
+// Request.flags of INSPECT.
+inline constexpr uint32_t kInspectText = 1;
 
 struct Request {
   uint32_t magic = kMagic;

@@ -411,6 +411,15 @@ class Daemon {
         return node_->Rmdir(path, who, reply_status);
       case client::Op::kStatus:
         return SendText(conn, StatusJson());
+      case client::Op::kInspect: {
+        const bool text = (req.flags & client::kInspectText) != 0;
+        return commits_.After(path, [this, conn, path, who, text] {
+          node_->Inspect(path, who, [conn, text](StatusOr<Node::Inspection> in) {
+            if (!in.ok()) return conn->Send(ErrorReply(in.status()));
+            SendText(conn, text ? InspectText(*in) : InspectJson(*in));
+          });
+        });
+      }
       default:
         return conn->Send(ErrorReply(InvalidArgumentError("unknown op " + std::to_string(req.op))));
     }
@@ -453,6 +462,78 @@ class Daemon {
     for (char c : in) {
       if (c == '"' || c == '\\') out += '\\';
       if (static_cast<unsigned char>(c) >= 0x20) out += c;
+    }
+    return out;
+  }
+
+  static const char* StateName(const Node::ShardReport& s) {
+    using State = Node::ShardReport::State;
+    switch (s.state) {
+      case State::kOk: return "ok";
+      case State::kMissing: return "missing";
+      case State::kCorrupt: return "corrupt";
+      case State::kUnreachable: return s.error.find("is down") != std::string::npos ? "down" : "unreachable";
+    }
+    return "unknown";
+  }
+  static const char* Health(const Node::Inspection& in, const Node::StripeReport& s) {
+    return s.good == in.k + in.m ? "healthy" : s.good >= in.k ? "degraded" : "lost";
+  }
+
+  static std::string InspectJson(const Node::Inspection& in) {
+    std::string out = "{\"path\": \"" + JsonEscape(in.path) + "\", \"version\": " +
+                      std::to_string(in.info.version) + ", \"size\": " + std::to_string(in.info.size) +
+                      ", \"file_id\": " + std::to_string(in.file_id) + ", \"k\": " + std::to_string(in.k) +
+                      ", \"m\": " + std::to_string(in.m) + ", \"shard_size\": " + std::to_string(in.shard_size) +
+                      ", \"technique\": \"" + JsonEscape(in.technique) + "\", \"stripes\": [";
+    for (size_t i = 0; i < in.stripes.size(); ++i) {
+      const auto& s = in.stripes[i];
+      out += std::string(i ? ", " : "") + "{\"stripe\": " + std::to_string(s.stripe) + ", \"health\": \"" +
+             Health(in, s) + "\", \"shards\": [";
+      for (size_t j = 0; j < s.shards.size(); ++j) {
+        const auto& sh = s.shards[j];
+        char crc[16];
+        std::snprintf(crc, sizeof crc, "%08x", sh.crc32c);
+        out += std::string(j ? ", " : "") + "{\"index\": " + std::to_string(sh.index) +
+               ", \"node\": " + std::to_string(sh.node.value) + ", \"state\": \"" + StateName(sh) + "\"" +
+               (sh.state == Node::ShardReport::State::kOk
+                    ? ", \"length\": " + std::to_string(sh.length) + ", \"crc32c\": \"" + crc + "\""
+                    : ", \"error\": \"" + JsonEscape(sh.error) + "\"") +
+               "}";
+      }
+      out += "]}";
+    }
+    return out + "]}";
+  }
+
+  static std::string InspectText(const Node::Inspection& in) {
+    size_t healthy = 0, degraded = 0, lost = 0;
+    for (const auto& s : in.stripes) {
+      const std::string h = Health(in, s);
+      (h == "healthy" ? healthy : h == "degraded" ? degraded : lost)++;
+    }
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "%s: version %llu, %llu bytes, k=%d m=%d, shard %llu bytes, %s, file id %016llx\n"
+                  "%zu stripes: %zu healthy, %zu degraded, %zu lost\n",
+                  in.path.c_str(), (unsigned long long)in.info.version, (unsigned long long)in.info.size, in.k,
+                  in.m, (unsigned long long)in.shard_size, in.technique.c_str(), (unsigned long long)in.file_id,
+                  in.stripes.size(), healthy, degraded, lost);
+    std::string out = line;
+    for (const auto& s : in.stripes) {
+      std::snprintf(line, sizeof line, "stripe %4llu %-9s", (unsigned long long)s.stripe, Health(in, s));
+      out += line;
+      for (const auto& sh : s.shards) {
+        const bool parity = static_cast<int>(sh.index) >= in.k;
+        const int i = parity ? static_cast<int>(sh.index) - in.k : static_cast<int>(sh.index);
+        if (sh.state == Node::ShardReport::State::kOk) {
+          std::snprintf(line, sizeof line, " %c%d@%u:%08x", parity ? 'P' : 'D', i, sh.node.value, sh.crc32c);
+        } else {
+          std::snprintf(line, sizeof line, " %c%d@%u:%s", parity ? 'P' : 'D', i, sh.node.value, StateName(sh));
+        }
+        out += line;
+      }
+      out += "\n";
     }
     return out;
   }

@@ -56,6 +56,8 @@ constexpr char kUsage[] =
     "  mv FROM TO                 rename a file (replaces TO)\n"
     "  wait [PATH]                until every commit under PATH (default /) queued on\n"
     "                             this node finished; fails if an async one failed\n"
+    "  inspect PATH [--json]      version, layout; per stripe each shard's node, state\n"
+    "                             and CRC (exit 4 if a stripe has fewer than k good)\n"
     "  status [--json]            every node: up/down, live set, usage, repair progress\n"
     "  run [--root DIR] -- CMD... run an unmodified program with libfernec_preload.so:\n"
     "                             its files under /fern (FERN_EC_MOUNT) live in fern-ec\n\n"
@@ -545,6 +547,30 @@ int Ls(const std::vector<std::string>& args) {
   return 0;
 }
 
+// inspect: the daemon renders JSON or the table; exit 4 if a stripe is lost.
+int InspectCmd(const std::vector<std::string>& args) {
+  ClientCall call;
+  if (int rc = ParseClientCall(args, "inspect", "PATH", &call, 1, 1, true); rc >= 0) return rc;
+  client::Request req = MakeRequest(client::Op::kInspect, call.first);
+  if (!call.json) req.flags = client::kInspectText;
+  client::Reply r;
+  int mfd = -1;
+  if (int rc = Roundtrip(call.sock, req, -1, &r, &mfd); rc != 0) {
+    return Fail("inspect: daemon at " + call.sock + ": " + std::strerror(rc));
+  }
+  if (r.err != 0) return ReplyFailed("inspect " + call.first, r);
+  std::string buf(r.size, '\0');
+  const bool short_read =
+      r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size));
+  if (mfd >= 0) close(mfd);
+  if (short_read) return Fail("inspect: short reply from the daemon");
+  std::fwrite(buf.data(), 1, buf.size(), stdout);
+  if (call.json) std::printf("\n");
+  const bool lost = call.json ? buf.find("\"health\": \"lost\"") != std::string::npos
+                              : buf.find(", 0 lost\n") == std::string::npos;
+  return lost ? 4 : 0;
+}
+
 // One node's status JSON, or "" when it does not answer.
 std::string NodeStatus(const std::string& sock) {
   client::Request req = MakeRequest(client::Op::kStatus, "/");
@@ -726,6 +752,7 @@ int main(int argc, char** argv) {
   if (cmd == "get") return Get(args);
   if (cmd == "ls") return Ls(args);
   if (cmd == "status") return StatusCmd(args);
+  if (cmd == "inspect") return InspectCmd(args);
   if (cmd == "run") return Run(args);
   if (cmd == "stat") return StatCmd(args);
   if (cmd == "rm") return Simple(args, "rm", fern::client::Op::kUnlink);

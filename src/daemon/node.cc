@@ -30,12 +30,7 @@ ShardKey KeyOf(const wire::ShardId& id) {
   return ShardKey{id.file_id(), id.version(), id.stripe(), id.index()};
 }
 
-void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {
-  id->set_file_id(file_id);
-  id->set_version(version);
-  id->set_stripe(stripe);
-  id->set_index(index);
-}
+using internal::SetId;
 
 std::string NodeList(const std::vector<NodeId>& nodes) {
   std::string s;
@@ -241,13 +236,16 @@ void Node::InstallHandlers() {
     wire::ShardGet get;
     if (!get.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SHARD_GET header"));
     ShardStore* store = get.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
-    // The gateway checks the CRC after the transfer: one pass over the bytes, not two.
-    auto view = store->Read(KeyOf(get.id()), ShardStore::Check::kTrustCaller);
+    // The gateway checks the CRC after the transfer: one pass over the bytes,
+    // not two. An inspection checks here and moves no bytes.
+    auto view = store->Read(KeyOf(get.id()),
+                            get.verify_only() ? ShardStore::Check::kVerify : ShardStore::Check::kTrustCaller);
     if (!view.ok()) return r.Fail(view.status());
     wire::ShardGetReply reply;
     reply.set_length(view->meta.length);
     reply.set_crc32c(view->meta.crc32c);
     reply.set_seq(view->meta.seq);
+    if (get.verify_only()) return r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), {}});
     auto held = std::make_shared<ShardStore::View>(std::move(view).value());
     r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), Payload::View(held->data, held)});
   });

@@ -202,6 +202,35 @@ class Node {
     GetInto(path, Caller{}, std::move(output), std::move(done));
   }
 
+  // fern-ec inspect: the newest version of `path`, and for every stripe
+  // where each shard lives and whether it is there and matches its CRC
+  // (each holder checks its own bytes; none are moved). Needs read
+  // permission. A stripe with fewer than k good shards is `lost`, with
+  // fewer than k+m `degraded`.
+  struct ShardReport {
+    uint32_t index = 0;  // 0..k-1 data, k..k+m-1 parity
+    NodeId node;
+    enum class State { kOk, kMissing, kCorrupt, kUnreachable } state = State::kUnreachable;
+    uint64_t length = 0;
+    uint32_t crc32c = 0;  // from the shard's header, when it answered
+    std::string error;    // why it is not kOk
+  };
+  struct StripeReport {
+    uint64_t stripe = 0;
+    int good = 0;  // shards in state kOk
+    std::vector<ShardReport> shards;
+  };
+  struct Inspection {
+    std::string path;
+    FileInfo info;
+    uint64_t file_id = 0;
+    int k = 0, m = 0;
+    uint64_t shard_size = 0;
+    std::string technique;
+    std::vector<StripeReport> stripes;
+  };
+  void Inspect(const std::string& path, const Caller& caller, std::function<void(StatusOr<Inspection>)> done);
+
  private:
   struct PutOp;
   struct GetOp;
@@ -209,6 +238,9 @@ class Node {
   // Stripes of one put encoded and in flight at once.
   static constexpr int kStripeWindow = 8;
   static constexpr int kRepairWindow = 4;
+  static constexpr int kInspectWindow = 16;  // stripes checked at once
+  struct InspectOp;
+  void InspectNext(const std::shared_ptr<InspectOp>& op);
   struct RepairOp;
   void ListRecords(std::function<void(StatusOr<std::vector<std::shared_ptr<wire::FileRecord>>>)> done);
   void RepairNext(const std::shared_ptr<RepairOp>& op);

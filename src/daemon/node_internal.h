@@ -30,4 +30,11 @@ inline bool MayRemove(const wire::FileRecord& r, const Caller& caller) {
 
 uint64_t NowNs();
 
+inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {
+  id->set_file_id(file_id);
+  id->set_version(version);
+  id->set_stripe(stripe);
+  id->set_index(static_cast<uint32_t>(index));
+}
+
 }  // namespace fern::daemon::internal
