@@ -1,6 +1,10 @@
 #include "common/flags.h"
 
+#include <unistd.h>
+
+#include <cctype>
 #include <cerrno>
+#include <fstream>
 #include <cstdlib>
 #include <limits>
 
@@ -128,16 +132,88 @@ Status FlagSet::Parse(const std::vector<std::string>& args) {
       name = name.substr(0, eq);
       has_value = true;
     }
-    Flag* flag = nullptr;
-    for (auto& f : flags_) {
-      if (f.name == name) flag = &f;
-    }
+    Flag* flag = Find(name);
     if (flag == nullptr) return InvalidArgumentError("unknown flag --" + name + " (see --help)");
     if (!has_value && !flag->is_bool) {
       if (i + 1 >= args.size()) return InvalidArgumentError("--" + name + " needs a value");
       value = args[++i];
     }
     FERN_RETURN_IF_ERROR(flag->set(value));
+  }
+  return Status();
+}
+
+FlagSet::Flag* FlagSet::Find(std::string_view name) {
+  for (auto& f : flags_) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+Status FlagSet::SetFrom(Flag& flag, std::string_view value, const std::string& where) {
+  std::string v(value);
+  if (flag.is_bool) {
+    if (v == "1" || v == "yes") v = "true";
+    if (v == "0" || v == "no") v = "false";
+  }
+  Status s = flag.set(v);
+  if (!s.ok()) return InvalidArgumentError(where + ": " + std::string(s.message()));
+  return Status();
+}
+
+namespace {
+std::string EnvName(std::string_view prefix, const std::string& flag) {
+  std::string out(prefix);
+  for (char c : flag) out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+std::string Trim(std::string s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+}  // namespace
+
+Status FlagSet::ParseEnv(std::string_view prefix, const std::vector<std::string>& ignore) {
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view entry(*e);
+    if (entry.substr(0, prefix.size()) != prefix) continue;
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string var(entry.substr(0, eq));
+    bool skip = false;
+    for (const auto& i : ignore) skip = skip || i == var;
+    if (skip) continue;
+    Flag* flag = nullptr;
+    for (auto& f : flags_) {
+      if (EnvName(prefix, f.name) == var) flag = &f;
+    }
+    if (flag == nullptr) return InvalidArgumentError("environment variable " + var + " names no flag (see --help)");
+    FERN_RETURN_IF_ERROR(SetFrom(*flag, entry.substr(eq + 1), var));
+  }
+  return Status();
+}
+
+Status FlagSet::ParseConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("cannot read config file " + path);
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    line = Trim(line);
+    if (line.empty()) continue;
+    const auto sep = line.find_first_of("= \t");
+    const std::string where = path + ":" + std::to_string(lineno);
+    std::string name = Trim(line.substr(0, sep));
+    std::string value = sep == std::string::npos ? "" : Trim(line.substr(sep));
+    if (!value.empty() && value[0] == '=') value = Trim(value.substr(1));
+    if (name.rfind("--", 0) == 0) name = name.substr(2);
+    Flag* flag = Find(name);
+    if (flag == nullptr) return InvalidArgumentError(where + ": unknown setting '" + name + "' (see --help)");
+    if (value.empty() && flag->is_bool) value = "true";
+    if (value.empty()) return InvalidArgumentError(where + ": '" + name + "' needs a value");
+    FERN_RETURN_IF_ERROR(SetFrom(*flag, value, where));
   }
   return Status();
 }
@@ -149,6 +225,7 @@ std::string FlagSet::Help() const {
     if (left.size() < 28) left.resize(28, ' ');
     out += left + " " + f.help;
     if (!f.default_text.empty()) out += " (default: " + f.default_text + ")";
+    if (!env_prefix_.empty()) out += " [" + EnvName(env_prefix_, f.name) + "]";
     out += "\n";
   }
   std::string help = "  --help";

@@ -33,6 +33,19 @@ class FlagSet {
 
   // Parses args (without the program name). "--help"/"-h" sets help_requested().
   Status Parse(const std::vector<std::string>& args);
+  // Sets flags from the environment: flag "data-dir" from PREFIX + "DATA_DIR"
+  // (FERN_EC_DATA_DIR for prefix "FERN_EC_"). `environ` entries starting
+  // with the prefix that name no flag are errors, listed in `ignore` aside,
+  // so a misspelt variable is not silently dropped. Booleans take 1/0,
+  // true/false, yes/no.
+  Status ParseEnv(std::string_view prefix, const std::vector<std::string>& ignore = {});
+  // Sets flags from a config file: one "name = value" (or "name value") per
+  // line, names as on the command line without "--", '#' starts a comment.
+  // Errors name the file and line.
+  Status ParseConfigFile(const std::string& path);
+  // Apply in the order config file, environment, command line: the later
+  // source wins. The prefix is shown in Help() (env_prefix_).
+  void ShowEnvInHelp(std::string prefix) { env_prefix_ = std::move(prefix); }
   bool help_requested() const { return help_; }
   const std::vector<std::string>& positional() const { return positional_; }
   std::string Help() const;
@@ -46,6 +59,9 @@ class FlagSet {
     std::function<Status(std::string_view)> set;
   };
   void Add(Flag f) { flags_.push_back(std::move(f)); }
+  Flag* Find(std::string_view name);
+  Status SetFrom(Flag& flag, std::string_view value, const std::string& where);
+  std::string env_prefix_;
 
   std::string usage_;
   std::vector<Flag> flags_;

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -718,7 +719,14 @@ int main(int argc, char** argv) {
       "hostfile over UCX and serves local clients on --socket. Runs in the\n"
       "foreground; SIGTERM stops it. Hostfile lines: 'ID HOST:PORT [DOMAIN]'.\n"
       "Every node must be started with the same hostfile, --k, --m, --shard-size\n"
-      "and --placement-seed.");
+      "and --placement-seed.\n\n"
+      "Settings come from --config FILE (or FERN_EC_CONFIG): 'name = value' lines\n"
+      "with the flag names below; then from FERN_EC_* variables (shown in brackets);\n"
+      "then from the command line, each overriding the one before.");
+  flags.ShowEnvInHelp("FERN_EC_");
+  std::string config;
+  if (const char* c = std::getenv("FERN_EC_CONFIG")) config = c;
+  flags.String("config", &config, "config file read before the environment and the flags");
   flags.Int("node-id", &o.node_id, "this node's id in the hostfile");
   flags.String("hostfile", &o.hostfile, "the cluster's node list");
   flags.String("socket", &o.socket, "Unix socket for local clients");
@@ -739,8 +747,19 @@ int main(int argc, char** argv) {
   flags.Size("async-limit", &o.async_limit,
              "bytes of asynchronous commits in flight before an async PUT waits like a sync one");
   flags.Double("drain", &o.drain_s, "seconds SIGTERM waits for queued commits before exiting");
-  if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
-    std::fprintf(stderr, "fern-ec-daemon: %s\n", s.ToString().c_str());
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {  // --config is needed before the rest is parsed
+    if (args[i] == "--config" && i + 1 < args.size()) config = args[i + 1];
+    if (args[i].rfind("--config=", 0) == 0) config = args[i].substr(9);
+  }
+  fern::Status parsed = config.empty() ? fern::Status() : flags.ParseConfigFile(config);
+  // The preload's and the CLI's own variables are not daemon settings.
+  if (parsed.ok()) {
+    parsed = flags.ParseEnv("FERN_EC_", {"FERN_EC_MOUNT", "FERN_EC_COMMIT", "FERN_EC_DEBUG", "FERN_EC_CONFIG"});
+  }
+  if (parsed.ok()) parsed = flags.Parse(args);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "fern-ec-daemon: %s\n", parsed.ToString().c_str());
     return 2;
   }
   if (flags.help_requested()) {

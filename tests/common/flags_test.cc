@@ -1,5 +1,12 @@
 #include "common/flags.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace fern {
@@ -55,6 +62,55 @@ TEST(FlagSet, ErrorsNameTheFlag) {
   FlagSet h("usage");
   h.Int("k", &k, "data shards");
   EXPECT_NE(h.Parse({"--k"}).message().find("needs a value"), std::string_view::npos);
+}
+
+TEST(FlagSet, ConfigFileThenEnvironmentThenCommandLine) {
+  const std::string path = ::testing::TempDir() + "/fern-flags-" + std::to_string(getpid()) + ".conf";
+  {
+    std::ofstream out(path);
+    out << "# a comment\n\nk = 6\nshard-size 64KiB   # trailing comment\n--json\nbackend=isal\n";
+  }
+  int k = 4;
+  uint64_t shard = 1 << 20;
+  bool json = false;
+  std::string backend = "auto";
+  FlagSet f("usage");
+  f.Int("k", &k, "data shards");
+  f.Size("shard-size", &shard, "shard size");
+  f.Bool("json", &json, "json output");
+  f.String("backend", &backend, "backend");
+  f.ShowEnvInHelp("FERN_FLAGTEST_");
+  ASSERT_TRUE(f.ParseConfigFile(path).ok());
+  EXPECT_EQ(k, 6);
+  EXPECT_EQ(shard, 65536u);
+  EXPECT_TRUE(json);
+  EXPECT_EQ(backend, "isal");
+  setenv("FERN_FLAGTEST_SHARD_SIZE", "2MiB", 1);
+  setenv("FERN_FLAGTEST_JSON", "0", 1);
+  setenv("FERN_FLAGTEST_OTHER", "x", 1);  // not a flag, but listed as ignored
+  ASSERT_TRUE(f.ParseEnv("FERN_FLAGTEST_", {"FERN_FLAGTEST_OTHER"}).ok());
+  EXPECT_EQ(shard, uint64_t{2} << 20);
+  EXPECT_FALSE(json);
+  ASSERT_TRUE(f.Parse({"--k", "8"}).ok());
+  EXPECT_EQ(k, 8);
+  EXPECT_NE(f.Help().find("[FERN_FLAGTEST_SHARD_SIZE]"), std::string::npos);
+
+  // A misspelt variable or setting is an error that names it, not ignored.
+  setenv("FERN_FLAGTEST_SHARD_SIZ", "1", 1);
+  auto s = f.ParseEnv("FERN_FLAGTEST_", {"FERN_FLAGTEST_OTHER"});
+  EXPECT_NE(s.message().find("FERN_FLAGTEST_SHARD_SIZ"), std::string_view::npos) << s.ToString();
+  unsetenv("FERN_FLAGTEST_SHARD_SIZ");
+  setenv("FERN_FLAGTEST_K", "many", 1);
+  s = f.ParseEnv("FERN_FLAGTEST_", {"FERN_FLAGTEST_OTHER"});
+  EXPECT_NE(s.message().find("FERN_FLAGTEST_K"), std::string_view::npos) << s.ToString();
+  for (const char* v : {"FERN_FLAGTEST_K", "FERN_FLAGTEST_SHARD_SIZE", "FERN_FLAGTEST_JSON", "FERN_FLAGTEST_OTHER"}) {
+    unsetenv(v);
+  }
+  std::ofstream(path) << "k = 6\nshard-siz = 1\n";
+  s = f.ParseConfigFile(path);
+  EXPECT_NE(s.message().find(path + ":2: unknown setting 'shard-siz'"), std::string_view::npos) << s.ToString();
+  EXPECT_EQ(f.ParseConfigFile(path + ".missing").code(), StatusCode::kNotFound);
+  std::remove(path.c_str());
 }
 
 }  // namespace
