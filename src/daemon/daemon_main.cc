@@ -189,7 +189,8 @@ class Daemon {
                                  static_cast<int64_t>(o_.rpc_timeout_s * 1000)),
                              .keep_versions = o_.keep_versions,
                              .dead_after = std::chrono::milliseconds(
-                                 static_cast<int64_t>(o_.dead_after_s * 1000))},
+                                 static_cast<int64_t>(o_.dead_after_s * 1000)),
+                             .batch_durable_commits = true},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -208,6 +209,7 @@ class Daemon {
     const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     const int ep = epoll_create1(EPOLL_CLOEXEC);
     Add(ep, transport_->event_fd());
+    Add(ep, node_->durable_event_fd());  // parity group commits finished
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
@@ -222,6 +224,7 @@ class Daemon {
     auto stop_deadline = std::chrono::steady_clock::time_point::max();
     while (true) {
       transport_->Progress();
+      node_->FlushDurable();  // parity that arrived in this round: one group commit
       if (stopping && (commits_.queued() == 0 || std::chrono::steady_clock::now() >= stop_deadline)) {
         if (commits_.queued() > 0) {
           Log(o_.node_id, "stopping with " + std::to_string(commits_.queued()) +
@@ -284,7 +287,7 @@ class Daemon {
         }
         if (fd == listen_fd_) {
           Accept(ep);
-        } else if (fd != transport_->event_fd()) {
+        } else if (fd != transport_->event_fd() && fd != node_->durable_event_fd()) {
           Serve(ep, fd);
         }
       }
@@ -448,6 +451,8 @@ class Daemon {
            ", \"async_pending\": " + std::to_string(commits_.async_pending()) +
            ", \"async_pending_bytes\": " + std::to_string(commits_.async_pending_bytes()) +
            ", \"async_failed\": " + std::to_string(commits_.async_failed_total()) +
+           ", \"parity_batches\": " + std::to_string(node_->durable_batches()) +
+           ", \"parity_batched_shards\": " + std::to_string(node_->durable_shards()) +
            ", \"last_async_error\": \"" + JsonEscape(commits_.last_async_error()) + "\"}" +
            ", \"parity\": " + usage(*parity_) + ", \"repair\": {\"running\": " +
            (r.running ? "true" : "false") + ", \"passes\": " + std::to_string(r.passes) +

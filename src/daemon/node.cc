@@ -144,7 +144,9 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       placement_(placement),
       coder_(std::move(coder)),
       geometry_(geometry),
-      pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {}
+      pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {
+  if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
+}
 
 Node::~Node() = default;
 
@@ -154,6 +156,26 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   if (alive) last_heard_[peer.value] = now_;
   if (on_membership_) on_membership_(peer, alive, why);
 }
+
+void Node::FlushDurable() {
+  if (!flusher_) return;
+  for (auto& p : durable_pending_) {
+    auto responder = std::make_shared<Responder>(std::move(p.responder));
+    flusher_->Submit(std::move(p.commit), [responder](Status s) {
+      if (s.ok()) {
+        responder->Reply(OutMessage{wire::SHARD_PUT, {}, {}});
+      } else {
+        responder->Fail(s);
+      }
+    });
+  }
+  durable_pending_.clear();
+  flusher_->Drain();
+}
+
+int Node::durable_event_fd() const { return flusher_ ? flusher_->event_fd() : -1; }
+uint64_t Node::durable_batches() const { return flusher_ ? flusher_->batches() : 0; }
+uint64_t Node::durable_shards() const { return flusher_ ? flusher_->shards() : 0; }
 
 void Node::PeerFailed(NodeId peer, const Status& why) { SetAlive(peer, false, std::string(why.message())); }
 
@@ -215,6 +237,10 @@ void Node::InstallHandlers() {
         auto pending = std::static_pointer_cast<PendingShard>(m.payload_owner);
         ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
         ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
+        if (store == parity_ && options_.batch_durable_commits) {
+          durable_pending_.push_back({{std::move(pending->reservation), meta}, std::move(r)});
+          return;
+        }
         Status s = store->Commit(std::move(pending->reservation), meta);
         if (!s.ok()) return r.Fail(s);
         r.Reply(OutMessage{wire::SHARD_PUT, {}, {}});

@@ -53,6 +53,7 @@
 
 #include "common/status.h"
 #include "daemon/meta_store.h"
+#include "daemon/durable_flusher.h"
 #include "daemon/shard_store.h"
 #include "ec/erasure_coder.h"
 #include "ec/stripe_geometry.h"
@@ -77,6 +78,12 @@ struct NodeOptions {
   int keep_versions = 2;  // committed versions kept per file (>= 1)
   // A peer not heard from (HEARTBEAT) for this long is declared dead.
   Duration dead_after = std::chrono::seconds(10);
+  // Parity shards received are committed by a DurableFlusher thread in
+  // batches (group commit: two disk flushes per batch, not two per shard,
+  // and the loop keeps receiving meanwhile) and acknowledged by
+  // FlushDurable(): the owner must call it after every Progress() and when
+  // durable_event_fd() is readable. false: each commits as it arrives.
+  bool batch_durable_commits = false;
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -153,6 +160,16 @@ class Node {
     std::string last_error;
   };
   void Repair(std::function<void(Status)> done);
+
+  // Hands parity shards received since the last call to the flusher and
+  // acknowledges those it committed (NodeOptions::batch_durable_commits).
+  // Never blocks.
+  void FlushDurable();
+  // Readable when FlushDurable has acknowledgements to send; -1 without batching.
+  int durable_event_fd() const;
+  // Parity group commits so far: batches and the shards in them.
+  uint64_t durable_batches() const;
+  uint64_t durable_shards() const;
   const RepairProgress& repair_progress() const { return repair_; }
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
@@ -291,6 +308,12 @@ class Node {
   std::map<uint32_t, TimePoint> last_heard_;
   MembershipCallback on_membership_;
   std::unique_ptr<BufferPool> pool_;
+  struct DurablePending {
+    ShardStore::PendingCommit commit;
+    transport::Responder responder;
+  };
+  std::vector<DurablePending> durable_pending_;
+  std::unique_ptr<DurableFlusher> flusher_;  // with batch_durable_commits
 };
 
 }  // namespace fern::daemon

@@ -144,21 +144,24 @@ class SlotStore : public ShardStore {
 
   class Res final : public Reservation {
    public:
-    Res(SlotStore* s, ShardKey k, uint64_t slot, uint64_t len)
-        : store_(s), key_(k), slot_(slot), len_(len) {}
+    Res(SlotStore* s, ShardKey k, uint64_t slot, uint64_t len, std::unique_ptr<uint8_t[]> stage)
+        : store_(s), owner_(s), key_(k), slot_(slot), len_(len), stage_(std::move(stage)) {}
     ~Res() override {
       if (store_) {
         std::lock_guard<std::mutex> l(store_->table_.mu());
         store_->table_.Release(slot_);
       }
+      if (stage_) owner_->GiveStage(std::move(stage_));
     }
     const ShardKey& key() const override { return key_; }
-    std::span<uint8_t> data() override { return {store_->SlotData(slot_), len_}; }
+    std::span<uint8_t> data() override { return {stage_ ? stage_.get() : owner_->SlotData(slot_), len_}; }
 
-    SlotStore* store_;
+    SlotStore* store_;  // null once the slot belongs to the index
+    SlotStore* const owner_;
     ShardKey key_;
     uint64_t slot_;
     uint64_t len_;
+    std::unique_ptr<uint8_t[]> stage_;  // the bytes, when the store stages writes
   };
 
   StatusOr<std::unique_ptr<Reservation>> Reserve(const ShardKey& key, uint64_t length) override {
@@ -175,7 +178,7 @@ class SlotStore : public ShardStore {
                                       " slots of " + FormatSize(slot_capacity_) + ")");
       }
     }
-    return std::unique_ptr<Reservation>(new Res(this, key, slot, length));
+    return std::unique_ptr<Reservation>(new Res(this, key, slot, length, TakeStage()));
   }
 
   Status Commit(std::unique_ptr<Reservation> reservation, const ShardMeta& meta) override {
@@ -187,6 +190,7 @@ class SlotStore : public ShardStore {
     if (crc != meta.crc32c) {
       return DataLossError(meta.key.ToString() + ": received bytes fail their CRC32C (torn transfer)");
     }
+    if (r->stage_) FERN_RETURN_IF_ERROR(WriteStaged(r->slot_, {r->stage_.get(), r->len_}));
     FERN_RETURN_IF_ERROR(Persist(r->slot_, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (auto old = table_.Install(meta, r->slot_)) {
@@ -195,6 +199,53 @@ class SlotStore : public ShardStore {
     }
     r->store_ = nullptr;  // the slot now belongs to the index
     return Status();
+  }
+
+  std::vector<Status> CommitBatch(std::vector<PendingCommit> batch) override {
+    std::vector<Status> out(batch.size());
+    std::vector<size_t> good;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto* r = static_cast<Res*>(batch[i].reservation.get());
+      const ShardMeta& meta = batch[i].meta;
+      if (!(meta.key == r->key_) || meta.length != r->len_) {
+        out[i] = InvalidArgumentError("commit of " + meta.key.ToString() + " does not match its reservation");
+      } else if (ec::Crc32c(r->data()) != meta.crc32c) {
+        out[i] = DataLossError(meta.key.ToString() + ": received bytes fail their CRC32C (torn transfer)");
+      } else {
+        good.push_back(i);
+      }
+    }
+    for (auto it = good.begin(); it != good.end();) {
+      auto* r = static_cast<Res*>(batch[*it].reservation.get());
+      Status w = r->stage_ ? WriteStaged(r->slot_, {r->stage_.get(), r->len_}) : Status();
+      if (w.ok()) {
+        ++it;
+      } else {
+        out[*it] = w;
+        it = good.erase(it);
+      }
+    }
+    if (good.empty()) return out;
+    Status flushed = FlushAll();  // every shard's data, before any header names it
+    for (size_t i : good) {
+      auto* r = static_cast<Res*>(batch[i].reservation.get());
+      if (flushed.ok()) out[i] = WriteHeader(r->slot_, batch[i].meta);
+    }
+    if (flushed.ok()) flushed = FlushAll();  // the headers
+    for (size_t i : good) {
+      if (!flushed.ok() && out[i].ok()) out[i] = flushed;
+      if (!out[i].ok()) {
+        continue;  // the reservation frees the slot (its header was not flushed: ignored at recovery)
+      }
+      auto* r = static_cast<Res*>(batch[i].reservation.get());
+      std::lock_guard<std::mutex> l(table_.mu());
+      if (auto old = table_.Install(batch[i].meta, r->slot_)) {
+        Unpersist(*old);
+        table_.Release(*old);
+      }
+      r->store_ = nullptr;
+    }
+    return out;
   }
 
   StatusOr<View> Read(const ShardKey& key, Check check) const override {
@@ -245,6 +296,33 @@ class SlotStore : public ShardStore {
   virtual uint8_t* SlotData(uint64_t slot) const = 0;
   virtual Status Persist(uint64_t slot, const ShardMeta& meta) = 0;  // write header (+ flush)
   virtual void Unpersist(uint64_t slot) = 0;                          // invalidate header
+  // CommitBatch's steps; the in-memory store has nothing to flush.
+  virtual Status WriteHeader(uint64_t slot, const ShardMeta& meta) { return Persist(slot, meta); }
+  virtual Status FlushAll() { return Status(); }
+  // Staged writes (a store on disk): a reservation's bytes live in a pooled
+  // buffer and reach the file with one write at commit, instead of being
+  // received through the mapping, where every first touch of a page faults
+  // and reads (zero-fills) it from the file system. A store that stages sets
+  // stage_bytes_ and implements WriteStaged.
+  virtual Status WriteStaged(uint64_t, std::span<const uint8_t>) {
+    return InternalError("this store does not stage writes");
+  }
+  std::unique_ptr<uint8_t[]> TakeStage() {
+    if (stage_bytes_ == 0) return nullptr;
+    std::lock_guard<std::mutex> l(stage_mu_);
+    if (stages_.empty()) return std::make_unique_for_overwrite<uint8_t[]>(stage_bytes_);
+    auto s = std::move(stages_.back());
+    stages_.pop_back();
+    return s;
+  }
+  void GiveStage(std::unique_ptr<uint8_t[]> s) {
+    std::lock_guard<std::mutex> l(stage_mu_);
+    if (stages_.size() < kMaxIdleStages) stages_.push_back(std::move(s));
+  }
+  static constexpr size_t kMaxIdleStages = 64;
+  uint64_t stage_bytes_ = 0;
+  std::mutex stage_mu_;
+  std::vector<std::unique_ptr<uint8_t[]>> stages_;  // guarded by stage_mu_
   virtual std::string Where() const = 0;
 
   SlotTable table_;
@@ -323,6 +401,25 @@ class FileShardStore final : public SlotStore {
       return FromErrno(errno, "populate " + path_);
     }
     if (!fresh) RecoverIndex();
+    // On disk (not populated) every write goes through write(2): see WriteStaged.
+    if (options_.durable && !options_.prefault) stage_bytes_ = options_.slot_capacity;
+    return Status();
+  }
+
+  Status WriteStaged(uint64_t slot, std::span<const uint8_t> bytes) override {
+    return WriteAt(bytes.data(), bytes.size(), slot * stride_ + kHeaderPage);
+  }
+
+  Status WriteAt(const void* p, size_t n, uint64_t off) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    while (n > 0) {
+      ssize_t w = pwrite(fd_, b, n, static_cast<off_t>(off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return FromErrno(errno, "write shard into " + path_);
+      b += w;
+      off += static_cast<uint64_t>(w);
+      n -= static_cast<size_t>(w);
+    }
     return Status();
   }
 
@@ -343,8 +440,19 @@ class FileShardStore final : public SlotStore {
     return Status();
   }
 
+  Status FlushAll() override {
+    if (!options_.durable) return Status();
+    if (fdatasync(fd_) != 0) return FromErrno(errno, "flush shards in " + path_);
+    return Status();
+  }
+
   Status Persist(uint64_t slot, const ShardMeta& meta) override {
     FERN_RETURN_IF_ERROR(Flush(SlotData(slot), meta.length));
+    FERN_RETURN_IF_ERROR(WriteHeader(slot, meta));
+    return Flush(reinterpret_cast<uint8_t*>(Header(slot)), sizeof(SlotHeader));
+  }
+
+  Status WriteHeader(uint64_t slot, const ShardMeta& meta) override {
     SlotHeader h{};
     h.magic = kMagic;
     h.format = kFormat;
@@ -357,13 +465,24 @@ class FileShardStore final : public SlotStore {
     h.seq = meta.seq;
     h.epoch = meta.epoch;
     h.header_crc = HeaderCrc(h);
-    std::memcpy(Header(slot), &h, sizeof h);
-    return Flush(reinterpret_cast<uint8_t*>(Header(slot)), sizeof h);
+    if (stage_bytes_ == 0) {
+      std::memcpy(Header(slot), &h, sizeof h);
+      return Status();
+    }
+    // The whole header page in one write, so the kernel need not read it first.
+    alignas(8) uint8_t page[kHeaderPage] = {};
+    std::memcpy(page, &h, sizeof h);
+    return WriteAt(page, sizeof page, slot * stride_);
   }
 
+  // No flush: see the header (removal is made durable by the next flush).
   void Unpersist(uint64_t slot) override {
-    Header(slot)->magic = 0;
-    (void)Flush(reinterpret_cast<uint8_t*>(Header(slot)), sizeof(SlotHeader));
+    if (stage_bytes_ == 0) {
+      Header(slot)->magic = 0;
+      return;
+    }
+    const uint64_t zero = 0;
+    (void)WriteAt(&zero, sizeof zero, slot * stride_);
   }
 
   void RecoverIndex() {
@@ -401,6 +520,13 @@ StatusOr<std::unique_ptr<ShardStore>> OpenFileShardStore(const FileStoreOptions&
   auto store = std::make_unique<FileShardStore>(options, slots, stride);
   FERN_RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<ShardStore>(std::move(store));
+}
+
+std::vector<Status> ShardStore::CommitBatch(std::vector<PendingCommit> batch) {
+  std::vector<Status> out;
+  out.reserve(batch.size());
+  for (auto& c : batch) out.push_back(Commit(std::move(c.reservation), c.meta));
+  return out;
 }
 
 std::unique_ptr<ShardStore> NewMemoryShardStore(uint64_t slots, uint64_t slot_capacity) {

@@ -20,6 +20,11 @@
 // version of the same key goes to a new slot, and the old slot is freed when
 // the new one commits.
 //
+// Removing invalidates the header in place without a flush of its own: the
+// next durable commit's flush (or writeback) persists it. A crash before then
+// may bring a removed shard back as a valid one; it belongs to a version no
+// record names any more and is never read.
+//
 // Reading: Read verifies the data CRC (DataLoss on mismatch: the caller
 // treats the shard as an erasure) and returns a view of the slot that stays
 // valid, even if the shard is removed meanwhile, as long as the view is held.
@@ -92,6 +97,15 @@ class ShardStore {
   // the bytes in the slot do not match meta.crc32c; the slot is then freed.
   // REQUIRES: meta.key == reservation key, meta.length == reserved length.
   virtual Status Commit(std::unique_ptr<Reservation> reservation, const ShardMeta& meta) = 0;
+  // Commit of several shards at once, one Status per entry in order. A
+  // durable store flushes the data of the whole batch once, then writes the
+  // headers and flushes once more: two disk flushes for the batch instead of
+  // two per shard (group commit). Same guarantees as Commit for each entry.
+  struct PendingCommit {
+    std::unique_ptr<Reservation> reservation;
+    ShardMeta meta;
+  };
+  virtual std::vector<Status> CommitBatch(std::vector<PendingCommit> batch);
   // kVerify: DataLoss if the stored bytes fail their CRC. kTrustCaller: no
   // CRC pass here, for a caller that checks View::meta.crc32c end to end
   // itself (the gateway does after the transfer), so bytes are summed once.
