@@ -4,8 +4,12 @@
 // prints how long the program itself spent (process start-up excluded).
 //   checkpoint_writer write PATH SIZE [--fsync]   -> "seconds S"
 //   checkpoint_writer verify PATH SIZE            -> "seconds S" (exit 1 on a mismatch)
+//   checkpoint_writer meta DIR N                  -> "seconds S" for N rounds of
+//       stat, open(O_CREAT|O_TRUNC), 4 KiB write, close, stat, unlink in DIR: the
+//       path calls every wrapper of the preload sees, for its pass-through cost
 // The bytes are a fixed function of the offset, so a reader needs no copy.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -41,6 +45,23 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   const char* path = argv[2];
+  if (mode == "meta") {
+    const long rounds = std::strtol(argv[3], nullptr, 10);
+    const std::string file = std::string(path) + "/meta-probe";
+    char block[4096] = {1};
+    struct stat st;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < rounds; ++i) {
+      (void)stat(file.c_str(), &st);
+      int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) return Fail("open", file.c_str());
+      if (write(fd, block, sizeof block) != static_cast<ssize_t>(sizeof block)) return Fail("write", file.c_str());
+      if (close(fd) != 0) return Fail("close", file.c_str());
+      if (stat(file.c_str(), &st) != 0 || unlink(file.c_str()) != 0) return Fail("stat/unlink", file.c_str());
+    }
+    std::printf("seconds %.6f\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+  }
   const uint64_t size = std::strtoull(argv[3], nullptr, 10);
   const bool sync = argc > 4 && std::strcmp(argv[4], "--fsync") == 0;
   // The whole pattern, prepared before the clock starts: a rank's state is

@@ -200,7 +200,14 @@ Status FlagSet::ParseConfigFile(const std::string& path) {
   if (!in) return NotFoundError("cannot read config file " + path);
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
-    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    // '#' starts a comment at the start of a line or after a blank, so a
+    // value such as /scratch/run#3 stays whole.
+    for (size_t hash = line.find('#'); hash != std::string::npos; hash = line.find('#', hash + 1)) {
+      if (hash == 0 || line[hash - 1] == ' ' || line[hash - 1] == '\t') {
+        line.resize(hash);
+        break;
+      }
+    }
     line = Trim(line);
     if (line.empty()) continue;
     const auto sep = line.find_first_of("= \t");

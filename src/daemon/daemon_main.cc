@@ -220,12 +220,11 @@ class Daemon {
     auto backoff = std::chrono::seconds(5);
     bool repair_wanted = true;
     auto next_tick = std::chrono::steady_clock::now();
-    bool stopping = false;
     auto stop_deadline = std::chrono::steady_clock::time_point::max();
     while (true) {
       transport_->Progress();
       node_->FlushDurable();  // parity that arrived in this round: one group commit
-      if (stopping && (commits_.queued() == 0 || std::chrono::steady_clock::now() >= stop_deadline)) {
+      if (stopping_ && (commits_.queued() == 0 || std::chrono::steady_clock::now() >= stop_deadline)) {
         if (commits_.queued() > 0) {
           Log(o_.node_id, "stopping with " + std::to_string(commits_.queued()) +
                               " commits unfinished after --drain " + std::to_string(o_.drain_s) + " s");
@@ -270,10 +269,10 @@ class Daemon {
           // is dropped by an orderly stop.
           signalfd_siginfo si;
           (void)read(sfd, &si, sizeof si);
-          if (stopping) {
+          if (stopping_) {
             stop_deadline = std::chrono::steady_clock::now();  // asked twice: stop now
           } else {
-            stopping = true;
+            stopping_ = true;
             stop_deadline = std::chrono::steady_clock::now() +
                             std::chrono::milliseconds(static_cast<int64_t>(o_.drain_s * 1000));
             epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
@@ -385,8 +384,12 @@ class Daemon {
         });
       case client::Op::kWait:
         return commits_.After(path, [this, path, reply_status] { reply_status(commits_.TakeFailure(path)); });
-      case client::Op::kAccess:
-        return node_->Access(path, who, static_cast<int>(req.flags & 7), reply_status);
+      case client::Op::kAccess: {
+        const int mask = static_cast<int>(req.flags & 7);
+        return commits_.After(path, [this, path, who, mask, reply_status] {
+          node_->Access(path, who, mask, reply_status);
+        });
+      }
       case client::Op::kList:
         return commits_.After(path, [this, conn, path] { List(conn, path); });
       case client::Op::kUnlink:
@@ -520,12 +523,12 @@ class Daemon {
     }
     char line[512];
     std::snprintf(line, sizeof line,
-                  "%s: version %llu, %llu bytes, k=%d m=%d, shard %llu bytes, %s, file id %016llx\n"
+                  ": version %llu, %llu bytes, k=%d m=%d, shard %llu bytes, %s, file id %016llx\n"
                   "%zu stripes: %zu healthy, %zu degraded, %zu lost\n",
-                  in.path.c_str(), (unsigned long long)in.info.version, (unsigned long long)in.info.size, in.k,
-                  in.m, (unsigned long long)in.shard_size, in.technique.c_str(), (unsigned long long)in.file_id,
+                  (unsigned long long)in.info.version, (unsigned long long)in.info.size, in.k, in.m,
+                  (unsigned long long)in.shard_size, in.technique.c_str(), (unsigned long long)in.file_id,
                   in.stripes.size(), healthy, degraded, lost);
-    std::string out = line;
+    std::string out = in.path + line;  // a path of any length keeps the summary whole
     for (const auto& s : in.stripes) {
       std::snprintf(line, sizeof line, "stripe %4llu %-9s", (unsigned long long)s.stripe, Health(in, s));
       out += line;
@@ -625,7 +628,10 @@ class Daemon {
     close(fd);  // the mapping keeps the pages
     std::span<const uint8_t> bytes(static_cast<const uint8_t*>(map->p), size);
     const Caller who = conn->caller;
-    if (async && (commits_.async_pending() == 0 || commits_.async_pending_bytes() + size <= o_.async_limit)) {
+    // Stopping: a commit answered now could be cut off by the drain deadline
+    // and its failure reported to no one, so every PUT is answered when done.
+    if (async && !stopping_ &&
+        (commits_.async_pending() == 0 || commits_.async_pending_bytes() + size <= o_.async_limit)) {
       Status earlier = commits_.TakeFailure(path);
       conn->Send(earlier.ok() ? client::Reply{} : ErrorReply(earlier));
       commits_.AsyncStarted(size);
@@ -707,6 +713,7 @@ class Daemon {
   std::unique_ptr<transport::UcxTransport> transport_;
   std::unique_ptr<Node> node_;
   CommitQueue commits_;
+  bool stopping_ = false;  // SIGTERM seen: draining queued commits
   int listen_fd_ = -1;
   std::map<int, std::shared_ptr<Conn>> conns_;
 };

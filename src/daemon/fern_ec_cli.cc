@@ -99,10 +99,15 @@ int Connect(const std::string& path) {
 }
 
 // One request/reply round trip. Returns 0 or an errno; fills reply and fd.
+// timeout_s > 0: give up (EAGAIN) if no reply comes within that long.
 int Roundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
-              int* recv_fd) {
+              int* recv_fd, int timeout_s = 0) {
   int fd = Connect(sock);
   if (fd < 0) return errno;
+  if (timeout_s > 0) {
+    timeval tv{timeout_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
   int rc = 0;
   if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
       client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
@@ -316,7 +321,11 @@ int LocalSignal(const std::vector<std::string>& args, bool kill_one) {
     req.path[0] = '/';
     req.path_len = 1;
     client::Reply reply;
-    if (Roundtrip(NodeDir(root, i) + "/sock", req, -1, &reply, nullptr) == 0 && reply.err != 0) {
+    // Bounded: a stopped (SIGSTOP) or wedged node must not hang the stop.
+    const int rc = Roundtrip(NodeDir(root, i) + "/sock", req, -1, &reply, nullptr, 120);
+    if (rc == EAGAIN || rc == EWOULDBLOCK) {
+      std::fprintf(stderr, "fern-ec: local stop: node %d did not finish its commits within 120 s\n", i);
+    } else if (rc == 0 && reply.err != 0) {
       std::fprintf(stderr, "fern-ec: local stop: node %d: %s\n", i, reply.message);
     }
   }

@@ -161,7 +161,13 @@ void Node::FlushDurable() {
   if (!flusher_) return;
   for (auto& p : durable_pending_) {
     auto responder = std::make_shared<Responder>(std::move(p.responder));
-    flusher_->Submit(std::move(p.commit), [responder](Status s) {
+    const ShardKey key = p.commit.meta.key;
+    flusher_->Submit(std::move(p.commit), [this, responder, key](Status s) {
+      auto it = durable_in_flight_.find(key);
+      if (it != durable_in_flight_.end() && --it->second.count == 0) {
+        if (it->second.deleted) (void)parity_->Remove(key);
+        durable_in_flight_.erase(it);
+      }
       if (s.ok()) {
         responder->Reply(OutMessage{wire::SHARD_PUT, {}, {}});
       } else {
@@ -238,6 +244,7 @@ void Node::InstallHandlers() {
         ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
         ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
         if (store == parity_ && options_.batch_durable_commits) {
+          ++durable_in_flight_[meta.key].count;
           durable_pending_.push_back({{std::move(pending->reservation), meta}, std::move(r)});
           return;
         }
@@ -280,6 +287,9 @@ void Node::InstallHandlers() {
     wire::ShardDelete del;
     if (!del.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SHARD_DELETE header"));
     ShardStore* store = del.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+    if (auto it = durable_in_flight_.find(KeyOf(del.id())); store == parity_ && it != durable_in_flight_.end()) {
+      it->second.deleted = true;  // removed when its commit lands (FlushDurable)
+    }
     Status s = store->Remove(KeyOf(del.id()));
     if (!s.ok() && s.code() != StatusCode::kNotFound) return r.Fail(s);
     r.Reply(OutMessage{wire::SHARD_DELETE, {}, {}});

@@ -49,6 +49,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -314,6 +315,14 @@ class Node {
   };
   std::vector<DurablePending> durable_pending_;
   std::unique_ptr<DurableFlusher> flusher_;  // with batch_durable_commits
+  // Parity shards received but not yet committed: a SHARD_DELETE that
+  // overtakes its own shard (a put that timed out and cleans up) is applied
+  // when the commit lands instead of being lost.
+  struct InFlight {
+    int count = 0;
+    bool deleted = false;
+  };
+  std::unordered_map<ShardKey, InFlight, ShardKeyHash> durable_in_flight_;
 };
 
 }  // namespace fern::daemon

@@ -235,7 +235,10 @@ class SlotStore : public ShardStore {
     for (size_t i : good) {
       if (!flushed.ok() && out[i].ok()) out[i] = flushed;
       if (!out[i].ok()) {
-        continue;  // the reservation frees the slot (its header was not flushed: ignored at recovery)
+        // Its header may sit in the page cache already: invalidate it before
+        // the reservation frees the slot, or writeback could revive it.
+        Unpersist(static_cast<Res*>(batch[i].reservation.get())->slot_);
+        continue;
       }
       auto* r = static_cast<Res*>(batch[i].reservation.get());
       std::lock_guard<std::mutex> l(table_.mu());
@@ -482,7 +485,11 @@ class FileShardStore final : public SlotStore {
       return;
     }
     const uint64_t zero = 0;
-    (void)WriteAt(&zero, sizeof zero, slot * stride_);
+    if (Status s = WriteAt(&zero, sizeof zero, slot * stride_); !s.ok()) {
+      // The slot is reused anyway; at worst a restart revives an orphan no record names.
+      std::fprintf(stderr, "fern-ec: invalidate slot %llu: %s\n", static_cast<unsigned long long>(slot),
+                   s.ToString().c_str());
+    }
   }
 
   void RecoverIndex() {
