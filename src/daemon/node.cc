@@ -592,12 +592,7 @@ void Node::GetInto(const std::string& path, const Caller& caller, OutputAllocato
                          StatusOr<RecordPtr> rec) {
     if (!rec.ok()) return done(rec.status());
     const auto& r = **rec;
-    if (!internal::Live(r)) return done(NotFoundError(path + ": no such file"));
-    if (r.is_dir()) return done(InvalidArgumentError(path + ": is a directory").WithErrno(EISDIR));
-    if (!internal::Permits(r, caller, R_OK)) {
-      return done(PermissionDeniedError("read " + path + ": uid " + std::to_string(caller.uid) +
-                                        " may not read it"));
-    }
+    if (Status s = internal::CheckReadableFile(r, path, caller, "read"); !s.ok()) return done(s);
     if (r.k() != static_cast<uint32_t>(options_.k) || r.m() != static_cast<uint32_t>(options_.m) ||
         r.shard_size() != options_.shard_size || r.technique() != coder_->technique()) {
       return done(UnimplementedError(path + " was written with a different layout (k=" +

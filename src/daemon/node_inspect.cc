@@ -24,12 +24,7 @@ void Node::Inspect(const std::string& path, const Caller& caller,
   LookupRecord(path, [this, path, caller, done = std::move(done)](StatusOr<RecordPtr> rec) mutable {
     if (!rec.ok()) return done(rec.status());
     const auto& r = **rec;
-    if (!internal::Live(r)) return done(NotFoundError(path + ": no such file"));
-    if (r.is_dir()) return done(InvalidArgumentError(path + ": is a directory").WithErrno(EISDIR));
-    if (!internal::Permits(r, caller, R_OK)) {
-      return done(PermissionDeniedError("inspect " + path + ": uid " + std::to_string(caller.uid) +
-                                        " may not read it"));
-    }
+    if (Status s = internal::CheckReadableFile(r, path, caller, "inspect"); !s.ok()) return done(s);
     auto op = std::make_shared<InspectOp>();
     op->record = r;
     op->done = std::move(done);

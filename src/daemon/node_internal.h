@@ -23,6 +23,19 @@ inline bool Live(const wire::FileRecord& r) { return !r.deleted(); }
 // mode. uid 0 passes read and write, and execute when any x bit is set.
 bool Permits(const wire::FileRecord& r, const Caller& caller, int mask);
 
+// A record a caller may read as a file: NotFound (deleted), EISDIR, or
+// PermissionDenied naming `verb` ("read", "inspect"), else OK.
+inline Status CheckReadableFile(const wire::FileRecord& r, const std::string& path, const Caller& caller,
+                                const char* verb) {
+  if (!Live(r)) return NotFoundError(path + ": no such file");
+  if (r.is_dir()) return InvalidArgumentError(path + ": is a directory").WithErrno(EISDIR);
+  if (!Permits(r, caller, R_OK)) {
+    return PermissionDeniedError(std::string(verb) + " " + path + ": uid " + std::to_string(caller.uid) +
+                                 " may not read it");
+  }
+  return Status();
+}
+
 // Only the owner or root may remove or rename (sticky-directory rule).
 inline bool MayRemove(const wire::FileRecord& r, const Caller& caller) {
   return caller.uid == 0 || caller.uid == r.uid();
