@@ -630,24 +630,22 @@ class Daemon {
     const Caller who = conn->caller;
     // Stopping: a commit answered now could be cut off by the drain deadline
     // and its failure reported to no one, so every PUT is answered when done.
-    if (async && !stopping_ &&
-        (commits_.async_pending() == 0 || commits_.async_pending_bytes() + size <= o_.async_limit)) {
+    const bool answer_now = async && !stopping_ &&
+        (commits_.async_pending() == 0 || commits_.async_pending_bytes() + size <= o_.async_limit);
+    if (answer_now) {
       Status earlier = commits_.TakeFailure(path);
       conn->Send(earlier.ok() ? client::Reply{} : ErrorReply(earlier));
       commits_.AsyncStarted(size);
-      commits_.Run(path, [this, path, bytes, map, who, mode, size](CommitQueue::Finished finished) {
-        node_->Put(path, bytes, map, who, mode, [this, path, size, finished](Status s) {
+    }
+    commits_.Run(path, [this, conn, path, bytes, map, who, mode, size, answer_now](CommitQueue::Finished finished) {
+      node_->Put(path, bytes, map, who, mode, [this, conn, path, size, answer_now, finished](Status s) {
+        if (answer_now) {
           if (!s.ok()) Log(o_.node_id, "async commit of " + path + " failed: " + s.ToString());
           commits_.AsyncFinished(path, size, s);
-          finished();
-        });
-      });
-      return;
-    }
-    commits_.Run(path, [this, conn, path, bytes, map, who, mode](CommitQueue::Finished finished) {
-      node_->Put(path, bytes, map, who, mode, [this, conn, path, finished](Status s) {
-        if (s.ok()) commits_.Committed(path);
-        conn->Send(s.ok() ? client::Reply{} : ErrorReply(s));
+        } else {
+          if (s.ok()) commits_.Committed(path);
+          conn->Send(s.ok() ? client::Reply{} : ErrorReply(s));
+        }
         finished();
       });
     });

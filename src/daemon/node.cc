@@ -176,7 +176,8 @@ void Node::FlushDurable() {
     });
   }
   durable_pending_.clear();
-  flusher_->Drain();
+  // Called every loop round: no syscall unless a batch can have finished.
+  if (flusher_->in_flight() > 0) flusher_->Drain();
 }
 
 int Node::durable_event_fd() const { return flusher_ ? flusher_->event_fd() : -1; }

@@ -122,6 +122,33 @@ struct Target {
 // any other fd). An empty or null path is kPass: callers handle AT_EMPTY_PATH.
 void Resolve(int dirfd, const char* path, Target* t);
 
+// The dispatch every path wrapper shares: resolves (dirfd, path) and
+// returns false for a plain passthrough (the caller calls the real function
+// with its own arguments); otherwise sets *ret to pass_abs(t.abs) for a
+// path that leaves a managed directory, -1 with errno for kFail, or
+// managed(t) for a managed path, and returns true.
+template <typename PassAbs, typename Managed>
+bool Dispatch(int dirfd, const char* path, int* ret, PassAbs pass_abs, Managed managed) {
+  if (InShim()) return false;
+  Target t;
+  Resolve(dirfd, path, &t);
+  switch (t.kind) {
+    case Target::kPass:
+      return false;
+    case Target::kPassPath:
+      *ret = pass_abs(t.abs);
+      return true;
+    case Target::kFail:
+      errno = t.err;
+      *ret = -1;
+      return true;
+    case Target::kManaged:
+      *ret = managed(t);
+      return true;
+  }
+  return false;
+}
+
 // Writes mount prefix + namespace path ("/fern" + "/a") into out.
 void MountedPath(int mount, const char* ns, char* out, size_t out_size);
 

@@ -299,6 +299,21 @@ int ScandirManaged(const Target& t, Entry*** namelist, int (*filter)(const Entry
   return static_cast<int>(n);
 }
 
+// scandir and scandir64 differ only in their entry type.
+template <typename Dirent, typename RealScandir>
+int ScandirWrap(const char* path, Dirent*** namelist, int (*filter)(const Dirent*),
+                int (*compar)(const Dirent**, const Dirent**), RealScandir real) {
+  Target t;
+  if (!InShim()) Resolve(AT_FDCWD, path, &t);
+  if (t.kind == Target::kFail) {
+    errno = t.err;
+    return -1;
+  }
+  if (t.kind == Target::kPassPath) path = t.abs;
+  if (t.kind != Target::kManaged) return real(path, namelist, filter, compar);
+  return ScandirManaged(t, namelist, filter, compar);
+}
+
 }  // namespace
 
 }  // namespace fern::intercept
@@ -388,28 +403,10 @@ FERN_EXPORT void seekdir(DIR* dir, long loc) noexcept {
 
 FERN_EXPORT int scandir(const char* path, struct dirent*** namelist, int (*filter)(const struct dirent*),
                         int (*compar)(const struct dirent**, const struct dirent**)) {
-  using namespace fern::intercept;
-  Target t;
-  if (!InShim()) Resolve(AT_FDCWD, path, &t);
-  if (t.kind == Target::kFail) {
-    errno = t.err;
-    return -1;
-  }
-  if (t.kind == Target::kPassPath) path = t.abs;
-  if (t.kind != Target::kManaged) return Real().scandir(path, namelist, filter, compar);
-  return ScandirManaged(t, namelist, filter, compar);
+  return fern::intercept::ScandirWrap(path, namelist, filter, compar, Real().scandir);
 }
 
 FERN_EXPORT int scandir64(const char* path, struct dirent64*** namelist, int (*filter)(const struct dirent64*),
                           int (*compar)(const struct dirent64**, const struct dirent64**)) {
-  using namespace fern::intercept;
-  Target t;
-  if (!InShim()) Resolve(AT_FDCWD, path, &t);
-  if (t.kind == Target::kFail) {
-    errno = t.err;
-    return -1;
-  }
-  if (t.kind == Target::kPassPath) path = t.abs;
-  if (t.kind != Target::kManaged) return Real().scandir64(path, namelist, filter, compar);
-  return ScandirManaged(t, namelist, filter, compar);
+  return fern::intercept::ScandirWrap(path, namelist, filter, compar, Real().scandir64);
 }

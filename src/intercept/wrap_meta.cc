@@ -83,26 +83,13 @@ bool StatIntercept(int dirfd, const char* path, int flags, struct stat* st, int*
     *ret = FstatTracked(dirfd, st);
     return true;
   }
-  Target t;
-  Resolve(dirfd, path, &t);
-  switch (t.kind) {
-    case Target::kPass:
-      return false;
-    case Target::kPassPath:
-      *ret = Real().fstatat(AT_FDCWD, t.abs, st, flags);
-      return true;
-    case Target::kFail:
-      errno = t.err;
-      *ret = -1;
-      return true;
-    case Target::kManaged: {
-      ErrnoKeeper e;
-      const int err = StatManaged(t, st);
-      *ret = err != 0 ? e.Fail(err) : e.Ok(0);
-      return true;
-    }
-  }
-  return false;
+  return Dispatch(
+      dirfd, path, ret, [&](const char* abs) { return Real().fstatat(AT_FDCWD, abs, st, flags); },
+      [&](const Target& t) {
+        ErrnoKeeper e;
+        const int err = StatManaged(t, st);
+        return err != 0 ? e.Fail(err) : e.Ok(0);
+      });
 }
 
 bool FstatIntercept(int fd, struct stat* st, int* ret) {
@@ -133,32 +120,16 @@ void ToStatx(const struct stat& st, struct statx* sx) {
 // Returns false for passthrough; kPassPath calls `pass_abs` with t.abs.
 template <typename Managed, typename PassAbs>
 bool PathIntercept(int dirfd, const char* path, int* ret, Managed managed, PassAbs pass_abs) {
-  if (InShim()) return false;
-  Target t;
-  Resolve(dirfd, path, &t);
-  switch (t.kind) {
-    case Target::kPass:
-      return false;
-    case Target::kPassPath:
-      *ret = pass_abs(t.abs);
-      return true;
-    case Target::kFail:
-      errno = t.err;
-      *ret = -1;
-      return true;
-    case Target::kManaged: {
-      ErrnoKeeper e;
-      int err;
-      {
-        ShimScope scope;
-        LockGuard lock;
-        err = managed(t);
-      }
-      *ret = err != 0 ? e.Fail(err) : e.Ok(0);
-      return true;
+  return Dispatch(dirfd, path, ret, pass_abs, [&](const Target& t) {
+    ErrnoKeeper e;
+    int err;
+    {
+      ShimScope scope;
+      LockGuard lock;
+      err = managed(t);
     }
-  }
-  return false;
+    return err != 0 ? e.Fail(err) : e.Ok(0);
+  });
 }
 
 // REQUIRES: lock.

@@ -288,24 +288,9 @@ int OpenManaged(const Target& t, int flags, mode_t mode) {
 // Handles an open of (dirfd, path) that is not a plain passthrough; returns
 // false to let the caller pass it to its real function.
 bool OpenIntercept(int dirfd, const char* path, int flags, mode_t mode, int* ret) {
-  if (InShim()) return false;
-  Target t;
-  Resolve(dirfd, path, &t);
-  switch (t.kind) {
-    case Target::kPass:
-      return false;
-    case Target::kPassPath:
-      *ret = Real().openat(AT_FDCWD, t.abs, flags, mode);
-      return true;
-    case Target::kFail:
-      errno = t.err;
-      *ret = -1;
-      return true;
-    case Target::kManaged:
-      *ret = OpenManaged(t, flags, mode);
-      return true;
-  }
-  return false;
+  return Dispatch(
+      dirfd, path, ret, [&](const char* abs) { return Real().openat(AT_FDCWD, abs, flags, mode); },
+      [&](const Target& t) { return OpenManaged(t, flags, mode); });
 }
 
 bool TakesMode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
