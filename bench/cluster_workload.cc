@@ -29,7 +29,6 @@
 
 #include "bench_util.h"
 #include "common/client_protocol.h"
-#include "common/flags.h"
 #include "local_cluster.h"
 #include "workloads.h"
 
@@ -38,17 +37,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Options {
-  int nodes = 6;
-  int k = 4;
-  int m = 2;
-  uint64_t size = uint64_t{1} << 30;
-  uint64_t shard_size = 1 << 20;
-  int rounds = 3;
-  std::string root;      // default /dev/shm/fern-bench-PID
-  std::string disk_dir = "/var/tmp";
-  bool json = false;
-};
+using Options = ClusterBenchOptions;
 
 double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
@@ -130,8 +119,7 @@ class Cluster {
 
  private:
   static LocalClusterOptions ClusterOptions(const Options& o, int m, const std::string& tag) {
-    // Room for two kept versions plus the one being written, spread over the nodes.
-    const uint64_t per_node = 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
+    const uint64_t per_node = PerNodeCapacity(o, m);
     return {.root = o.root + "/" + tag,
             .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + tag,
             .nodes = o.nodes,
@@ -184,30 +172,17 @@ double FileRead(const std::string& dir, uint8_t* out, uint64_t size) {
 
 int RunCluster(const std::vector<std::string>& args) {
   Options o;
-  FlagSet f("usage: ec_bench cluster [--nodes 6 --k 4 --m 2 --size 1GiB] [flags]\n\n"
-            "Starts a local cluster (fern-ec local start, data on /dev/shm, parity and\n"
-            "metadata under --disk-dir), writes and reads --size bytes through node 0,\n"
-            "kills m nodes and reads degraded, then repeats the write and read with m=0;\n"
-            "baselines: a fresh tmpfs file and a disk file + fsync, same run. Every read\n"
-            "is compared with what was written.");
-  f.Int("nodes", &o.nodes, "daemons");
-  f.Int("k", &o.k, "data shards per stripe");
-  f.Int("m", &o.m, "parity shards per stripe");
-  f.Size("size", &o.size, "file size");
-  f.Size("shard-size", &o.shard_size, "bytes per shard");
-  f.Int("rounds", &o.rounds, "repetitions of each measurement (the median is reported)");
-  f.String("root", &o.root, "cluster directory on tmpfs (default /dev/shm/fern-bench-PID)");
-  f.String("disk-dir", &o.disk_dir, "a directory on disk: parity, metadata, the disk baseline");
-  f.Bool("json", &o.json, "print one JSON object");
-  if (auto s = f.Parse(args); !s.ok()) {
-    std::fprintf(stderr, "ec_bench cluster: %s\n", s.ToString().c_str());
-    return 2;
-  }
-  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
-  if (o.root.empty()) o.root = "/dev/shm/fern-bench-" + std::to_string(getpid());
-  if (o.nodes < o.k + o.m || o.k < 1 || o.m < 1 || o.rounds < 1) {
-    std::fprintf(stderr, "ec_bench cluster: need m >= 1, nodes >= k+m, rounds >= 1\n");
-    return 2;
+  if (int rc = ParseClusterBench(
+          "cluster",
+          "usage: ec_bench cluster [--nodes 6 --k 4 --m 2 --size 1GiB] [flags]\n\n"
+          "Starts a local cluster (fern-ec local start, data on /dev/shm, parity and\n"
+          "metadata under --disk-dir), writes and reads --size bytes through node 0,\n"
+          "kills m nodes and reads degraded, then repeats the write and read with m=0;\n"
+          "baselines: a fresh tmpfs file and a disk file + fsync, same run. Every read\n"
+          "is compared with what was written.",
+          args, &o);
+      rc >= 0) {
+    return rc;
   }
   std::filesystem::create_directories(o.root);
 

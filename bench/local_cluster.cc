@@ -3,8 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+
+#include "common/flags.h"
 
 namespace fern::bench {
 
@@ -17,6 +20,35 @@ std::string BinDir() {
 int Sh(const std::string& cmd) {
   int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int ParseClusterBench(const std::string& name, const std::string& usage,
+                      const std::vector<std::string>& args, ClusterBenchOptions* o) {
+  FlagSet f(usage);
+  f.Int("nodes", &o->nodes, "daemons");
+  f.Int("k", &o->k, "data shards per stripe");
+  f.Int("m", &o->m, "parity shards per stripe");
+  f.Size("size", &o->size, "file size");
+  f.Size("shard-size", &o->shard_size, "bytes per shard");
+  f.Int("rounds", &o->rounds, "repetitions of each measurement (the median is reported)");
+  f.String("root", &o->root, "cluster directory on tmpfs (default /dev/shm/fern-bench-" + name + "-PID)");
+  f.String("disk-dir", &o->disk_dir, "a directory on disk: parity, metadata, the disk baseline");
+  f.Bool("json", &o->json, "print one JSON object");
+  if (auto s = f.Parse(args); !s.ok()) {
+    std::fprintf(stderr, "ec_bench %s: %s\n", name.c_str(), s.ToString().c_str());
+    return 2;
+  }
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (o->nodes < o->k + o->m || o->k < 1 || o->m < 1 || o->rounds < 1 || o->size == 0) {
+    std::fprintf(stderr, "ec_bench %s: need m >= 1, nodes >= k+m, rounds >= 1, size > 0\n", name.c_str());
+    return 2;
+  }
+  if (o->root.empty()) o->root = "/dev/shm/fern-bench-" + name + "-" + std::to_string(getpid());
+  return -1;
+}
+
+uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m) {
+  return 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
 }
 
 LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {

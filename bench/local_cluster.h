@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fern::bench {
 
@@ -24,6 +25,29 @@ struct LocalClusterOptions {
   uint64_t data_capacity = 0;    // per node
   uint64_t parity_capacity = 0;  // per node
 };
+
+// What every cluster workload of ec_bench takes on its command line.
+struct ClusterBenchOptions {
+  int nodes = 6;
+  int k = 4;
+  int m = 2;
+  uint64_t size = uint64_t{1} << 30;
+  uint64_t shard_size = 1 << 20;
+  int rounds = 3;
+  std::string root;  // cluster directory on tmpfs; default /dev/shm/fern-bench-WORKLOAD-PID
+  std::string disk_dir = "/var/tmp";
+  bool json = false;
+};
+
+// Parses the shared flags of workload `name` (usage text `usage`) into o and
+// checks them (m >= 1, nodes >= k+m, rounds >= 1, size > 0). Returns -1 to
+// go on, or the exit code to return now (0 after --help, 2 for bad usage).
+int ParseClusterBench(const std::string& name, const std::string& usage,
+                      const std::vector<std::string>& args, ClusterBenchOptions* o);
+
+// Shard space per node for two kept versions of an o.size file plus the one
+// being written, spread over the nodes, with m parity shards per stripe.
+uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m);
 
 class LocalCluster {
  public:

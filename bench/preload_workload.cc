@@ -19,24 +19,13 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "common/flags.h"
 #include "local_cluster.h"
 #include "workloads.h"
 
 namespace fern::bench {
 namespace {
 
-struct Options {
-  int nodes = 6;
-  int k = 4;
-  int m = 2;
-  uint64_t size = uint64_t{1} << 30;
-  uint64_t shard_size = 1 << 20;
-  int rounds = 3;
-  std::string root;
-  std::string disk_dir = "/var/tmp";
-  bool json = false;
-};
+using Options = ClusterBenchOptions;
 
 // Runs cmd, returns the "seconds S" it printed, or -1 (its stderr passes through).
 double Timed(const std::string& cmd) {
@@ -65,38 +54,25 @@ double WallSeconds(const std::string& cmd) {
 
 int RunPreload(const std::vector<std::string>& args) {
   Options o;
-  FlagSet f("usage: ec_bench preload [--size 1GiB --nodes 6 --k 4 --m 2] [flags]\n\n"
-            "Starts a local cluster and runs an unmodified program (checkpoint_writer:\n"
-            "open, 1 MiB writes, close) under the preload with FERN_EC_COMMIT=sync and\n"
-            "=async, the same program on a fresh tmpfs file and on a disk file with\n"
-            "fsync, and the restart read through the preload; the program's own time\n"
-            "from open to close, median of --rounds, with ratios.");
-  f.Int("nodes", &o.nodes, "daemons");
-  f.Int("k", &o.k, "data shards per stripe");
-  f.Int("m", &o.m, "parity shards per stripe");
-  f.Size("size", &o.size, "checkpoint size");
-  f.Size("shard-size", &o.shard_size, "bytes per shard");
-  f.Int("rounds", &o.rounds, "repetitions of each measurement (the median is reported)");
-  f.String("root", &o.root, "cluster directory on tmpfs (default /dev/shm/fern-bench-preload-PID)");
-  f.String("disk-dir", &o.disk_dir, "a directory on disk: parity, metadata, the disk baseline");
-  f.Bool("json", &o.json, "print one JSON object");
-  if (auto s = f.Parse(args); !s.ok()) {
-    std::fprintf(stderr, "ec_bench preload: %s\n", s.ToString().c_str());
-    return 2;
-  }
-  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
-  if (o.nodes < o.k + o.m || o.k < 1 || o.m < 1 || o.rounds < 1 || o.size == 0) {
-    std::fprintf(stderr, "ec_bench preload: need m >= 1, nodes >= k+m, rounds >= 1, size > 0\n");
-    return 2;
+  if (int rc = ParseClusterBench(
+          "preload",
+          "usage: ec_bench preload [--size 1GiB --nodes 6 --k 4 --m 2] [flags]\n\n"
+          "Starts a local cluster and runs an unmodified program (checkpoint_writer:\n"
+          "open, 1 MiB writes, close) under the preload with FERN_EC_COMMIT=sync and\n"
+          "=async, the same program on a fresh tmpfs file and on a disk file with\n"
+          "fsync, and the restart read through the preload; the program's own time\n"
+          "from open to close, median of --rounds, with ratios.",
+          args, &o);
+      rc >= 0) {
+    return rc;
   }
   const std::string tag = std::to_string(getpid());
-  if (o.root.empty()) o.root = "/dev/shm/fern-bench-preload-" + tag;
   const std::string writer = BinDir() + "/checkpoint_writer";
   const std::string size = std::to_string(o.size);
   const std::string tmpfs_file = "/dev/shm/fern-bench-ck-" + tag;
   const std::string disk_file = o.disk_dir + "/fern-bench-ck-" + tag;
 
-  const uint64_t per_node = 3 * (o.size / o.k + o.shard_size) * (o.k + o.m) / o.nodes + (64 << 20);
+  const uint64_t per_node = PerNodeCapacity(o, o.m);
   LocalCluster cluster({.root = o.root,
                         .parity_root = o.disk_dir + "/fern-bench-preload-parity-" + tag,
                         .nodes = o.nodes,
