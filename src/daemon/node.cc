@@ -154,6 +154,7 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   if (peer == options_.id || view_.IsAlive(peer) == alive) return;
   view_ = view_.WithAlive(peer, alive);
   if (alive) last_heard_[peer.value] = now_;
+  PswMembership(peer, alive);
   if (on_membership_) on_membership_(peer, alive, why);
 }
 
@@ -215,6 +216,7 @@ void Node::Tick(TimePoint now) {
     }
     transport_->Send(peer, OutMessage{wire::HEARTBEAT, body, {}});
   }
+  PswTick();
 }
 
 // Unique per put: the path's hash mixed with this node, the time and a
@@ -235,6 +237,7 @@ Status Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec) {
 }
 
 void Node::InstallHandlers() {
+  InstallPswHandlers();
   // ---- shard service ----
   transport_->Handle(
       wire::SHARD_PUT,
@@ -244,6 +247,7 @@ void Node::InstallHandlers() {
         auto pending = std::static_pointer_cast<PendingShard>(m.payload_owner);
         ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
         ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
+        DropPswShard(meta.key);  // replaced: an update in progress wrote to the old slot
         if (store == parity_ && options_.batch_durable_commits) {
           ++durable_in_flight_[meta.key].count;
           durable_pending_.push_back({{std::move(pending->reservation), meta}, std::move(r)});
@@ -279,6 +283,7 @@ void Node::InstallHandlers() {
     reply.set_length(view->meta.length);
     reply.set_crc32c(view->meta.crc32c);
     reply.set_seq(view->meta.seq);
+    reply.set_epoch(view->meta.epoch);
     if (get.verify_only()) return r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), {}});
     auto held = std::make_shared<ShardStore::View>(std::move(view).value());
     r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), Payload::View(held->data, held)});
@@ -291,6 +296,7 @@ void Node::InstallHandlers() {
     if (auto it = durable_in_flight_.find(KeyOf(del.id())); store == parity_ && it != durable_in_flight_.end()) {
       it->second.deleted = true;  // removed when its commit lands (FlushDurable)
     }
+    DropPswShard(KeyOf(del.id()));
     Status s = store->Remove(KeyOf(del.id()));
     if (!s.ok() && s.code() != StatusCode::kNotFound) return r.Fail(s);
     r.Reply(OutMessage{wire::SHARD_DELETE, {}, {}});

@@ -64,6 +64,9 @@
 namespace fern::wire {
 class FileRecord;
 }
+namespace fern::daemon::psw {
+struct RebuildShard;
+}
 
 namespace fern::daemon {
 
@@ -249,6 +252,79 @@ class Node {
   };
   void Inspect(const std::string& path, const Caller& caller, std::function<void(StatusOr<Inspection>)> done);
 
+  // In-place update (PSW, DESIGN §2; node_update.cc). Changes `ranges` of
+  // the committed version `base_version` of `path` (of `file_size` bytes) to
+  // `bytes`, the ranges' new bytes concatenated. Each range is cut at stripe
+  // boundaries; each piece is granted a seq by the file's sequencer (its
+  // first live metadata owner, which hosts a psw::Sequencer), sent to the
+  // stripe's data shards, which apply it in place and send parity deltas to
+  // the parity shards, and commits once all k+m shards applied it. Pieces of
+  // different stripes run in parallel (at most kUpdateWindow at once).
+  // Needs write permission. FailedPrecondition+ESTALE when the newest
+  // version or size is not base_version/file_size; Unavailable+EAGAIN when a
+  // stripe's node is down (the update could not commit on all k+m shards);
+  // Aborted (EIO) when a piece was refused or rolled back by recovery;
+  // DeadlineExceeded when no answer came. On error, pieces already committed
+  // stay: each piece is atomic, the update as a whole is not. `bytes` must
+  // stay valid (held by `owner`) until done runs. done gets the version.
+  struct ByteRange {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  void Update(const std::string& path, uint64_t base_version, uint64_t file_size,
+              std::vector<ByteRange> ranges, std::span<const uint8_t> bytes,
+              std::shared_ptr<const void> owner, const Caller& caller,
+              std::function<void(StatusOr<uint64_t>)> done);
+
+  // fern-ec scrub: for every stripe of the newest version of `path` (or of
+  // every file under it, when it is a directory), fetches all k+m shards,
+  // re-encodes the data shards and compares with the stored parity. A
+  // stripe is inconsistent when parity differs or its shards carry
+  // different update seqs; with `repair`, differing parity is rewritten from
+  // the data (when all shards agree on the seq). Stripes missing shards are
+  // counted as degraded (the repair pass rebuilds those), not inconsistent.
+  struct ScrubReport {
+    uint64_t files = 0;
+    uint64_t stripes = 0;
+    uint64_t consistent = 0;
+    uint64_t inconsistent = 0;
+    uint64_t repaired = 0;
+    uint64_t degraded = 0;
+    std::vector<std::string> problems;  // one line per bad stripe
+  };
+  void Scrub(const std::string& path, const Caller& caller, bool repair,
+             std::function<void(StatusOr<ScrubReport>)> done);
+
+  // PSW counters for status: updates this gateway committed, pieces applied
+  // as a shard, sequencers hosted, recovery rounds resolved.
+  struct PswStats {
+    uint64_t updates_committed = 0;
+    uint64_t updates_failed = 0;
+    uint64_t pieces_applied = 0;
+    uint64_t sequencers = 0;
+    uint64_t stripes_resolved = 0;
+    uint64_t stripes_lost = 0;
+  };
+  PswStats psw_stats() const;
+
+ private:
+  struct PswState;
+  struct FileSeq;
+  struct UpdateOp;
+  struct ScrubOp;
+  static constexpr int kUpdateWindow = 16;  // update pieces in flight per Update
+  void InstallPswHandlers();
+  void PswTick();
+  void PswMembership(NodeId peer, bool alive);
+  FileSeq* HostSequencer(const wire::FileRecord& record, Status* error);
+  void Execute(FileSeq* fs);
+  void RebuildForRound(FileSeq* fs, const psw::RebuildShard& a);
+  void UpdateNext(const std::shared_ptr<UpdateOp>& op);
+  void UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t piece);
+  void ScrubStripe(const std::shared_ptr<ScrubOp>& op, const std::shared_ptr<wire::FileRecord>& rec, uint64_t stripe);
+  void ScrubNext(const std::shared_ptr<ScrubOp>& op);
+  void DropPswShard(const ShardKey& key);
+
  private:
   struct PutOp;
   struct GetOp;
@@ -323,6 +399,9 @@ class Node {
     bool deleted = false;
   };
   std::unordered_map<ShardKey, InFlight, ShardKeyHash> durable_in_flight_;
+  // Sequencers hosted, shard states, waiting writers (node_update.cc); shared
+  // only so this header need not define it.
+  std::shared_ptr<PswState> psw_;
 };
 
 }  // namespace fern::daemon

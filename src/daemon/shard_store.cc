@@ -88,6 +88,13 @@ class SlotTable {
     if (it == index_.end()) return std::nullopt;
     return std::make_pair(it->second.slot, it->second.meta);
   }
+  // New meta for the key's slot, if it is still `slot`.
+  bool Update(const ShardMeta& meta, uint64_t slot) {
+    auto it = index_.find(meta.key);
+    if (it == index_.end() || it->second.slot != slot) return false;
+    it->second.meta = meta;
+    return true;
+  }
   bool Erase(const ShardKey& key, uint64_t* slot) {
     auto it = index_.find(key);
     if (it == index_.end()) return false;
@@ -272,6 +279,30 @@ class SlotStore : public ShardStore {
       return DataLossError(key.ToString() + " in " + Where() + " fails its CRC32C");
     }
     return View{meta, data, std::move(pin)};
+  }
+
+  StatusOr<MutableView> OpenForUpdate(const ShardKey& key) override {
+    FERN_ASSIGN_OR_RETURN(View v, Read(key, Check::kVerify));
+    return MutableView{v.meta, {const_cast<uint8_t*>(v.data.data()), v.data.size()}, std::move(v.pin)};
+  }
+
+  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch) override {
+    uint64_t slot;
+    ShardMeta meta;
+    {
+      std::lock_guard<std::mutex> l(table_.mu());
+      auto e = table_.Find(key);
+      if (!e) return NotFoundError(key.ToString() + " not in " + Where());
+      slot = e->first;
+      meta = e->second;
+    }
+    meta.seq = seq;
+    meta.epoch = epoch;
+    meta.crc32c = ec::Crc32c({SlotData(slot), meta.length});
+    FERN_RETURN_IF_ERROR(Persist(slot, meta));
+    std::lock_guard<std::mutex> l(table_.mu());
+    if (!table_.Update(meta, slot)) return NotFoundError(key.ToString() + " was replaced while resealing");
+    return Status();
   }
 
   Status Remove(const ShardKey& key) override {

@@ -25,6 +25,15 @@
 // may bring a removed shard back as a valid one; it belongs to a version no
 // record names any more and is never read.
 //
+// Updating in place (PSW, DESIGN §2): the one exception to the rule above.
+// OpenForUpdate hands out a writable view of a committed shard's slot (CRC
+// checked first); the caller changes bytes through it, then Reseal records
+// the new seq and epoch with the CRC of the bytes as they now are (for a
+// durable tier: data flushed, then the header, then flushed again). A crash
+// between a change and its Reseal leaves bytes that fail their CRC: the
+// shard reads as corrupt (an erasure), never as valid wrong bytes. Readers
+// holding a View meanwhile may see a torn shard; its CRC tells them.
+//
 // Reading: Read verifies the data CRC (DataLoss on mismatch: the caller
 // treats the shard as an erasure) and returns a view of the slot that stays
 // valid, even if the shard is removed meanwhile, as long as the view is held.
@@ -112,6 +121,18 @@ class ShardStore {
   enum class Check { kVerify, kTrustCaller };
   // NotFound, or DataLoss (kVerify only) if the stored bytes fail their CRC.
   virtual StatusOr<View> Read(const ShardKey& key, Check check = Check::kVerify) const = 0;
+  struct MutableView {
+    ShardMeta meta;
+    std::span<uint8_t> data;
+    std::shared_ptr<const void> pin;  // keeps the slot from being reused
+  };
+  // NotFound, or DataLoss when the stored bytes fail their CRC (nothing is
+  // changed through a corrupt shard).
+  virtual StatusOr<MutableView> OpenForUpdate(const ShardKey& key) = 0;
+  // Recomputes the CRC over the shard's current bytes and writes its header
+  // with seq and epoch. NotFound when the key is gone (removed or replaced
+  // meanwhile: the change went to a slot nobody reads).
+  virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch) = 0;
   virtual Status Remove(const ShardKey& key) = 0;
   virtual std::vector<ShardMeta> List() const = 0;
   virtual StoreUsage Usage() const = 0;

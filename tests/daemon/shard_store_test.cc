@@ -216,6 +216,37 @@ TEST_P(ShardStoreTest, CommitBatchCommitsEachShardOnItsOwn) {
   }
 }
 
+// PSW's in-place path: bytes changed through OpenForUpdate and resealed are
+// what a reader (and, for the file stores, a reopened store) gets, with the
+// new seq and epoch; a change never resealed reads as corrupt, not as valid.
+TEST_P(ShardStoreTest, InPlaceUpdateIsReadableOnlyOnceResealed) {
+  auto rng = fern::testing::TestRng();
+  auto bytes = Bytes(rng, 10000);
+  const ShardKey k{31, 1, 0, 2};
+  ASSERT_TRUE(Put(*store_, k, bytes).ok());
+  {
+    auto w = store_->OpenForUpdate(k);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    for (size_t i = 4093; i < 4200; ++i) w->data[i] ^= 0x5a;  // across a page edge
+    for (size_t i = 4093; i < 4200; ++i) bytes[i] ^= 0x5a;
+  }
+  EXPECT_EQ(store_->Read(k).status().code(), StatusCode::kDataLoss);  // not resealed yet
+  ASSERT_TRUE(store_->Reseal(k, 3, 2).ok());
+  if (GetParam() != "memory") {
+    store_.reset();
+    auto s = Open(GetParam(), dir_, 8);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+  auto v = store_->Read(k);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), bytes);
+  EXPECT_EQ(v->meta.seq, 3u);
+  EXPECT_EQ(v->meta.epoch, 2u);
+  EXPECT_EQ(store_->Reseal({31, 1, 9, 2}, 1, 1).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->OpenForUpdate({31, 1, 9, 2}).status().code(), StatusCode::kNotFound);
+}
+
 // Shards submitted from the owner's thread are committed on the flusher's
 // and completed back on the owner's in Drain, each exactly once.
 TEST_P(ShardStoreTest, DurableFlusherCompletesEverySubmittedShard) {

@@ -1,0 +1,832 @@
+// PSW in the daemon (DESIGN §2, daemon/sequencer.h): the three roles one
+// node plays for in-place updates, over the transport.
+//
+//   gateway    Node::Update cuts the client's ranges into stripe pieces and
+//              drives each: SEQ_REQUEST to the file's sequencer, SEQ_APPLY
+//              to the stripe's k data shards, then waits for SEQ_RESULT.
+//   sequencer  on the file's first live metadata owner: a psw::Sequencer per
+//              file version (FileSeq), whose actions this file performs
+//              (grants, commits, recovery rounds). PersistEpoch stores the
+//              record with psw_epoch before any later action goes out.
+//   shard      a psw::ShardUpdateState per shard being updated (ShardPsw),
+//              writing through ShardStore::OpenForUpdate and resealing the
+//              header (seq, epoch, CRC) after each applied update. A data
+//              shard forwards its delta to the parity shards; every shard
+//              acknowledges to the sequencer (SEQ_ACK).
+//
+// A parity shard with some but not all deltas of a seq in place is left
+// unsealed (its CRC fails): read as an erasure, never decoded from.
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "daemon/node.h"
+#include "daemon/node_internal.h"
+#include "daemon/sequencer.h"
+#include "ec/crc32c.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon {
+namespace {
+
+using transport::InMessage;
+using transport::OutMessage;
+using transport::Payload;
+using transport::Responder;
+using internal::SetId;
+
+ShardKey KeyOf(const wire::ShardId& id) { return ShardKey{id.file_id(), id.version(), id.stripe(), id.index()}; }
+
+Status StatusOf(int32_t code, const std::string& message) {
+  if (code == 0) return Status();
+  return Status(static_cast<StatusCode>(code), message);
+}
+
+std::string Slot(uint64_t stripe, int shard) {
+  return "stripe " + std::to_string(stripe) + " shard " + std::to_string(shard);
+}
+
+}  // namespace
+
+// One sequencer this node hosts: the file version's psw::Sequencer and the
+// queue of its actions. Actions run in order; a PersistEpoch holds back the
+// ones after it until the record with the new epoch is stored.
+struct Node::FileSeq {
+  std::string path;
+  wire::FileRecord record;  // the version's record, psw_epoch as persisted
+  std::optional<psw::Sequencer> seq;
+  std::deque<psw::Action> pending;
+  bool persisting = false;
+  // Deferred SEQ_REQUEST replies, by (writer node, request).
+  std::map<std::pair<uint64_t, uint64_t>, Responder> grants;
+  // Granted updates and when they must have committed (UpdateTimedOut).
+  std::map<uint64_t, std::pair<psw::Seq, TimePoint>> deadlines;  // by stripe
+  // Rebuilds waiting for their target node to come back.
+  std::vector<psw::RebuildShard> parked;
+};
+
+// One shard's PSW state on its node, with the writable view it updates.
+struct ShardPsw {
+  ShardStore::MutableView view;
+  std::optional<psw::ShardUpdateState> state;
+  ShardStore* store = nullptr;
+};
+
+struct Node::PswState {
+  std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<FileSeq>> seqs;  // (file_id, version)
+  std::unordered_map<ShardKey, std::unique_ptr<ShardPsw>, ShardKeyHash> shards;
+  struct Waiting {
+    std::function<void(Status)> done;
+    TimePoint deadline;
+  };
+  std::map<uint64_t, Waiting> results;  // SEQ_RESULT awaited, by request
+  uint64_t next_request = 0;
+  PswStats stats;
+};
+
+// One client update: its pieces, each one stripe's contiguous part of a range.
+struct Node::UpdateOp {
+  std::string path;
+  wire::FileRecord record;
+  std::span<const uint8_t> bytes;
+  std::shared_ptr<const void> owner;
+  std::function<void(StatusOr<uint64_t>)> done;
+  struct Piece {
+    uint64_t stripe = 0;
+    uint64_t offset = 0;  // within the stripe's data
+    uint64_t length = 0;
+    size_t bytes_at = 0;  // where its bytes start in `bytes`
+  };
+  std::vector<Piece> pieces;
+  size_t next = 0;
+  int in_flight = 0;
+  bool finished = false;
+  Status failure;
+};
+
+
+
+Node::PswStats Node::psw_stats() const {
+  PswStats s = psw_->stats;
+  s.sequencers = psw_->seqs.size();
+  return s;
+}
+
+// ---- gateway -----------------------------------------------------------------
+
+void Node::Update(const std::string& path, uint64_t base_version, uint64_t file_size,
+                  std::vector<ByteRange> ranges, std::span<const uint8_t> bytes,
+                  std::shared_ptr<const void> owner, const Caller& caller,
+                  std::function<void(StatusOr<uint64_t>)> done) {
+  auto op = std::make_shared<UpdateOp>();
+  op->path = path;
+  op->bytes = bytes;
+  op->owner = std::move(owner);
+  op->done = std::move(done);
+  uint64_t total = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const auto& r = ranges[i];
+    if (r.length == 0 || r.offset > file_size || r.length > file_size - r.offset ||
+        (i > 0 && r.offset < ranges[i - 1].offset + ranges[i - 1].length)) {
+      return op->done(InvalidArgumentError("update " + path + ": range " + std::to_string(i) +
+                                           " is empty, overlaps or lies outside the file"));
+    }
+    total += r.length;
+  }
+  if (total != bytes.size()) {
+    return op->done(InvalidArgumentError("update " + path + ": the ranges hold " + std::to_string(total) +
+                                         " bytes, " + std::to_string(bytes.size()) + " were sent"));
+  }
+  LookupRecord(path, [this, op, base_version, file_size, caller,
+                      ranges = std::move(ranges)](StatusOr<RecordPtr> cur) {
+    if (!cur.ok()) return op->done(cur.status().WithContext("update " + op->path));
+    const wire::FileRecord& r = **cur;
+    if (Status s = internal::CheckReadableFile(r, op->path, Caller{0, 0}, "update"); !s.ok()) {
+      return op->done(s);
+    }
+    if (!internal::Permits(r, caller, W_OK)) {
+      return op->done(PermissionDeniedError("update " + op->path + ": uid " + std::to_string(caller.uid) +
+                                            " may not write it"));
+    }
+    if (r.version() != base_version || r.size() != file_size) {
+      return op->done(FailedPreconditionError("update " + op->path + ": version " + std::to_string(base_version) +
+                                              " of " + std::to_string(file_size) + " bytes is no longer current (" +
+                                              std::to_string(r.version()) + ", " + std::to_string(r.size()) +
+                                              " bytes)")
+                          .WithErrno(ESTALE));
+    }
+    if (r.k() != static_cast<uint32_t>(options_.k) || r.m() != static_cast<uint32_t>(options_.m) ||
+        r.shard_size() != options_.shard_size || r.technique() != coder_->technique()) {
+      return op->done(UnimplementedError(op->path + " was written with a different layout"));
+    }
+    op->record = r;
+    const uint64_t stripe_bytes = uint64_t(options_.k) * options_.shard_size;
+    size_t at = 0;
+    for (const auto& range : ranges) {
+      uint64_t off = range.offset, left = range.length;
+      while (left > 0) {
+        const uint64_t stripe = off / stripe_bytes, within = off % stripe_bytes;
+        const uint64_t len = std::min(left, stripe_bytes - within);
+        op->pieces.push_back({stripe, within, len, at});
+        at += len;
+        off += len;
+        left -= len;
+      }
+    }
+    if (op->pieces.empty()) return op->done(r.version());
+    UpdateNext(op);
+  });
+}
+
+void Node::UpdateNext(const std::shared_ptr<UpdateOp>& op) {
+  while (op->failure.ok() && op->next < op->pieces.size() && op->in_flight < kUpdateWindow) {
+    ++op->in_flight;
+    UpdatePiece(op, op->next++);
+  }
+  if (op->in_flight > 0 || op->finished) return;
+  op->finished = true;
+  if (!op->failure.ok()) {
+    ++psw_->stats.updates_failed;
+    return op->done(op->failure.WithContext("update " + op->path));
+  }
+  ++psw_->stats.updates_committed;
+  op->done(op->record.version());
+}
+
+void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
+  const UpdateOp::Piece piece = op->pieces[index];
+  auto finish = [this, op](Status s) {
+    if (!s.ok() && op->failure.ok()) op->failure = s;
+    --op->in_flight;
+    UpdateNext(op);
+  };
+  const std::vector<NodeId> nodes = StripeNodes(op->record, piece.stripe);
+  const int k = options_.k, n = k + options_.m;
+  if (static_cast<int>(nodes.size()) != n) return finish(UnavailableError("no placement for the stripe"));
+  for (int i = 0; i < n; ++i) {
+    if (!view_.IsAlive(nodes[i])) {
+      // All k+m shards must apply an update before it commits: not now.
+      return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
+                                     " on " + nodes[i].ToString() + " is down")
+                        .WithErrno(EAGAIN));
+    }
+  }
+  auto host = placement_.Sequencer(op->path, view_);
+  if (!host.ok()) return finish(host.status());
+  const uint64_t request = (uint64_t{options_.id.value} << 48) ^ ++psw_->next_request;
+  wire::SeqRequest req;
+  req.set_path(op->path);
+  req.set_file_id(op->record.file_id());
+  req.set_version(op->record.version());
+  req.set_stripe(piece.stripe);
+  req.set_offset(piece.offset);
+  req.set_length(piece.length);
+  req.set_request(request);
+  const NodeId seq_node = *host;
+  // A grant may wait behind the stripe's earlier updates.
+  transport_->Call(
+      seq_node, OutMessage{wire::SEQ_REQUEST, req.SerializeAsString(), {}}, {3 * options_.rpc_timeout, nullptr},
+      [this, op, piece, nodes, seq_node, request, finish](StatusOr<InMessage> r) {
+        if (!r.ok()) return finish(r.status().WithContext("sequencer " + seq_node.ToString()));
+        wire::SeqGrant grant;
+        if (!grant.ParseFromString(r->header)) return finish(InternalError("bad SEQ_REQUEST reply"));
+        const uint64_t len = geometry_.StripeShardLen(op->record.size(), piece.stripe);
+        auto split = psw::SplitStripeRange(options_.k, len, {piece.offset, piece.length});
+        if (!split.ok()) return finish(split.status());
+        // The result comes from the sequencer once all k+m shards applied it
+        // (or recovery decided); until then the bytes must stay with us.
+        psw_->results[request] = {[finish, op](Status s) { finish(s); }, now_ + 3 * options_.rpc_timeout};
+        wire::SeqApply apply;
+        apply.set_seq(grant.seq());
+        apply.set_epoch(grant.epoch());
+        apply.set_data_mask(psw::DataMask(*split).bits());
+        auto* route = apply.mutable_route();
+        route->set_sequencer(seq_node.value);
+        route->set_path(op->path);
+        for (NodeId id : nodes) route->add_nodes(id.value);
+        for (int i = 0; i < options_.k; ++i) {
+          SetId(apply.mutable_id(), op->record.file_id(), op->record.version(), piece.stripe, i);
+          std::span<const uint8_t> bytes;
+          apply.set_offset(0);
+          for (const auto& p : *split) {
+            if (p.shard != i) continue;
+            apply.set_offset(p.shard_offset);
+            bytes = op->bytes.subspan(piece.bytes_at + p.range_offset, p.length);
+          }
+          apply.set_length(bytes.size());
+          // A refusal shows in the sequencer's result (the shard never
+          // acknowledges; recovery rolls the update back): nothing to do here.
+          transport_->Call(nodes[i], OutMessage{wire::SEQ_APPLY, apply.SerializeAsString(), Payload::View(bytes, op)},
+                           {options_.rpc_timeout, nullptr}, [](StatusOr<InMessage>) {});
+        }
+      });
+}
+
+// ---- sequencer host ------------------------------------------------------------
+
+Node::FileSeq* Node::HostSequencer(const wire::FileRecord& record, Status* error) {
+  const auto key = std::make_pair(record.file_id(), record.version());
+  if (auto it = psw_->seqs.find(key); it != psw_->seqs.end()) return it->second.get();
+  auto fs = std::make_unique<FileSeq>();
+  fs->path = record.path();
+  fs->record = record;
+  const psw::SequencerConfig config{options_.k, options_.m, geometry_.StripeCount(record.size())};
+  psw::Actions actions;
+  StatusOr<psw::Sequencer> seq = InternalError("unset");
+  if (record.psw_epoch() == 0) {
+    seq = psw::Sequencer::Start(config, 0, &actions);
+  } else {
+    // A sequencer ran before (this node restarted, or another owner hosted
+    // it): learn every stripe's seq from its shards, treating the slots on
+    // dead nodes as lost.
+    std::vector<psw::ShardSlot> failed;
+    for (uint64_t s = 0; s < config.stripes; ++s) {
+      const auto nodes = StripeNodes(record, s);
+      for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+        if (!view_.IsAlive(nodes[i])) failed.push_back({s, i});
+      }
+    }
+    seq = psw::Sequencer::Recover(config, record.psw_epoch(), failed, &actions);
+  }
+  if (!seq.ok()) {
+    *error = seq.status();
+    return nullptr;
+  }
+  fs->seq.emplace(std::move(seq).value());
+  for (auto& a : actions) fs->pending.push_back(std::move(a));
+  FileSeq* raw = fs.get();
+  psw_->seqs[key] = std::move(fs);
+  return raw;
+}
+
+void Node::Execute(FileSeq* fs) {
+  const auto key = std::make_pair(fs->record.file_id(), fs->record.version());
+  while (!fs->persisting && !fs->pending.empty()) {
+    psw::Action action = std::move(fs->pending.front());
+    fs->pending.pop_front();
+    auto stripe_id = [&](uint64_t stripe, int shard) {
+      wire::ShardId id;
+      SetId(&id, fs->record.file_id(), fs->record.version(), stripe, shard);
+      return id;
+    };
+    // Feeds a shard's answer back into the sequencer (if it still exists).
+    auto feed = [this, key](std::function<Status(FileSeq*, psw::Actions*)> event) {
+      auto it = psw_->seqs.find(key);
+      if (it == psw_->seqs.end()) return;
+      psw::Actions out;
+      Status s = event(it->second.get(), &out);
+      if (!s.ok()) std::fprintf(stderr, "fern-ec: node %u: sequencer %s: %s\n", options_.id.value,
+                                it->second->path.c_str(), s.ToString().c_str());
+      for (auto& a : out) it->second->pending.push_back(std::move(a));
+      Execute(it->second.get());
+    };
+    auto lost = [feed](uint64_t stripe, int shard) {
+      feed([stripe, shard](FileSeq* f, psw::Actions* out) {
+        const psw::ShardSlot slot{stripe, shard};
+        return f->seq->ShardsFailed({&slot, 1}, out);
+      });
+    };
+    std::visit(
+        [&](auto& a) {
+          using T = std::decay_t<decltype(a)>;
+          if constexpr (std::is_same_v<T, psw::PersistEpoch>) {
+            fs->record.set_psw_epoch(a.epoch);
+            fs->persisting = true;
+            StoreRecord(fs->record, [this, key](Status s) {
+              auto it = psw_->seqs.find(key);
+              if (it == psw_->seqs.end()) return;
+              FileSeq* f = it->second.get();
+              f->persisting = false;
+              if (!s.ok()) {
+                // Without a durable epoch no grant may go out: give up this
+                // sequencer; the next request builds a new one (Recover).
+                for (auto& [w, r] : f->grants) r.Fail(s.WithContext("persist sequencer epoch"));
+                psw_->seqs.erase(it);
+                return;
+              }
+              Execute(f);
+            });
+          } else if constexpr (std::is_same_v<T, psw::GrantUpdate>) {
+            fs->deadlines[a.stripe] = {a.seq, now_ + 2 * options_.rpc_timeout};
+            auto g = fs->grants.find({a.writer.value, a.request});
+            if (g == fs->grants.end()) return;
+            wire::SeqGrant grant;
+            grant.set_seq(a.seq);
+            grant.set_epoch(a.epoch);
+            g->second.Reply(OutMessage{wire::SEQ_REQUEST, grant.SerializeAsString(), {}});
+            fs->grants.erase(g);
+          } else if constexpr (std::is_same_v<T, psw::UpdateCommitted> || std::is_same_v<T, psw::UpdateAborted>) {
+            Status status;
+            if constexpr (std::is_same_v<T, psw::UpdateAborted>) status = a.status;
+            if (auto d = fs->deadlines.find(a.stripe); d != fs->deadlines.end() && d->second.first == a.seq) {
+              fs->deadlines.erase(d);
+            }
+            auto g = fs->grants.find({a.writer.value, a.request});
+            if (g != fs->grants.end()) {  // refused before its grant
+              g->second.Fail(status.ok() ? AbortedError("update refused") : status);
+              fs->grants.erase(g);
+              return;
+            }
+            wire::SeqResult res;
+            res.set_request(a.request);
+            res.set_seq(a.seq);
+            res.set_status_code(static_cast<int32_t>(status.code()));
+            res.set_status_message(std::string(status.message()));
+            transport_->Send(NodeId(static_cast<uint32_t>(a.writer.value)),
+                             OutMessage{wire::SEQ_RESULT, res.SerializeAsString(), {}});
+          } else if constexpr (std::is_same_v<T, psw::CommitShards>) {
+            const auto nodes = StripeNodes(fs->record, a.stripe);
+            wire::SeqCommit c;
+            c.set_seq(a.seq);
+            c.set_epoch(a.epoch);
+            for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+              *c.mutable_id() = stripe_id(a.stripe, i);
+              transport_->Send(nodes[i], OutMessage{wire::SEQ_COMMIT, c.SerializeAsString(), {}});
+            }
+          } else if constexpr (std::is_same_v<T, psw::FenceShard>) {
+            const auto nodes = StripeNodes(fs->record, a.slot.stripe);
+            const uint64_t stripe = a.slot.stripe;
+            const int shard = a.slot.shard;
+            const psw::Epoch round = a.epoch;
+            wire::SeqFence f;
+            *f.mutable_id() = stripe_id(stripe, shard);
+            f.set_epoch(round);
+            transport_->Call(nodes.at(shard), OutMessage{wire::SEQ_FENCE, f.SerializeAsString(), {}},
+                             {options_.rpc_timeout, nullptr},
+                             [feed, lost, stripe, shard, round](StatusOr<InMessage> r) {
+                               wire::SeqReport rep;
+                               if (!r.ok() || !rep.ParseFromString(r->header)) {
+                                 if (r.ok() || r.status().code() != StatusCode::kAborted) lost(stripe, shard);
+                                 return;  // Aborted: a newer round fenced it; that round decides
+                               }
+                               const psw::ShardReport report{rep.epoch(),    rep.applied_seq(), rep.committed_seq(),
+                                                             rep.has_undo(), rep.partial(),     rep.undo_floor_seq()};
+                               feed([=](FileSeq* f, psw::Actions* out) {
+                                 return f->seq->ShardReported(stripe, shard, round, report, out);
+                               });
+                             });
+          } else if constexpr (std::is_same_v<T, psw::RollBackShard>) {
+            const auto nodes = StripeNodes(fs->record, a.slot.stripe);
+            const uint64_t stripe = a.slot.stripe;
+            const int shard = a.slot.shard;
+            const psw::Epoch round = a.epoch;
+            wire::SeqRollBack rb;
+            *rb.mutable_id() = stripe_id(stripe, shard);
+            rb.set_epoch(round);
+            rb.set_seq(a.seq);
+            transport_->Call(nodes.at(shard), OutMessage{wire::SEQ_ROLLBACK, rb.SerializeAsString(), {}},
+                             {options_.rpc_timeout, nullptr},
+                             [feed, lost, stripe, shard, round](StatusOr<InMessage> r) {
+                               if (!r.ok()) {
+                                 if (r.status().code() != StatusCode::kAborted) lost(stripe, shard);
+                                 return;
+                               }
+                               feed([=](FileSeq* f, psw::Actions* out) {
+                                 return f->seq->ShardRolledBack(stripe, shard, round, out);
+                               });
+                             });
+          } else if constexpr (std::is_same_v<T, psw::RebuildShard>) {
+            RebuildForRound(fs, a);
+          } else if constexpr (std::is_same_v<T, psw::StripeResolved>) {
+            if (a.status.ok()) {
+              ++psw_->stats.stripes_resolved;
+            } else {
+              ++psw_->stats.stripes_lost;
+              std::fprintf(stderr, "fern-ec: node %u: %s stripe %llu: %s\n", options_.id.value, fs->path.c_str(),
+                           static_cast<unsigned long long>(a.stripe), a.status.ToString().c_str());
+            }
+          }
+        },
+        action);
+  }
+}
+
+// RebuildShard: decode the slot at (epoch, seq) from the round's sources and
+// install it on the slot's node. A target that is down is parked until it
+// is back (the stripe takes no updates meanwhile; reads decode around it).
+void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
+  const auto nodes = StripeNodes(fs->record, a.slot.stripe);
+  const int n = options_.k + options_.m;
+  if (static_cast<int>(nodes.size()) != n) return;
+  if (!view_.IsAlive(nodes[a.slot.shard])) {
+    fs->parked.push_back(a);
+    return;
+  }
+  const auto key = std::make_pair(fs->record.file_id(), fs->record.version());
+  struct Fetch {
+    psw::RebuildShard action;
+    std::vector<std::shared_ptr<void>> owners;
+    std::vector<std::span<uint8_t>> shards;
+    ec::ShardSet present;
+    int pending = 0;
+    Status failure;
+  };
+  auto f = std::make_shared<Fetch>();
+  f->action = a;
+  f->owners.resize(n);
+  f->shards.resize(n);
+  const uint64_t len = geometry_.StripeShardLen(fs->record.size(), a.slot.stripe);
+  auto finish = [this, key, f, len, nodes]() {
+    auto it = psw_->seqs.find(key);
+    if (it == psw_->seqs.end()) return;
+    FileSeq* fs = it->second.get();
+    const psw::RebuildShard& a = f->action;
+    const int n = options_.k + options_.m;
+    if (!f->failure.ok() || f->present.size() < options_.k) {
+      // A source moved on or went away: the round is stale or the stripe
+      // lost another shard; a newer round (started by that failure) decides.
+      std::fprintf(stderr, "fern-ec: node %u: rebuild %s %s: %s\n", options_.id.value, fs->path.c_str(),
+                   Slot(a.slot.stripe, a.slot.shard).c_str(), f->failure.ToString().c_str());
+      return;
+    }
+    auto out = std::make_shared<std::vector<uint8_t>>(len);
+    std::vector<uint8_t*> ptrs(n, nullptr);
+    for (int i = 0; i < n; ++i) {
+      if (f->present.contains(i)) ptrs[i] = f->shards[i].data();
+    }
+    ptrs[a.slot.shard] = out->data();
+    ec::ShardSet want;
+    want.insert(a.slot.shard);
+    if (Status s = coder_->Decode(ptrs, f->present, want, len); !s.ok()) {
+      std::fprintf(stderr, "fern-ec: node %u: rebuild decode: %s\n", options_.id.value, s.ToString().c_str());
+      return;
+    }
+    wire::SeqInstall ins;
+    SetId(ins.mutable_id(), fs->record.file_id(), fs->record.version(), a.slot.stripe, a.slot.shard);
+    ins.set_epoch(a.epoch);
+    ins.set_seq(a.seq);
+    ins.set_committed_seq(a.committed_seq);
+    ins.set_length(len);
+    ins.set_crc32c(ec::Crc32c(*out));
+    const uint64_t stripe = a.slot.stripe;
+    const int shard = a.slot.shard;
+    const psw::Epoch round = a.epoch;
+    transport_->Call(nodes[shard], OutMessage{wire::SEQ_INSTALL, ins.SerializeAsString(), Payload::View(*out, out)},
+                     {options_.rpc_timeout, nullptr}, [this, key, stripe, shard, round](StatusOr<InMessage> r) {
+                       auto it = psw_->seqs.find(key);
+                       if (it == psw_->seqs.end()) return;
+                       if (!r.ok()) {
+                         std::fprintf(stderr, "fern-ec: node %u: install %s: %s\n", options_.id.value,
+                                      Slot(stripe, shard).c_str(), r.status().ToString().c_str());
+                         return;  // fenced (a newer round) or its node failed (which starts one)
+                       }
+                       psw::Actions out;
+                       (void)it->second->seq->ShardRebuilt(stripe, shard, round, &out);
+                       for (auto& x : out) it->second->pending.push_back(std::move(x));
+                       Execute(it->second.get());
+                     });
+  };
+  f->pending = 1;
+  for (int i = 0; i < n; ++i) {
+    if (!a.sources.contains(i) || f->present.size() + f->pending - 1 >= options_.k) continue;
+    wire::ShardGet get;
+    SetId(get.mutable_id(), fs->record.file_id(), fs->record.version(), a.slot.stripe, i);
+    ++f->pending;
+    transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
+                     {options_.rpc_timeout, nullptr}, [f, i, len, finish](StatusOr<InMessage> r) {
+                       wire::ShardGetReply rep;
+                       if (!r.ok()) {
+                         f->failure = r.status();
+                       } else if (!rep.ParseFromString(r->header) || r->payload.size() != len ||
+                                  ec::Crc32c(r->payload) != rep.crc32c()) {
+                         f->failure = DataLossError("source shard " + std::to_string(i) + " is torn");
+                       } else if (rep.seq() != f->action.seq || rep.epoch() > f->action.epoch) {
+                         f->failure = AbortedError("source shard " + std::to_string(i) + " is at seq " +
+                                                   std::to_string(rep.seq()) + ", the round wants " +
+                                                   std::to_string(f->action.seq));
+                       } else {
+                         f->shards[i] = r->payload;
+                         f->owners[i] = r->payload_owner;
+                         f->present.insert(i);
+                       }
+                       if (--f->pending == 0) finish();
+                     });
+  }
+  if (--f->pending == 0) finish();
+}
+
+void Node::PswTick() {
+  // Writers whose result never came.
+  for (auto it = psw_->results.begin(); it != psw_->results.end();) {
+    if (now_ < it->second.deadline) {
+      ++it;
+      continue;
+    }
+    auto done = std::move(it->second.done);
+    it = psw_->results.erase(it);
+    done(DeadlineExceededError("no result from the sequencer"));
+  }
+  // Granted updates that did not commit in time (a writer or shard stalled).
+  for (auto& [key, fs] : psw_->seqs) {
+    std::vector<std::pair<uint64_t, psw::Seq>> late;
+    for (auto& [stripe, d] : fs->deadlines) {
+      if (now_ >= d.second) late.push_back({stripe, d.first});
+    }
+    for (auto [stripe, seq] : late) {
+      fs->deadlines.erase(stripe);
+      psw::Actions out;
+      (void)fs->seq->UpdateTimedOut(stripe, seq, &out);
+      for (auto& a : out) fs->pending.push_back(std::move(a));
+    }
+    if (!late.empty()) Execute(fs.get());
+  }
+}
+
+void Node::PswMembership(NodeId peer, bool alive) {
+  std::vector<std::pair<uint64_t, uint64_t>> drop;
+  for (auto& [key, fs] : psw_->seqs) {
+    auto host = placement_.Sequencer(fs->path, view_);
+    if (!host.ok() || *host != options_.id) {
+      drop.push_back(key);  // another owner sequences this file now
+      continue;
+    }
+    psw::Actions out;
+    if (alive) {
+      auto parked = std::move(fs->parked);
+      for (auto& a : parked) fs->pending.push_back(a);
+    } else {
+      (void)fs->seq->WriterFailed(psw::WriterId(peer.value), &out);
+      // Only stripes with an update granted or under recovery need a round
+      // now: an idle stripe's update is refused at the gateway while one of
+      // its nodes is down.
+      std::vector<psw::ShardSlot> slots;
+      for (uint64_t s = 0; s < fs->seq->config().stripes; ++s) {
+        if (!fs->seq->InFlight(s) && !fs->seq->InRecovery(s)) continue;
+        const auto nodes = StripeNodes(fs->record, s);
+        for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+          if (nodes[i] == peer) slots.push_back({s, i});
+        }
+      }
+      if (!slots.empty()) (void)fs->seq->ShardsFailed(slots, &out);
+    }
+    for (auto& a : out) fs->pending.push_back(std::move(a));
+    Execute(fs.get());
+  }
+  for (auto& key : drop) {
+    auto& fs = psw_->seqs[key];
+    for (auto& [w, r] : fs->grants) r.Fail(UnavailableError("the sequencer moved to another node"));
+    psw_->seqs.erase(key);
+  }
+}
+
+// ---- shard side ----------------------------------------------------------------
+
+void Node::DropPswShard(const ShardKey& key) { psw_->shards.erase(key); }
+
+void Node::InstallPswHandlers() {
+  psw_ = std::make_shared<PswState>();
+  // The PSW state of a shard held here, created from its header on first use.
+  auto shard_state = [this](const ShardKey& key) -> StatusOr<ShardPsw*> {
+    if (auto it = psw_->shards.find(key); it != psw_->shards.end()) return it->second.get();
+    const bool parity = key.index >= static_cast<uint32_t>(options_.k);
+    ShardStore* store = parity ? parity_ : data_;
+    auto entry = std::make_unique<ShardPsw>();
+    entry->store = store;
+    FERN_ASSIGN_OR_RETURN(entry->view, store->OpenForUpdate(key));
+    // The header has the last applied seq; the one before it committed (the
+    // sequencer grants seq N only after N-1 committed).
+    const psw::ShardHeader h{entry->view.meta.epoch, entry->view.meta.seq,
+                             entry->view.meta.seq > 0 ? entry->view.meta.seq - 1 : 0};
+    const int index = static_cast<int>(key.index);
+    auto st = parity ? psw::ShardUpdateState::Parity(options_.k, index, coder_->coding_matrix().row(index - options_.k),
+                                                     entry->view.data, h)
+                     : psw::ShardUpdateState::Data(options_.k, index, entry->view.data, h);
+    if (!st.ok()) return st.status();
+    entry->state.emplace(std::move(st).value());
+    ShardPsw* raw = entry.get();
+    psw_->shards[key] = std::move(entry);
+    return raw;
+  };
+  // After applying: reseal what is whole, acknowledge, forward deltas.
+  auto applied = [this](const ShardKey& key, ShardPsw* sp, const wire::SeqRoute& route,
+                        std::vector<psw::ShardApplied>& out) -> Status {
+    if (out.empty()) return Status();
+    const psw::ShardHeader h = sp->state->header();
+    FERN_RETURN_IF_ERROR(sp->store->Reseal(key, h.applied_seq, h.epoch));
+    for (auto& a : out) {
+      ++psw_->stats.pieces_applied;
+      wire::SeqAck ack;
+      SetId(ack.mutable_id(), key.file_id, key.version, key.stripe, static_cast<int>(key.index));
+      ack.set_seq(a.seq);
+      ack.set_epoch(a.epoch);
+      transport_->Send(NodeId(route.sequencer()), OutMessage{wire::SEQ_ACK, ack.SerializeAsString(), {}});
+      if (!a.forward) continue;
+      auto delta = std::make_shared<std::vector<uint8_t>>(std::move(a.delta));
+      wire::SeqApply p;
+      p.set_seq(a.seq);
+      p.set_epoch(a.epoch);
+      p.set_offset(a.offset);
+      p.set_length(delta->size());
+      p.set_data_mask(a.data_mask.bits());
+      p.set_data_index(static_cast<uint32_t>(a.data_index));
+      *p.mutable_route() = route;
+      for (int j = options_.k; j < route.nodes_size(); ++j) {
+        SetId(p.mutable_id(), key.file_id, key.version, key.stripe, j);
+        transport_->Send(NodeId(route.nodes(j)),
+                         OutMessage{wire::SEQ_APPLY, p.SerializeAsString(), Payload::View(*delta, delta)});
+      }
+    }
+    return Status();
+  };
+
+  transport_->Handle(wire::SEQ_APPLY, [this, shard_state, applied](InMessage m, Responder r) {
+    wire::SeqApply a;
+    if (!a.ParseFromString(m.header) || a.length() != m.payload.size() ||
+        a.route().nodes_size() != options_.k + options_.m) {
+      return r.Fail(InvalidArgumentError("bad SEQ_APPLY header"));
+    }
+    const ShardKey key = KeyOf(a.id());
+    auto sp = shard_state(key);
+    if (!sp.ok()) return r.Fail(sp.status());
+    std::vector<psw::ShardApplied> out;
+    Status s;
+    if ((*sp)->state->is_parity()) {
+      s = (*sp)->state->ApplyParity({a.seq(), a.epoch(), static_cast<int>(a.data_index()), ec::ShardSet(a.data_mask()),
+                                     a.offset(), m.payload},
+                                    &out);
+    } else {
+      s = (*sp)->state->ApplyData({a.seq(), a.epoch(), ec::ShardSet(a.data_mask()), a.offset(), m.payload}, &out);
+    }
+    if (s.ok()) s = applied(key, *sp, a.route(), out);
+    if (!s.ok()) return r.Fail(s);
+    r.Reply(OutMessage{wire::SEQ_APPLY, {}, {}});
+  });
+
+  transport_->Handle(wire::SEQ_COMMIT, [this](InMessage m, Responder) {
+    wire::SeqCommit c;
+    if (!c.ParseFromString(m.header)) return;
+    const ShardKey key = KeyOf(c.id());
+    auto it = psw_->shards.find(key);
+    if (it == psw_->shards.end()) return;
+    (void)it->second->state->Commit(c.seq(), c.epoch());
+    const psw::ShardReport rep = it->second->state->report();
+    // Nothing left to undo or buffer: let go of the slot (the state is
+    // rebuilt from the header on the next update).
+    if (rep.applied_seq == rep.committed_seq && !rep.has_undo && !rep.partial && it->second->state->buffered() == 0) {
+      psw_->shards.erase(it);
+    }
+  });
+
+  transport_->Handle(wire::SEQ_ACK, [this](InMessage m, Responder) {
+    wire::SeqAck ack;
+    if (!ack.ParseFromString(m.header)) return;
+    auto it = psw_->seqs.find({ack.id().file_id(), ack.id().version()});
+    if (it == psw_->seqs.end()) return;  // a sequencer gone: its successor's round decides
+    psw::Actions out;
+    (void)it->second->seq->ShardApplied(ack.id().stripe(), static_cast<int>(ack.id().index()), ack.seq(), ack.epoch(),
+                                        &out);
+    for (auto& a : out) it->second->pending.push_back(std::move(a));
+    Execute(it->second.get());
+  });
+
+  transport_->Handle(wire::SEQ_RESULT, [this](InMessage m, Responder) {
+    wire::SeqResult res;
+    if (!res.ParseFromString(m.header)) return;
+    auto it = psw_->results.find(res.request());
+    if (it == psw_->results.end()) return;  // timed out already
+    auto done = std::move(it->second.done);
+    psw_->results.erase(it);
+    done(StatusOf(res.status_code(), res.status_message()));
+  });
+
+  transport_->Handle(wire::SEQ_REQUEST, [this](InMessage m, Responder r) {
+    wire::SeqRequest req;
+    if (!req.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SEQ_REQUEST header"));
+    auto host = placement_.Sequencer(req.path(), view_);
+    if (!host.ok() || *host != options_.id) {
+      return r.Fail(UnavailableError("node " + std::to_string(options_.id.value) + " does not sequence " +
+                                     req.path()));
+    }
+    auto rec = records_.find(req.path());
+    if (rec == records_.end() || rec->second->file_id() != req.file_id() ||
+        rec->second->version() != req.version() || !internal::Live(*rec->second)) {
+      // This owner holds another version: the writer's is stale or ours is.
+      return r.Fail(FailedPreconditionError(req.path() + ": version " + std::to_string(req.version()) +
+                                            " is not the one the sequencer holds")
+                        .WithErrno(ESTALE));
+    }
+    Status error;
+    FileSeq* fs = HostSequencer(*rec->second, &error);
+    if (!fs) return r.Fail(error);
+    const auto id = std::make_pair(uint64_t{m.from.value}, req.request());
+    if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
+    fs->grants.emplace(id, std::move(r));
+    psw::Actions out;
+    Status s = fs->seq->RequestUpdate({psw::WriterId(m.from.value), req.request(), req.stripe(),
+                                       {req.offset(), req.length()}},
+                                      &out);
+    for (auto& a : out) fs->pending.push_back(std::move(a));
+    if (!s.ok()) {
+      auto g = fs->grants.find(id);
+      if (g != fs->grants.end()) {
+        g->second.Fail(s);
+        fs->grants.erase(g);
+      }
+    }
+    Execute(fs);
+  });
+
+  transport_->Handle(wire::SEQ_FENCE, [this, shard_state](InMessage m, Responder r) {
+    wire::SeqFence f;
+    if (!f.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SEQ_FENCE header"));
+    const ShardKey key = KeyOf(f.id());
+    auto sp = shard_state(key);
+    if (!sp.ok()) return r.Fail(sp.status());
+    auto rep = (*sp)->state->Fence(f.epoch());
+    if (!rep.ok()) return r.Fail(rep.status());
+    // The raised epoch survives a restart when the bytes are whole.
+    if (!rep->partial) (void)(*sp)->store->Reseal(key, rep->applied_seq, rep->epoch);
+    wire::SeqReport out;
+    out.set_epoch(rep->epoch);
+    out.set_applied_seq(rep->applied_seq);
+    out.set_committed_seq(rep->committed_seq);
+    out.set_has_undo(rep->has_undo);
+    out.set_partial(rep->partial);
+    out.set_undo_floor_seq(rep->undo_floor_seq);
+    r.Reply(OutMessage{wire::SEQ_FENCE, out.SerializeAsString(), {}});
+  });
+
+  transport_->Handle(wire::SEQ_ROLLBACK, [this, shard_state](InMessage m, Responder r) {
+    wire::SeqRollBack rb;
+    if (!rb.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SEQ_ROLLBACK header"));
+    const ShardKey key = KeyOf(rb.id());
+    auto sp = shard_state(key);
+    if (!sp.ok()) return r.Fail(sp.status());
+    if (Status s = (*sp)->state->RollBack(rb.epoch(), rb.seq()); !s.ok()) return r.Fail(s);
+    const psw::ShardHeader h = (*sp)->state->header();
+    if (Status s = (*sp)->store->Reseal(key, h.applied_seq, h.epoch); !s.ok()) return r.Fail(s);
+    r.Reply(OutMessage{wire::SEQ_ROLLBACK, {}, {}});
+  });
+
+  transport_->Handle(wire::SEQ_INSTALL, [this, shard_state](InMessage m, Responder r) {
+    wire::SeqInstall ins;
+    if (!ins.ParseFromString(m.header) || ins.length() != m.payload.size() ||
+        ec::Crc32c(m.payload) != ins.crc32c()) {
+      return r.Fail(InvalidArgumentError("bad SEQ_INSTALL header"));
+    }
+    const ShardKey key = KeyOf(ins.id());
+    ShardStore* store = key.index < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+    if (auto sp = shard_state(key); sp.ok()) {
+      // A live, lagging shard: replaced, its old bytes kept as undo.
+      if (Status s = (*sp)->state->Rebuild(ins.epoch(), ins.seq(), m.payload); !s.ok()) return r.Fail(s);
+      const psw::ShardHeader h = (*sp)->state->header();
+      if (Status s = store->Reseal(key, h.applied_seq, h.epoch); !s.ok()) return r.Fail(s);
+      return r.Reply(OutMessage{wire::SEQ_INSTALL, {}, {}});
+    }
+    // Lost here (wiped, corrupt): a fresh shard at the round's seq.
+    DropPswShard(key);
+    auto res = store->Reserve(key, m.payload.size());
+    if (!res.ok()) return r.Fail(res.status());
+    std::memcpy((*res)->data().data(), m.payload.data(), m.payload.size());
+    Status s = store->Commit(std::move(res).value(),
+                             ShardMeta{key, m.payload.size(), ins.seq(), ins.epoch(), ins.crc32c()});
+    if (!s.ok()) return r.Fail(s);
+    r.Reply(OutMessage{wire::SEQ_INSTALL, {}, {}});
+  });
+}
+
+}  // namespace fern::daemon
