@@ -41,35 +41,6 @@ using Options = ClusterBenchOptions;
 
 double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
-// One request on a fresh connection; returns errno-style 0 or error.
-int Roundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
-              int* recv_fd) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    int e = errno;
-    close(fd);
-    return e;
-  }
-  int rc = 0;
-  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
-      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
-    rc = errno;
-  }
-  close(fd);
-  return rc;
-}
-
-client::Request Make(client::Op op, const std::string& path) {
-  client::Request r;
-  r.op = static_cast<uint16_t>(op);
-  r.path_len = path.size();
-  std::memcpy(r.path, path.data(), path.size());
-  return r;
-}
-
 class Cluster {
  public:
   Cluster(const Options& o, int m, const std::string& tag) : local_(ClusterOptions(o, m, tag)) {}
@@ -79,12 +50,12 @@ class Cluster {
 
   // GB/s of one put of the memfd, or -1.
   double Put(int memfd, uint64_t size) {
-    client::Request req = Make(client::Op::kPut, "/bench/file");
+    client::Request req = ClientRequest(client::Op::kPut, "/bench/file");
     req.size = size;
     req.mode = 0644;
     client::Reply reply;
     const auto t0 = Clock::now();
-    int rc = Roundtrip(sock(0), req, memfd, &reply, nullptr);
+    int rc = ClientRoundtrip(sock(0), req, memfd, &reply, nullptr);
     const double s = Seconds(t0);
     if (rc != 0 || reply.err != 0) {
       std::fprintf(stderr, "ec_bench cluster: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
@@ -95,11 +66,11 @@ class Cluster {
 
   // GB/s of one get, the bytes compared with `expect` afterwards, or -1.
   double Get(const uint8_t* expect, uint64_t size) {
-    client::Request req = Make(client::Op::kGet, "/bench/file");
+    client::Request req = ClientRequest(client::Op::kGet, "/bench/file");
     client::Reply reply;
     int fd = -1;
     const auto t0 = Clock::now();
-    int rc = Roundtrip(sock(0), req, -1, &reply, &fd);
+    int rc = ClientRoundtrip(sock(0), req, -1, &reply, &fd);
     const double s = Seconds(t0);
     if (rc != 0 || reply.err != 0 || fd < 0 || reply.size != size) {
       std::fprintf(stderr, "ec_bench cluster: get: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);

@@ -19,7 +19,9 @@ constexpr char kUsage[] =
     "  cluster  write/read/degraded read through a local daemon cluster vs a fresh\n"
     "           tmpfs file, disk + fsync, and the same cluster with m=0, same run\n"
     "  preload  an unmodified program checkpointing through LD_PRELOAD (sync and\n"
-    "           async commit) vs the same program on tmpfs and disk + fsync\n";
+    "           async commit) vs the same program on tmpfs and disk + fsync\n"
+    "  update   in-place updates through the PSW delta path vs a full rewrite of\n"
+    "           the same stripes, same run, same cluster\n";
 
 }  // namespace
 
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   if (workload == "transport") return fern::bench::RunTransport(args);
   if (workload == "cluster") return fern::bench::RunCluster(args);
   if (workload == "preload") return fern::bench::RunPreload(args);
+  if (workload == "update") return fern::bench::RunUpdate(args);
   if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;

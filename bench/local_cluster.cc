@@ -1,7 +1,12 @@
 #include "local_cluster.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +28,8 @@ int Sh(const std::string& cmd) {
 }
 
 int ParseClusterBench(const std::string& name, const std::string& usage,
-                      const std::vector<std::string>& args, ClusterBenchOptions* o) {
+                      const std::vector<std::string>& args, ClusterBenchOptions* o,
+                      const std::function<void(FlagSet&)>& extra) {
   FlagSet f(usage);
   f.Int("nodes", &o->nodes, "daemons");
   f.Int("k", &o->k, "data shards per stripe");
@@ -34,6 +40,7 @@ int ParseClusterBench(const std::string& name, const std::string& usage,
   f.String("root", &o->root, "cluster directory on tmpfs (default /dev/shm/fern-bench-" + name + "-PID)");
   f.String("disk-dir", &o->disk_dir, "a directory on disk: parity, metadata, the disk baseline");
   f.Bool("json", &o->json, "print one JSON object");
+  if (extra) extra(f);
   if (auto s = f.Parse(args); !s.ok()) {
     std::fprintf(stderr, "ec_bench %s: %s\n", name.c_str(), s.ToString().c_str());
     return 2;
@@ -49,6 +56,35 @@ int ParseClusterBench(const std::string& name, const std::string& usage,
 
 uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m) {
   return 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
+}
+
+client::Request ClientRequest(client::Op op, const std::string& path) {
+  client::Request r;
+  r.op = static_cast<uint16_t>(op);
+  r.path_len = path.size();
+  std::memcpy(r.path, path.data(), path.size());
+  return r;
+}
+
+int ClientRoundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
+                    int* recv_fd) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  int rc = 0;
+  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
+      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
+    rc = errno;
+  }
+  close(fd);
+  return rc;
 }
 
 LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {

@@ -5,8 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+namespace fern {
+class FlagSet;
+}
+
+#include "common/client_protocol.h"
 
 namespace fern::bench {
 
@@ -42,12 +49,21 @@ struct ClusterBenchOptions {
 // Parses the shared flags of workload `name` (usage text `usage`) into o and
 // checks them (m >= 1, nodes >= k+m, rounds >= 1, size > 0). Returns -1 to
 // go on, or the exit code to return now (0 after --help, 2 for bad usage).
+// `extra` adds a workload's own flags. Defaults are o's values on entry.
 int ParseClusterBench(const std::string& name, const std::string& usage,
-                      const std::vector<std::string>& args, ClusterBenchOptions* o);
+                      const std::vector<std::string>& args, ClusterBenchOptions* o,
+                      const std::function<void(FlagSet&)>& extra = nullptr);
 
 // Shard space per node for two kept versions of an o.size file plus the one
 // being written, spread over the nodes, with m parity shards per stripe.
 uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m);
+
+// The client protocol (common/client_protocol.h) for a bench: a request
+// for `path`, and one request/reply on a fresh connection to `sock` (0 or
+// an errno value for the connection; the reply's own err is in reply->err).
+client::Request ClientRequest(client::Op op, const std::string& path);
+int ClientRoundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
+                    int* recv_fd);
 
 class LocalCluster {
  public:

@@ -12,5 +12,6 @@ int RunTransport(const std::vector<std::string>& args);
 int RunTransportServe(const std::vector<std::string>& args);
 int RunCluster(const std::vector<std::string>& args);
 int RunPreload(const std::vector<std::string>& args);
+int RunUpdate(const std::vector<std::string>& args);
 
 }  // namespace fern::bench

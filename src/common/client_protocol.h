@@ -38,6 +38,22 @@
 //          layout and, per stripe, each shard's node, state (ok, missing, corrupt,
 //          down, unreachable) and CRC, as JSON (flags & kInspectText: a table).
 //          read permission needed.
+//   UPDATE {path, size} + memfd of `size` bytes holding an UpdateBlob
+//                                               -> {version}   in-place update of the
+//          committed version named in the blob (PSW, DESIGN §2): only the
+//          listed byte ranges change, each through the file's sequencer as
+//          parity deltas, so concurrent writers of disjoint ranges compose to
+//          their union. Write permission needed. ESTALE when the file's
+//          newest version or size is not the blob's (a full PUT replaced it,
+//          or the size changed): the caller falls back to PUT. EAGAIN when a
+//          stripe's shards cannot all take the update now (a node is down and
+//          no replacement is free); EIO when an update was refused or rolled
+//          back.
+//   SCRUB  {path, flags}                        -> {size} + memfd: JSON report of
+//          re-encoding every stripe of path (a file, or every file under a
+//          directory; "/" = all) from its data shards and comparing with the
+//          stored parity; flags & kScrubRepair rewrites inconsistent parity,
+//          flags & kScrubText asks for a summary line and one line per problem.
 //   STATUS {path = "/"}                          -> {size} + memfd: this node's status
 //          as one JSON object (node, epoch, alive, data/parity usage, repair)
 //
@@ -51,7 +67,7 @@
 namespace fern::client {
 
 inline constexpr uint32_t kMagic = 0x43524546;  // "FERC"
-inline constexpr uint16_t kVersion = 2;  // WAIT and kPutAsync are additions: same layout
+inline constexpr uint16_t kVersion = 2;  // WAIT, kPutAsync, UPDATE, SCRUB are additions: same layout
 inline constexpr size_t kMaxPath = 4096;
 
 enum class Op : uint16_t {
@@ -68,12 +84,34 @@ enum class Op : uint16_t {
   kStatus = 11,
   kWait = 12,
   kInspect = 13,
+  kUpdate = 14,
+  kScrub = 15,
 };
 
 // Request.flags of PUT.
 inline constexpr uint32_t kPutAsync = 1;
 // Request.flags of INSPECT.
 inline constexpr uint32_t kInspectText = 1;
+// Request.flags of SCRUB.
+inline constexpr uint32_t kScrubRepair = 1;
+inline constexpr uint32_t kScrubText = 2;
+
+// The memfd of an UPDATE: this header, then `ranges` UpdateBlobRange entries
+// (sorted by offset, non-overlapping, non-empty, inside file_size), then the
+// new bytes of every range, concatenated in range order. Nothing else: the
+// blob's size is exactly the sum of those parts.
+inline constexpr uint32_t kUpdateMagic = 0x55524546;  // "FERU"
+inline constexpr uint32_t kMaxUpdateRanges = 1u << 20;
+struct UpdateBlobHeader {
+  uint32_t magic = kUpdateMagic;
+  uint32_t ranges = 0;
+  uint64_t file_size = 0;     // the file's size, unchanged by an update
+  uint64_t base_version = 0;  // the committed version the ranges change
+};
+struct UpdateBlobRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
 
 struct Request {
   uint32_t magic = kMagic;

@@ -369,6 +369,7 @@ class Daemon {
     if (op == client::Op::kPut) {
       return Put(conn, path, req.size, req.mode, (req.flags & client::kPutAsync) != 0, passed);
     }
+    if (op == client::Op::kUpdate) return Update(conn, path, req.size, passed);
     if (passed >= 0) close(passed);
     auto reply_status = [conn](Status s) { conn->Send(s.ok() ? client::Reply{} : ErrorReply(s)); };
     const Caller& who = conn->caller;
@@ -418,6 +419,16 @@ class Daemon {
         return node_->Rmdir(path, who, reply_status);
       case client::Op::kStatus:
         return SendText(conn, StatusJson());
+      case client::Op::kScrub: {
+        const bool repair = (req.flags & client::kScrubRepair) != 0;
+        const bool text = (req.flags & client::kScrubText) != 0;
+        return commits_.After(path, [this, conn, path, who, repair, text] {
+          node_->Scrub(path, who, repair, [conn, text](StatusOr<Node::ScrubReport> r) {
+            if (!r.ok()) return conn->Send(ErrorReply(r.status()));
+            SendText(conn, text ? ScrubText(*r) : ScrubJson(*r));
+          });
+        });
+      }
       case client::Op::kInspect: {
         const bool text = (req.flags & client::kInspectText) != 0;
         return commits_.After(path, [this, conn, path, who, text] {
@@ -462,8 +473,17 @@ class Daemon {
            ", \"checked\": " + std::to_string(r.shards_checked) +
            ", \"missing\": " + std::to_string(r.shards_missing) +
            ", \"rebuilt\": " + std::to_string(r.shards_restored) +
-           ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": \"" + err +
-           "\"}}";
+           ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": \"" + err + "\"}" +
+           PswJson(node_->psw_stats()) + "}";
+  }
+
+  static std::string PswJson(const Node::PswStats& p) {
+    return ", \"psw\": {\"updates_committed\": " + std::to_string(p.updates_committed) +
+           ", \"updates_failed\": " + std::to_string(p.updates_failed) +
+           ", \"pieces_applied\": " + std::to_string(p.pieces_applied) +
+           ", \"sequencers\": " + std::to_string(p.sequencers) +
+           ", \"stripes_resolved\": " + std::to_string(p.stripes_resolved) +
+           ", \"stripes_lost\": " + std::to_string(p.stripes_lost) + "}";
   }
 
   static std::string JsonEscape(const std::string& in) {
@@ -649,6 +669,78 @@ class Daemon {
         finished();
       });
     });
+  }
+
+  // UPDATE: the blob (client_protocol.h) is checked whole before anything
+  // is sent; Node::Update checks the ranges against the file.
+  void Update(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, int fd) {
+    if (fd < 0) return conn->Send(ErrorReply(InvalidArgumentError("UPDATE without a memfd")));
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size ||
+        size < sizeof(client::UpdateBlobHeader)) {
+      close(fd);
+      return conn->Send(ErrorReply(InvalidArgumentError("UPDATE memfd size does not match the request")));
+    }
+    void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return conn->Send(ErrorReply(FromErrno(errno, "map the UPDATE memfd")));
+    auto map = std::shared_ptr<void>(p, [size](void* q) { munmap(q, size); });
+    const auto* base = static_cast<const uint8_t*>(p);
+    client::UpdateBlobHeader h;
+    std::memcpy(&h, base, sizeof h);
+    const uint64_t table = uint64_t{h.ranges} * sizeof(client::UpdateBlobRange);
+    if (h.magic != client::kUpdateMagic || h.ranges == 0 || h.ranges > client::kMaxUpdateRanges ||
+        table > size - sizeof h) {
+      return conn->Send(ErrorReply(InvalidArgumentError("UPDATE blob: bad magic or range count")));
+    }
+    std::vector<Node::ByteRange> ranges(h.ranges);
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < h.ranges; ++i) {
+      client::UpdateBlobRange r;
+      std::memcpy(&r, base + sizeof h + i * sizeof r, sizeof r);
+      ranges[i] = {r.offset, r.length};
+      if (r.length > size) return conn->Send(ErrorReply(InvalidArgumentError("UPDATE blob: oversized range")));
+      total += r.length;
+    }
+    if (total != size - sizeof h - table) {
+      return conn->Send(ErrorReply(InvalidArgumentError("UPDATE blob: the ranges do not add up to its bytes")));
+    }
+    std::span<const uint8_t> bytes(base + sizeof h + table, total);
+    const Caller who = conn->caller;
+    commits_.Run(path, [this, conn, path, h, ranges = std::move(ranges), bytes, map,
+                        who](CommitQueue::Finished finished) mutable {
+      node_->Update(path, h.base_version, h.file_size, std::move(ranges), bytes, map, who,
+                    [this, conn, path, finished](StatusOr<uint64_t> v) {
+                      if (!v.ok()) {
+                        conn->Send(ErrorReply(v.status()));
+                      } else {
+                        commits_.Committed(path);
+                        client::Reply r;
+                        r.file_version = *v;
+                        conn->Send(r);
+                      }
+                      finished();
+                    });
+    });
+  }
+
+  static std::string ScrubText(const Node::ScrubReport& r) {
+    std::string out = "scrubbed " + std::to_string(r.files) + " files, " + std::to_string(r.stripes) +
+                      " stripes: " + std::to_string(r.consistent) + " consistent, " +
+                      std::to_string(r.inconsistent) + " inconsistent, " + std::to_string(r.repaired) +
+                      " repaired, " + std::to_string(r.degraded) + " degraded\n";
+    for (const auto& p : r.problems) out += "  " + p + "\n";
+    return out;
+  }
+
+  static std::string ScrubJson(const Node::ScrubReport& r) {
+    std::string problems;
+    for (const auto& p : r.problems) problems += (problems.empty() ? "\"" : ", \"") + JsonEscape(p) + "\"";
+    return "{\"files\": " + std::to_string(r.files) + ", \"stripes\": " + std::to_string(r.stripes) +
+           ", \"consistent\": " + std::to_string(r.consistent) +
+           ", \"inconsistent\": " + std::to_string(r.inconsistent) +
+           ", \"repaired\": " + std::to_string(r.repaired) + ", \"degraded\": " + std::to_string(r.degraded) +
+           ", \"problems\": [" + problems + "]}\n";
   }
 
   void Get(std::shared_ptr<Conn> conn, const std::string& path) {

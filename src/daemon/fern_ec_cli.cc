@@ -58,11 +58,16 @@ constexpr char kUsage[] =
     "                             this node finished; fails if an async one failed\n"
     "  inspect PATH [--json]      version, layout; per stripe each shard's node, state\n"
     "                             and CRC (exit 4 if a stripe has fewer than k good)\n"
+    "  scrub [PATH] [--repair] [--json]\n"
+    "                             re-encode every stripe under PATH (default /) and\n"
+    "                             compare with its parity (exit 5 if a stripe is\n"
+    "                             inconsistent or degraded; --repair rewrites bad parity)\n"
     "  status [--json]            every node: up/down, live set, usage, repair progress\n"
     "  run [--root DIR] -- CMD... run an unmodified program with libfernec_preload.so:\n"
     "                             its files under /fern (FERN_EC_MOUNT) live in fern-ec\n\n"
     "The daemon is found from --root DIR [--node N] (a local cluster) or FERN_EC_SOCKET.\n"
-    "Exit codes: 0 ok, 1 error, 2 usage, 3 no such file, 4 data unavailable (EIO).\n";
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 no such file, 4 data unavailable (EIO),\n"
+    "5 scrub found inconsistent or degraded stripes.\n";
 
 std::string SelfDir() {
   char buf[4096];
@@ -580,6 +585,50 @@ int InspectCmd(const std::vector<std::string>& args) {
   return lost ? 4 : 0;
 }
 
+// scrub: the daemon re-encodes and renders the report. Exit 5 when a stripe
+// is still inconsistent (not repaired) or degraded.
+int ScrubCmd(const std::vector<std::string>& args) {
+  std::string root;
+  int node = 0;
+  bool json = false, repair = false;
+  FlagSet f("usage: fern-ec scrub [PATH] [--repair] [--json] [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
+  f.String("root", &root, "local cluster directory");
+  f.Int("node", &node, "which node's daemon to talk to");
+  f.Bool("json", &json, "print JSON");
+  f.Bool("repair", &repair, "rewrite parity that differs from the encoding of the data");
+  if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
+  if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (f.positional().size() > 1) return Fail("scrub: give at most one PATH"), 2;
+  const std::string path = f.positional().empty() ? "/" : f.positional()[0];
+  if (path.size() >= client::kMaxPath) return Fail("scrub: path too long");
+  const std::string sock = SocketFor(root, node);
+  if (sock.empty()) return Fail("scrub: no daemon: give --root or set FERN_EC_SOCKET");
+  client::Request req = MakeRequest(client::Op::kScrub, path);
+  req.flags = (repair ? client::kScrubRepair : 0) | (json ? 0 : client::kScrubText);
+  client::Reply r;
+  int mfd = -1;
+  if (int rc = Roundtrip(sock, req, -1, &r, &mfd); rc != 0) {
+    return Fail("scrub: daemon at " + sock + ": " + std::strerror(rc));
+  }
+  if (r.err != 0) return ReplyFailed("scrub " + path, r);
+  std::string buf(r.size, '\0');
+  const bool short_read =
+      r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size));
+  if (mfd >= 0) close(mfd);
+  if (short_read) return Fail("scrub: short reply from the daemon");
+  std::fwrite(buf.data(), 1, buf.size(), stdout);
+  auto count = [&](const std::string& key) -> uint64_t {
+    const std::string pat = json ? "\"" + key + "\": " : " " + key;
+    size_t at = buf.find(pat);
+    if (at == std::string::npos) return 0;
+    if (json) return std::strtoull(buf.c_str() + at + pat.size(), nullptr, 10);
+    size_t start = buf.rfind(' ', at - 1);  // "N inconsistent": the number before the word
+    return std::strtoull(buf.c_str() + start + 1, nullptr, 10);
+  };
+  const uint64_t bad = count("inconsistent") - std::min(count("inconsistent"), count("repaired"));
+  return bad > 0 || count("degraded") > 0 ? 5 : 0;
+}
+
 // One node's status JSON, or "" when it does not answer.
 std::string NodeStatus(const std::string& sock) {
   client::Request req = MakeRequest(client::Op::kStatus, "/");
@@ -762,6 +811,7 @@ int main(int argc, char** argv) {
   if (cmd == "ls") return Ls(args);
   if (cmd == "status") return StatusCmd(args);
   if (cmd == "inspect") return InspectCmd(args);
+  if (cmd == "scrub") return ScrubCmd(args);
   if (cmd == "run") return Run(args);
   if (cmd == "stat") return StatCmd(args);
   if (cmd == "rm") return Simple(args, "rm", fern::client::Op::kUnlink);

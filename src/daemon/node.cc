@@ -159,6 +159,7 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
 }
 
 void Node::FlushDurable() {
+  PswSync();
   if (!flusher_) return;
   for (auto& p : durable_pending_) {
     auto responder = std::make_shared<Responder>(std::move(p.responder));

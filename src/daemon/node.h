@@ -324,6 +324,7 @@ class Node {
   void ScrubStripe(const std::shared_ptr<ScrubOp>& op, const std::shared_ptr<wire::FileRecord>& rec, uint64_t stripe);
   void ScrubNext(const std::shared_ptr<ScrubOp>& op);
   void DropPswShard(const ShardKey& key);
+  void PswSync();  // one parity flush, then the acknowledgements it covers
 
  private:
   struct PutOp;

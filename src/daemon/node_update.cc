@@ -76,6 +76,9 @@ struct ShardPsw {
   ShardStore* store = nullptr;
 };
 
+// Shard states kept between updates before clean ones are dropped.
+constexpr size_t kMaxIdleShards = 4096;
+
 struct Node::PswState {
   std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<FileSeq>> seqs;  // (file_id, version)
   std::unordered_map<ShardKey, std::unique_ptr<ShardPsw>, ShardKeyHash> shards;
@@ -86,6 +89,8 @@ struct Node::PswState {
   std::map<uint64_t, Waiting> results;  // SEQ_RESULT awaited, by request
   uint64_t next_request = 0;
   PswStats stats;
+  // Parity acknowledgements waiting for the next parity Sync.
+  std::vector<std::pair<NodeId, std::string>> unsynced;
 };
 
 // One client update: its pieces, each one stripe's contiguous part of a range.
@@ -191,7 +196,11 @@ void Node::UpdateNext(const std::shared_ptr<UpdateOp>& op) {
   op->finished = true;
   if (!op->failure.ok()) {
     ++psw_->stats.updates_failed;
-    return op->done(op->failure.WithContext("update " + op->path));
+    // errno hints do not cross the wire: restore the ones the client acts on.
+    Status s = op->failure.WithContext("update " + op->path);
+    if (s.errno_hint() == 0 && s.code() == StatusCode::kFailedPrecondition) s = s.WithErrno(ESTALE);
+    if (s.errno_hint() == 0 && s.code() == StatusCode::kAborted) s = s.WithErrno(EIO);
+    return op->done(s);
   }
   ++psw_->stats.updates_committed;
   op->done(op->record.version());
@@ -617,6 +626,18 @@ void Node::PswMembership(NodeId peer, bool alive) {
 
 void Node::DropPswShard(const ShardKey& key) { psw_->shards.erase(key); }
 
+void Node::PswSync() {
+  if (psw_->unsynced.empty()) return;
+  auto acks = std::move(psw_->unsynced);
+  psw_->unsynced.clear();
+  if (Status s = parity_->Sync(); !s.ok()) {
+    // Not durable: not acknowledged. The sequencer's deadline recovers the stripes.
+    std::fprintf(stderr, "fern-ec: node %u: flush parity updates: %s\n", options_.id.value, s.ToString().c_str());
+    return;
+  }
+  for (auto& [to, ack] : acks) transport_->Send(to, OutMessage{wire::SEQ_ACK, std::move(ack), {}});
+}
+
 void Node::InstallPswHandlers() {
   psw_ = std::make_shared<PswState>();
   // The PSW state of a shard held here, created from its header on first use.
@@ -646,14 +667,21 @@ void Node::InstallPswHandlers() {
                         std::vector<psw::ShardApplied>& out) -> Status {
     if (out.empty()) return Status();
     const psw::ShardHeader h = sp->state->header();
-    FERN_RETURN_IF_ERROR(sp->store->Reseal(key, h.applied_seq, h.epoch));
+    // Parity on a durable tier is acknowledged after a group Sync
+    // (FlushDurable): one flush for every update resealed in a loop round.
+    const bool batched = options_.batch_durable_commits && sp->store == parity_;
+    FERN_RETURN_IF_ERROR(sp->store->Reseal(key, h.applied_seq, h.epoch, /*sync=*/!batched));
     for (auto& a : out) {
       ++psw_->stats.pieces_applied;
       wire::SeqAck ack;
       SetId(ack.mutable_id(), key.file_id, key.version, key.stripe, static_cast<int>(key.index));
       ack.set_seq(a.seq);
       ack.set_epoch(a.epoch);
-      transport_->Send(NodeId(route.sequencer()), OutMessage{wire::SEQ_ACK, ack.SerializeAsString(), {}});
+      if (batched) {
+        psw_->unsynced.push_back({NodeId(route.sequencer()), ack.SerializeAsString()});
+      } else {
+        transport_->Send(NodeId(route.sequencer()), OutMessage{wire::SEQ_ACK, ack.SerializeAsString(), {}});
+      }
       if (!a.forward) continue;
       auto delta = std::make_shared<std::vector<uint8_t>>(std::move(a.delta));
       wire::SeqApply p;
@@ -703,11 +731,15 @@ void Node::InstallPswHandlers() {
     auto it = psw_->shards.find(key);
     if (it == psw_->shards.end()) return;
     (void)it->second->state->Commit(c.seq(), c.epoch());
-    const psw::ShardReport rep = it->second->state->report();
-    // Nothing left to undo or buffer: let go of the slot (the state is
-    // rebuilt from the header on the next update).
-    if (rep.applied_seq == rep.committed_seq && !rep.has_undo && !rep.partial && it->second->state->buffered() == 0) {
-      psw_->shards.erase(it);
+    // Kept for the stripe's next update (no re-open, no CRC pass), up to
+    // kMaxIdleShards; beyond that the clean ones let go of their slots (the
+    // state is rebuilt from the header on the next update).
+    if (psw_->shards.size() <= kMaxIdleShards) return;
+    for (auto i = psw_->shards.begin(); i != psw_->shards.end();) {
+      const psw::ShardReport rep = i->second->state->report();
+      const bool clean = rep.applied_seq == rep.committed_seq && !rep.has_undo && !rep.partial &&
+                         i->second->state->buffered() == 0;
+      i = clean ? psw_->shards.erase(i) : std::next(i);
     }
   });
 

@@ -286,7 +286,9 @@ class SlotStore : public ShardStore {
     return MutableView{v.meta, {const_cast<uint8_t*>(v.data.data()), v.data.size()}, std::move(v.pin)};
   }
 
-  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch) override {
+  Status Sync() override { return FlushAll(); }
+
+  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync) override {
     uint64_t slot;
     ShardMeta meta;
     {
@@ -299,7 +301,7 @@ class SlotStore : public ShardStore {
     meta.seq = seq;
     meta.epoch = epoch;
     meta.crc32c = ec::Crc32c({SlotData(slot), meta.length});
-    FERN_RETURN_IF_ERROR(Persist(slot, meta));
+    FERN_RETURN_IF_ERROR(sync ? Persist(slot, meta) : WriteHeader(slot, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (!table_.Update(meta, slot)) return NotFoundError(key.ToString() + " was replaced while resealing");
     return Status();

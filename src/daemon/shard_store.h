@@ -131,8 +131,13 @@ class ShardStore {
   virtual StatusOr<MutableView> OpenForUpdate(const ShardKey& key) = 0;
   // Recomputes the CRC over the shard's current bytes and writes its header
   // with seq and epoch. NotFound when the key is gone (removed or replaced
-  // meanwhile: the change went to a slot nobody reads).
-  virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch) = 0;
+  // meanwhile: the change went to a slot nobody reads). sync = false: not
+  // flushed yet, for a caller that resealed several shards and then calls
+  // Sync once (group commit); until then a crash may leave the old header,
+  // which no longer matches the bytes: an erasure, never valid wrong bytes.
+  virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync = true) = 0;
+  // Makes everything written so far durable (a durable tier); OK otherwise.
+  virtual Status Sync() { return Status(); }
   virtual Status Remove(const ShardKey& key) = 0;
   virtual std::vector<ShardMeta> List() const = 0;
   virtual StoreUsage Usage() const = 0;

@@ -42,9 +42,10 @@ class CorruptingStore final : public ShardStore {
     return View{v->meta, *copy, copy};
   }
   StatusOr<MutableView> OpenForUpdate(const ShardKey& k) override { return inner_->OpenForUpdate(k); }
-  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch) override {
-    return inner_->Reseal(k, seq, epoch);
+  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch, bool sync) override {
+    return inner_->Reseal(k, seq, epoch, sync);
   }
+  Status Sync() override { return inner_->Sync(); }
   Status Remove(const ShardKey& k) override { return inner_->Remove(k); }
   std::vector<ShardMeta> List() const override { return inner_->List(); }
   StoreUsage Usage() const override { return inner_->Usage(); }
