@@ -160,6 +160,13 @@ int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode, bool async) 
   return Call(Op::kPut, ns, nullptr, size, async ? client::kPutAsync : 0, mode, fd, nullptr, nullptr);
 }
 
+int DaemonUpdate(const char* ns, int blob_fd, uint64_t blob_size, uint64_t* version) {
+  Attr a;
+  const int err = Call(Op::kUpdate, ns, nullptr, blob_size, 0, 0, blob_fd, &a, nullptr);
+  if (err == 0) *version = a.version;
+  return err;
+}
+
 int DaemonAccess(const char* ns, int mask) {
   return Call(Op::kAccess, ns, nullptr, 0, static_cast<uint32_t>(mask), 0, -1, nullptr, nullptr);
 }

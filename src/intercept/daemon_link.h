@@ -27,10 +27,15 @@ struct Attr {
 };
 
 int DaemonStat(const char* ns, Attr* attr);
-int DaemonGet(const char* ns, Attr* attr, int* memfd);  // sealed memfd of attr->size bytes
+// A sealed memfd of attr->size bytes, the bytes of version attr->version.
+int DaemonGet(const char* ns, Attr* attr, int* memfd);
 // async: answered once the daemon holds the memfd (client::kPutAsync); the
 // error is then that of an earlier async commit of ns, if one is unreported.
 int DaemonPut(const char* ns, int fd, uint64_t size, uint32_t mode, bool async = false);
+// In-place update: blob_fd holds a client::UpdateBlob of blob_size bytes.
+// Sets *version to the version committed now. ESTALE: ns was replaced or
+// resized since the blob's base version (the caller falls back to a PUT).
+int DaemonUpdate(const char* ns, int blob_fd, uint64_t blob_size, uint64_t* version);
 int DaemonAccess(const char* ns, int mask);  // R_OK|W_OK|X_OK, 0 = F_OK
 int DaemonList(const char* ns, int* memfd, uint64_t* size);
 int DaemonUnlink(const char* ns);

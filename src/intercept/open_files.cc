@@ -6,9 +6,18 @@
 // mtime depends on the kernel (6.x does, older tmpfs did not), so a staged
 // file mapped shared and writable is treated as changed at every close/fsync
 // (Node::mapped, set by the mmap wrapper).
+//
+// In-place updates: a commit of a file with a base (open_files.h) maps the
+// base and the staged memfd, compares them 4 KiB at a time and byte by byte
+// inside blocks that differ, and sends the runs of differing bytes exactly:
+// runs are never merged across equal bytes, since another process may be
+// updating those bytes of the same file (DESIGN §2, PSW). The new base is
+// the old one patched with the bytes sent, not a copy of the staged memfd,
+// which another thread of the app may be writing meanwhile.
 #include "intercept/open_files.h"
 
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -17,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/client_protocol.h"
 #include "intercept/shim.h"
 
 namespace fern::intercept {
@@ -38,6 +48,10 @@ void FreeNode(int idx) {
   if (n.private_fd >= 0) {
     SetSlot(n.private_fd, 0);
     Real().close(n.private_fd);
+  }
+  if (n.base_fd >= 0) {
+    SetSlot(n.base_fd, 0);
+    Real().close(n.base_fd);
   }
   std::free(n.ns);
   n = Node();
@@ -69,6 +83,7 @@ void ForgetStale(int fd) {
   } else {
     Node* n = NodeAt(static_cast<int>(s & ~kSlotPrivate));
     if (n && n->private_fd == fd) n->private_fd = -1;
+    if (n && n->base_fd == fd) n->base_fd = -1;  // next commit: a PUT
   }
 }
 
@@ -103,6 +118,168 @@ timespec FromNs(uint64_t ns) {
 }
 
 constexpr const char kStagePrefix[] = "/memfd:fern-ec-w:";
+
+// A shared mapping of the first `size` (> 0) bytes of fd, unmapped when it
+// goes out of scope; data() is nullptr if mmap failed.
+class Mapping {
+ public:
+  Mapping(int fd, uint64_t size, int prot) : size_(size) {
+    void* p = Real().mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+    data_ = p == MAP_FAILED ? nullptr : static_cast<unsigned char*>(p);
+  }
+  ~Mapping() {
+    if (data_ != nullptr) munmap(data_, size_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  unsigned char* data() const { return data_; }
+
+ private:
+  unsigned char* data_;
+  uint64_t size_;
+};
+
+// The byte runs where a staged memfd differs from its base (malloc: the
+// preload has no libstdc++).
+struct Runs {
+  client::UpdateBlobRange* v = nullptr;
+  uint32_t count = 0;
+  uint32_t cap = 0;
+  uint64_t bytes = 0;
+  Runs() = default;
+  Runs(const Runs&) = delete;
+  Runs& operator=(const Runs&) = delete;
+  ~Runs() { std::free(v); }
+};
+
+// Appends a run of a `size`-byte file. False past the limits where a full
+// PUT is cheaper (kMaxUpdateRanges runs, more than half the file), or out of
+// memory.
+bool AddRun(Runs* r, uint64_t offset, uint64_t length, uint64_t size) {
+  r->bytes += length;
+  if (r->count == client::kMaxUpdateRanges || r->bytes > size / 2) return false;
+  if (r->count == r->cap) {
+    const uint32_t cap = r->cap == 0                                ? 64
+                         : r->cap >= client::kMaxUpdateRanges / 2 ? client::kMaxUpdateRanges
+                                                                  : r->cap * 2;
+    auto* grown = static_cast<client::UpdateBlobRange*>(std::realloc(r->v, sizeof *r->v * cap));
+    if (grown == nullptr) return false;
+    r->v = grown;
+    r->cap = cap;
+  }
+  r->v[r->count].offset = offset;
+  r->v[r->count].length = length;
+  ++r->count;
+  return true;
+}
+
+// Fills r with the exact runs of bytes where `now` differs from `base`.
+// False as AddRun.
+bool FindRuns(const unsigned char* base, const unsigned char* now, uint64_t size, Runs* r) {
+  constexpr uint64_t kBlock = 4096;
+  uint64_t start = 0;
+  bool in_run = false;
+  for (uint64_t off = 0; off < size; off += kBlock) {
+    const uint64_t end = size - off > kBlock ? off + kBlock : size;
+    if (std::memcmp(base + off, now + off, end - off) == 0) {
+      if (in_run && !AddRun(r, start, off - start, size)) return false;
+      in_run = false;
+      continue;
+    }
+    for (uint64_t i = off; i < end; ++i) {
+      if (base[i] != now[i]) {
+        if (!in_run) start = i;
+        in_run = true;
+      } else if (in_run) {
+        if (!AddRun(r, start, i - start, size)) return false;
+        in_run = false;
+      }
+    }
+  }
+  return !in_run || AddRun(r, start, size - start, size);
+}
+
+// After a successful UPDATE to `version`: the base becomes `old` (the old
+// base's bytes) with the runs' new bytes (`bytes`, concatenated) written
+// over it. If that copy cannot be made the base is dropped instead.
+void RefreshBase(int idx, const unsigned char* old, const Runs& runs, const unsigned char* bytes,
+                 uint64_t version) {
+  const uint64_t size = g_nodes[idx].base_size;
+  const int fd = memfd_create("fern-ec-base", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  bool ok = fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) == 0;
+  if (ok) {
+    Mapping m(fd, size, PROT_READ | PROT_WRITE);  // unmapped before sealing
+    ok = m.data() != nullptr;
+    if (ok) {
+      std::memcpy(m.data(), old, size);
+      for (uint32_t i = 0; i < runs.count; ++i) {
+        std::memcpy(m.data() + runs.v[i].offset, bytes, runs.v[i].length);
+        bytes += runs.v[i].length;
+      }
+    }
+  }
+  ok = ok && Real().fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0;
+  int err = ok ? 0 : errno;
+  if (ok) {
+    err = SetBase(idx, fd, version, size);  // consumes fd
+  } else if (fd >= 0) {
+    Real().close(fd);
+  }
+  if (err == 0) return;
+  DropBase(idx);
+  Debug("update %s: no copy of the committed bytes kept (%s): later commits send the whole file",
+        g_nodes[idx].ns, std::strerror(err));
+}
+
+constexpr int kPutInstead = -1;
+
+// The in-place update of CommitIfChanged. REQUIRES: node idx has a base of
+// `size` bytes, the staged memfd's size. Returns 0 (committed, or no byte
+// differs), an errno, or kPutInstead.
+int CommitUpdate(int idx, uint64_t size) {
+  Node& n = g_nodes[idx];
+  const Mapping base(n.base_fd, size, PROT_READ);
+  const Mapping now(n.private_fd, size, PROT_READ);
+  if (base.data() == nullptr || now.data() == nullptr) return kPutInstead;
+  Runs runs;
+  if (!FindRuns(base.data(), now.data(), size, &runs)) return kPutInstead;
+  if (runs.count == 0) return 0;  // written to, but every byte is what it was
+  const uint64_t table = sizeof(client::UpdateBlobHeader) + sizeof(client::UpdateBlobRange) * runs.count;
+  const uint64_t blob_size = table + runs.bytes;
+  const int blob = memfd_create("fern-ec-update", MFD_CLOEXEC);
+  if (blob < 0) return kPutInstead;
+  int err = kPutInstead;
+  if (ftruncate(blob, static_cast<off_t>(blob_size)) == 0) {
+    const Mapping out(blob, blob_size, PROT_READ | PROT_WRITE);
+    if (out.data() != nullptr) {
+      client::UpdateBlobHeader h;
+      h.ranges = runs.count;
+      h.file_size = size;
+      h.base_version = n.base_version;
+      std::memcpy(out.data(), &h, sizeof h);
+      std::memcpy(out.data() + sizeof h, runs.v, sizeof(client::UpdateBlobRange) * runs.count);
+      unsigned char* at = out.data() + table;
+      for (uint32_t i = 0; i < runs.count; ++i) {
+        std::memcpy(at, now.data() + runs.v[i].offset, runs.v[i].length);
+        at += runs.v[i].length;
+      }
+      uint64_t version = 0;
+      err = DaemonUpdate(n.ns, blob, blob_size, &version);
+      if (err == 0) {
+        RefreshBase(idx, base.data(), runs, out.data() + table, version);
+      } else if (err == ESTALE || err == ENOENT || err == EINVAL) {
+        // Replaced, resized or removed behind us, or a daemon without
+        // UPDATE: the whole file is always right (and recreates a removed
+        // one, as a PUT did before updates existed).
+        Debug("update %s (%u ranges, %llu bytes): %s: sending the whole file", n.ns, runs.count,
+              static_cast<unsigned long long>(runs.bytes), std::strerror(err));
+        err = kPutInstead;
+      }
+    }
+  }
+  Real().close(blob);
+  return err;
+}
 
 }  // namespace
 
@@ -265,6 +442,19 @@ int CommitIfChanged(int idx, bool last) {
   // The memfd's permission bits: fchmod on the app's fd lands there (tar
   // creates files 0600 and fchmods them). The daemon applies them to new files.
   n.mode = st.st_mode & 07777;
+  if (n.base_fd >= 0 && static_cast<uint64_t>(st.st_size) == n.base_size) {
+    // Synchronous even in async mode: the new base needs the version the
+    // reply names, and ESTALE must still be able to fall back to a PUT.
+    const int err = CommitUpdate(idx, n.base_size);
+    if (err != kPutInstead) {
+      if (err != 0) {
+        n.dirty = true;
+        Debug("update %s: %s", n.ns, std::strerror(err));
+      }
+      return err;
+    }
+  }
+  DropBase(idx);  // stale once the whole file is replaced
   const bool async = last && g_config.async_commit &&
                      Real().fcntl(n.private_fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW) == 0;
   const int err = DaemonPut(n.ns, n.private_fd, static_cast<uint64_t>(st.st_size), n.mode, async);
@@ -273,6 +463,30 @@ int CommitIfChanged(int idx, bool last) {
     Debug("commit %s (%lld bytes): %s", n.ns, static_cast<long long>(st.st_size), std::strerror(err));
   }
   return err;
+}
+
+int SetBase(int idx, int fd, uint64_t version, uint64_t size) {
+  DropBase(idx);
+  const int moved = MoveHigh(fd, kSlotPrivate | static_cast<uint32_t>(idx));
+  if (moved < 0) {
+    const int err = errno;
+    Real().close(fd);
+    return err;
+  }
+  Node& n = g_nodes[idx];
+  n.base_fd = moved;
+  n.base_version = version;
+  n.base_size = size;
+  return 0;
+}
+
+void DropBase(int idx) {
+  Node* n = NodeAt(idx);
+  if (n == nullptr || n->base_fd < 0) return;
+  ClosePrivate(n->base_fd);
+  n->base_fd = -1;
+  n->base_version = 0;
+  n->base_size = 0;
 }
 
 int MoveHigh(int fd, uint32_t slot) {
@@ -303,8 +517,9 @@ int RelocatePrivate(int from) {
   SetSlot(moved, s);
   SetSlot(from, 0);
   if (s == kSlotEmptyDir) g_empty_dir = moved;
-  if (Node* n = NodeAt(static_cast<int>(s & ~kSlotPrivate)); n && n->private_fd == from) {
-    n->private_fd = moved;
+  if (Node* n = NodeAt(static_cast<int>(s & ~kSlotPrivate))) {
+    if (n->private_fd == from) n->private_fd = moved;
+    if (n->base_fd == from) n->base_fd = moved;
   }
   return 0;
 }

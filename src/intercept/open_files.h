@@ -3,9 +3,13 @@
 // A Node is one managed object open in this process:
 //   kStaged  a file opened for writing: its bytes live in a memfd the shim
 //            created; `private_fd` is the shim's own dup of it (high fd,
-//            FD_CLOEXEC) so the bytes outlive the app's fds. Committed with
-//            PUT at the last close of an app fd, at fsync/fdatasync, and at
-//            process exit; never by a fork child (`inherited`).
+//            FD_CLOEXEC) so the bytes outlive the app's fds. Committed at the
+//            last close of an app fd, at fsync/fdatasync, and at process
+//            exit; never by a fork child (`inherited`). A file that existed
+//            (opened without O_TRUNC) keeps the committed bytes it started
+//            from as `base_fd`; while its size is unchanged a commit sends
+//            only the byte ranges that differ from it (UPDATE), otherwise
+//            the whole file (PUT).
 //   kRead    a file opened for reading: the app fd is a read-only reopen of
 //            the daemon's sealed GET memfd. Tracked so fstat reports the same
 //            identity as stat of its path.
@@ -16,7 +20,7 @@
 // F_DUPFD* add one, close/fclose/dup2-over drop one).
 //
 // Slots: g_slot[fd] says what fd is to the shim: 0 nothing, 1.. an app fd of
-// node slot-1, kSlotPrivate|node the node's private fd, kSlotSocket the
+// node slot-1, kSlotPrivate|node the node's private fd or base fd, kSlotSocket the
 // daemon socket. Readable without the lock (an atomic load: the unmanaged
 // fast path); written only with g_lock held. fds >= kMaxTrackedFd are never
 // tracked.
@@ -36,7 +40,7 @@ namespace fern::intercept {
 inline constexpr int kMaxTrackedFd = 1 << 16;
 inline constexpr uint32_t kSlotPrivate = 0x40000000u;
 inline constexpr uint32_t kSlotSocket = 0x7fffffffu;
-inline constexpr uint32_t kSlotTemp = kSlotPrivate | 0x3ffffffeu;      // a GET memfd being copied
+inline constexpr uint32_t kSlotTemp = kSlotPrivate | 0x3ffffffeu;      // a GET memfd being reopened
 inline constexpr uint32_t kSlotEmptyDir = kSlotPrivate | 0x3fffffffu;  // backs every kDir fd
 
 extern uint32_t g_slot[kMaxTrackedFd];
@@ -68,6 +72,14 @@ struct Node {
   int64_t clean_size = -1; // staged: memfd size and mtime when last clean
   int64_t clean_mtime_sec = 0;
   int64_t clean_mtime_nsec = 0;
+  // Staged: a sealed memfd holding the bytes of committed version
+  // base_version (base_size > 0 bytes) as this process last knew them, the
+  // reference an in-place update is diffed against; shim-private (high fd,
+  // slot kSlotPrivate|node, FD_CLOEXEC). -1: none (a new or truncated file,
+  // a size change, a full PUT since): the next commit is a PUT.
+  int base_fd = -1;
+  uint64_t base_version = 0;
+  uint64_t base_size = 0;
 };
 
 Node* NodeAt(int idx);
@@ -98,12 +110,24 @@ int Detach(int fd);
 // The staged node of namespace path `ns` (not unlinked), or -1.
 int FindStaged(const char* ns);
 // Commits a staged node if it changed since it was last clean. 0 or errno.
-// `last`: no app fd refers to it any more (last close, exit). Then, in async
-// mode, the memfd is sealed against writes (a fork child or a mapping left
-// behind cannot change bytes the daemon is still encoding; if a writable
-// mapping prevents the seal, the commit is synchronous) and the daemon
-// answers once it holds it. fsync and other commits are always synchronous.
+// With a base of the memfd's current size, the commit is an UPDATE of the
+// exact byte runs that differ from it (none differ: nothing is sent), and
+// the base becomes what was committed; a PUT of the whole file instead when
+// the runs are more than client::kMaxUpdateRanges or cover more than half
+// the file, or when the daemon answers ESTALE (the file was replaced or
+// resized behind us) or EINVAL (a daemon without UPDATE). A PUT drops the
+// base. `last`: no app fd refers to it any more (last close, exit). Then, in
+// async mode, a PUT seals the memfd against writes (a fork child or a
+// mapping left behind cannot change bytes the daemon is still encoding; if
+// a writable mapping prevents the seal, the commit is synchronous) and the
+// daemon answers once it holds it. UPDATE, fsync and other commits are
+// always synchronous.
 int CommitIfChanged(int idx, bool last = false);
+// Makes `fd` (a sealed GET memfd of version `version`, `size` > 0 bytes,
+// consumed) the base of staged node idx. 0 or errno (fd closed).
+int SetBase(int idx, int fd, uint64_t version, uint64_t size);
+// Closes the base of node idx, if any: its next commit is a PUT.
+void DropBase(int idx);
 // Records the staged memfd's current state as committed/unchanged.
 void MarkClean(int idx);
 // Moves `fd` to the private range (>= high_fd, FD_CLOEXEC) and marks its slot
@@ -124,7 +148,9 @@ void OpenFilesForkChild();
 // Process exit: commits staged nodes still open. Takes the lock itself.
 void CommitAllAtExit();
 // Library init: adopts staged memfds inherited across exec (app fds whose
-// memfd name says they are fern-ec staging files). Takes the lock itself.
+// memfd name says they are fern-ec staging files). Their base did not
+// survive exec (FD_CLOEXEC): an adopted file is committed with PUT. Takes
+// the lock itself.
 void AdoptAfterExec();
 
 }  // namespace fern::intercept

@@ -145,7 +145,10 @@ int UnlinkLocked(const Target& t) {
   int err = DaemonUnlink(t.ns);
   if (s >= 0) {
     if (err == ENOENT) err = 0;
-    if (err == 0) NodeAt(s)->unlinked = true;
+    if (err == 0) {
+      NodeAt(s)->unlinked = true;
+      DropBase(s);  // never committed now: no update to diff
+    }
   }
   return err;
 }
@@ -196,7 +199,10 @@ int RenameLocked(const Target& from, const Target& to, unsigned flags) {
   }
   if (const int err = DaemonRename(from.ns, to.ns); err != 0) return err;
   if (std::strcmp(from.ns, to.ns) == 0) return 0;
-  if (const int d = FindStaged(to.ns); d >= 0 && d != s) NodeAt(d)->unlinked = true;  // replaced
+  if (const int d = FindStaged(to.ns); d >= 0 && d != s) {  // replaced: never committed
+    NodeAt(d)->unlinked = true;
+    DropBase(d);
+  }
   if (s >= 0) {
     Node* n = NodeAt(s);
     if (char* copy = strdup(to.ns)) {

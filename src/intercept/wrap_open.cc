@@ -6,9 +6,11 @@
 // Open for writing: the bytes are staged in a memfd the shim creates (filled
 // from GET unless O_TRUNC), the app gets a reopen of it with its own access
 // mode and flags; the last close, fsync/fdatasync or process exit commits it
-// with PUT (open_files.h). Temporary fds are moved to the private range before
-// the app's fd is opened, so the app gets the lowest free number as open(2)
-// promises (close(1); open(...) idioms keep working).
+// with PUT, or with an UPDATE of the bytes that changed for a file reopened
+// without O_TRUNC whose size stayed (open_files.h). Temporary fds are moved
+// to the private range before the app's fd is opened, so the app gets the
+// lowest free number as open(2) promises (close(1); open(...) idioms keep
+// working).
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -235,14 +237,15 @@ int OpenForWrite(const Target& t, int flags, mode_t mode) {
     return -err;
   }
   if (exists && !(flags & O_TRUNC) && a.size > 0) {
+    // The GET memfd stays as the node's base: while the size stays, commits
+    // send only the bytes that differ from it (open_files.h).
     Attr cur;
     int src = -1;
     err = DaemonGet(t.ns, &cur, &src);
-    if (err == 0) {
-      const int tmp = MoveHigh(src, kSlotTemp);
-      err = tmp < 0 ? errno : CopyAll(tmp, NodeAt(idx)->private_fd, cur.size);
-      if (tmp < 0) Real().close(src);
-      ClosePrivate(tmp);
+    if (err == 0 && cur.size == 0) {
+      Real().close(src);
+    } else if (err == 0 && (err = SetBase(idx, src, cur.version, cur.size)) == 0) {
+      err = CopyAll(NodeAt(idx)->base_fd, NodeAt(idx)->private_fd, cur.size);
     }
     if (err != 0) {
       DiscardNode(idx);

@@ -12,7 +12,17 @@
 // the owner or root, as in the real daemon. GET and LIST reply with sealed
 // memfds (F_SEAL_WRITE|SHRINK|GROW|SEAL). --capacity makes a PUT that would
 // take the stored bytes past BYTES fail with ENOSPC; --log appends one line
-// per request ("PUT /a 123 -> 0") so tests can count what reached the daemon.
+// per request ("PUT /a 123 -> 0") so tests can count what reached the daemon;
+// an UPDATE whose blob parsed adds its ranges as offset+length
+// ("UPDATE /a 72 -> 0 ranges 5+3 4094+4").
+//
+// UPDATE checks its blob strictly (magic, range table, sizes adding up
+// exactly, ranges sorted, disjoint, non-empty and inside the file: EINVAL;
+// also for a blob of no ranges, which no client needs) and answers ESTALE
+// unless the file's size and version are the blob's; it changes the bytes in
+// place and keeps the version, so updates of one version by several writers
+// compose, while a PUT makes a new one. Versions are numbered across the
+// store, so a file deleted and created again never repeats one.
 // Prints "ready" on stdout once it accepts connections; exits on SIGTERM.
 //
 // Beyond the real daemon it refuses a file or directory under a path that is
@@ -42,6 +52,8 @@ namespace {
 using fern::client::Op;
 using fern::client::Reply;
 using fern::client::Request;
+using fern::client::UpdateBlobHeader;
+using fern::client::UpdateBlobRange;
 
 struct Caller {
   uint32_t uid = 0;
@@ -75,6 +87,38 @@ bool Permits(const Meta& m, bool is_dir, const Caller& c, int mask) {
 }
 
 bool MayRemove(const Meta& m, const Caller& c) { return c.uid == 0 || c.uid == m.uid; }
+
+// An UPDATE blob, checked against the layout of client_protocol.h.
+struct UpdateBlob {
+  UpdateBlobHeader header;
+  std::vector<UpdateBlobRange> ranges;
+  const char* bytes = nullptr;  // the new bytes of every range, in range order
+};
+
+// Parses blob into *out; EINVAL for anything but exactly the documented layout.
+int ParseUpdate(const std::string& blob, UpdateBlob* out) {
+  if (blob.size() < sizeof out->header) return EINVAL;
+  std::memcpy(&out->header, blob.data(), sizeof out->header);
+  const UpdateBlobHeader& h = out->header;
+  if (h.magic != fern::client::kUpdateMagic || h.ranges == 0 || h.ranges > fern::client::kMaxUpdateRanges) {
+    return EINVAL;
+  }
+  const uint64_t table = sizeof h + uint64_t{h.ranges} * sizeof(UpdateBlobRange);
+  if (blob.size() < table) return EINVAL;
+  out->ranges.resize(h.ranges);
+  std::memcpy(out->ranges.data(), blob.data() + sizeof h, h.ranges * sizeof(UpdateBlobRange));
+  uint64_t end = 0, total = 0;
+  for (const UpdateBlobRange& r : out->ranges) {
+    if (r.length == 0 || r.offset < end || r.offset > h.file_size || r.length > h.file_size - r.offset) {
+      return EINVAL;
+    }
+    end = r.offset + r.length;
+    total += r.length;  // <= file_size: the ranges are disjoint and inside it
+  }
+  if (blob.size() - table != total) return EINVAL;
+  out->bytes = blob.data() + table;
+  return 0;
+}
 
 class Store {
  public:
@@ -121,7 +165,24 @@ class Store {
     used_ = used_ - old + bytes.size();
     it->second.bytes = std::move(bytes);
     it->second.meta.mtime_ns = NowNs();
-    ++it->second.version;
+    it->second.version = ++last_version_;
+    return 0;
+  }
+
+  // Applies a parsed UPDATE blob; fills r->file_version.
+  int Update(const std::string& path, const Caller& c, const UpdateBlob& u, Reply* r) {
+    auto it = files_.find(path);
+    if (it == files_.end()) return IsDir(path) ? EISDIR : ENOENT;
+    File& f = it->second;
+    if (!Permits(f.meta, false, c, W_OK)) return EACCES;
+    if (u.header.file_size != f.bytes.size() || u.header.base_version != f.version) return ESTALE;
+    const char* at = u.bytes;
+    for (const UpdateBlobRange& range : u.ranges) {
+      f.bytes.replace(range.offset, range.length, at, range.length);
+      at += range.length;
+    }
+    f.meta.mtime_ns = NowNs();
+    r->file_version = f.version;
     return 0;
   }
 
@@ -233,6 +294,7 @@ class Store {
 
   uint64_t capacity_;
   uint64_t used_ = 0;
+  uint64_t last_version_ = 0;
   std::map<std::string, File> files_;
   std::map<std::string, Meta> dirs_;
 };
@@ -291,8 +353,8 @@ int ReadMemfd(int fd, uint64_t size, std::string* out) {
 }
 
 const char* OpName(uint16_t op) {
-  static const char* names[] = {"?", "PING", "PUT", "GET", "STAT", "ACCESS",
-                                "LIST", "UNLINK", "RENAME", "MKDIR", "RMDIR"};
+  static const char* names[] = {"?",      "PING",  "PUT",  "GET",  "STAT",    "ACCESS", "LIST",  "UNLINK",
+                                "RENAME", "MKDIR", "RMDIR", "STATUS", "WAIT", "INSPECT", "UPDATE", "SCRUB"};
   return op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 
@@ -308,7 +370,7 @@ class Server {
     Reply reply;
     int reply_fd = -1;
     bool keep = true;
-    std::string path, path2;
+    std::string path, path2, note;
     if (req.magic != fern::client::kMagic || req.version != fern::client::kVersion) {
       reply.err = EINVAL;
       keep = false;
@@ -317,15 +379,15 @@ class Server {
     } else if (int err = CheckPath(req.path, req.path_len, &path); err != 0) {
       reply.err = err;
     } else {
-      reply.err = Dispatch(req, path, &path2, caller, passed, &reply, &reply_fd);
+      reply.err = Dispatch(req, path, &path2, &note, caller, passed, &reply, &reply_fd);
     }
     if (reply.err != 0) {
       std::snprintf(reply.message, sizeof reply.message, "%s %s: %s", OpName(req.op), path.c_str(),
                     std::strerror(reply.err));
     }
     if (log_) {
-      std::fprintf(log_, "%s %s%s%s %llu -> %d\n", OpName(req.op), path.c_str(), path2.empty() ? "" : " ",
-                   path2.c_str(), static_cast<unsigned long long>(req.size), reply.err);
+      std::fprintf(log_, "%s %s%s%s %llu -> %d%s\n", OpName(req.op), path.c_str(), path2.empty() ? "" : " ",
+                   path2.c_str(), static_cast<unsigned long long>(req.size), reply.err, note.c_str());
       std::fflush(log_);
     }
     if (passed >= 0) close(passed);
@@ -335,13 +397,25 @@ class Server {
   }
 
  private:
-  int Dispatch(const Request& req, const std::string& path, std::string* path2, const Caller& caller,
-               int passed, Reply* reply, int* reply_fd) {
+  // `note` gets what the log line adds (the ranges of an UPDATE).
+  int Dispatch(const Request& req, const std::string& path, std::string* path2, std::string* note,
+               const Caller& caller, int passed, Reply* reply, int* reply_fd) {
     switch (static_cast<Op>(req.op)) {
       case Op::kPut: {
         std::string bytes;
         if (int err = ReadMemfd(passed, req.size, &bytes); err != 0) return err;
         return store_.Put(path, caller, req.mode, std::move(bytes));
+      }
+      case Op::kUpdate: {
+        std::string blob;
+        UpdateBlob u;
+        if (int err = ReadMemfd(passed, req.size, &blob); err != 0) return err;
+        if (int err = ParseUpdate(blob, &u); err != 0) return err;
+        *note = " ranges";
+        for (const UpdateBlobRange& r : u.ranges) {
+          *note += " " + std::to_string(r.offset) + "+" + std::to_string(r.length);
+        }
+        return store_.Update(path, caller, u, reply);
       }
       case Op::kGet: {
         const std::string* bytes = nullptr;

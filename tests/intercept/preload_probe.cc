@@ -562,6 +562,147 @@ void CloseAll(const std::string& dir) {
   CHECK(Slurp(a) == "a1a2" && Slurp(b) == "b1b2", "content '%s' '%s'", Slurp(a).c_str(), Slurp(b).c_str());
 }
 
+// Creates path (truncating) with `bytes`; false on any failure.
+bool Create(const std::string& path, const std::string& bytes) {
+  const int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0) return false;
+  const bool ok = WriteAll(fd, bytes);
+  return close(fd) == 0 && ok;
+}
+
+// Flips every bit of (*s)[off, off + len); returns the new bytes.
+std::string FlipBytes(std::string* s, size_t off, size_t len) {
+  for (size_t i = off; i < off + len; ++i) (*s)[i] = static_cast<char>(~(*s)[i]);
+  return s->substr(off, len);
+}
+
+// Flips [off, off + len) of the file open as fd, whose bytes are *now (kept
+// up to date): every byte written differs from the one it replaces.
+bool Flip(int fd, std::string* now, size_t off, size_t len) {
+  const std::string b = FlipBytes(now, off, len);
+  return pwrite(fd, b.data(), b.size(), static_cast<off_t>(off)) == static_cast<ssize_t>(len);
+}
+
+// Reopening existing files for writing without O_TRUNC. Each file is one
+// scenario; preload_test checks which requests each one caused (UPDATE of
+// exactly the flipped ranges, a PUT, or nothing); here the bytes read back.
+void Update(const std::string& dir) {
+  const size_t n = 3 * 4096 + 1000;
+  const std::string data = Pattern(n, 10);
+  for (const char* name : {"a", "gap", "none", "grow", "stale", "gone", "fsync", "same", "half", "moved", "fork"}) {
+    CHECK(Create(Join(dir, name), data), "create %s", name);
+  }
+  // Three disjoint, unaligned ranges: one spans a 4 KiB boundary, one ends the file.
+  std::string want = data;
+  int fd = open(Join(dir, "a").c_str(), O_RDWR);
+  CHECK(fd >= 0 && Flip(fd, &want, 5, 3) && Flip(fd, &want, 4094, 4) && Flip(fd, &want, n - 3, 3), "a");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "a")) == want, "a content");
+
+  // One unchanged byte between two writes keeps them apart.
+  want = data;
+  fd = open(Join(dir, "gap").c_str(), O_WRONLY);
+  CHECK(fd >= 0 && Flip(fd, &want, 100, 2) && Flip(fd, &want, 103, 2), "gap");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "gap")) == want, "gap content");
+
+  // Opened for writing, only read.
+  fd = open(Join(dir, "none").c_str(), O_RDWR);
+  char buf[16];
+  CHECK(fd >= 0 && read(fd, buf, sizeof buf) == sizeof buf, "none");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "none")) == data, "none content");
+
+  // A write, then a bigger size.
+  want = data;
+  fd = open(Join(dir, "grow").c_str(), O_RDWR);
+  CHECK(fd >= 0 && Flip(fd, &want, 10, 5) && ftruncate(fd, static_cast<off_t>(n + 100)) == 0, "grow");
+  want.append(100, '\0');
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "grow")) == want, "grow content");
+
+  // Another program replaces the file (same size) while it is open here:
+  // this close's update is refused as stale and the whole file is sent.
+  want = data;
+  fd = open(Join(dir, "stale").c_str(), O_RDWR | O_CLOEXEC);
+  CHECK(fd >= 0 && Flip(fd, &want, 20, 4), "stale");
+  const std::string other = "printf '%0" + std::to_string(n) + "d' 0 > " + Join(dir, "stale");
+  CHECK(std::system(other.c_str()) == 0, "%s", other.c_str());  // (reads here see this process's bytes)
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "stale")) == want, "stale content");
+
+  // Another program removes it: this close writes it again, as a whole.
+  want = data;
+  fd = open(Join(dir, "gone").c_str(), O_RDWR | O_CLOEXEC);
+  CHECK(fd >= 0 && Flip(fd, &want, 60, 2), "gone");
+  CHECK(std::system(("rm " + Join(dir, "gone")).c_str()) == 0, "rm");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "gone")) == want, "gone content");
+
+  // fsync commits the first write; the close only the second.
+  want = data;
+  fd = open(Join(dir, "fsync").c_str(), O_RDWR);
+  CHECK(fd >= 0 && Flip(fd, &want, 30, 2) && fsync(fd) == 0, "fsync");
+  CHECK(Slurp(Join(dir, "fsync")) == want, "fsync content");
+  CHECK(Flip(fd, &want, 5000, 3) && close(fd) == 0 && Slurp(Join(dir, "fsync")) == want, "fsync then close");
+
+  // Bytes written over with what they were.
+  fd = open(Join(dir, "same").c_str(), O_RDWR);
+  CHECK(fd >= 0 && pwrite(fd, data.data() + 40, 10, 40) == 10, "same");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "same")) == data, "same content");
+
+  // More than half the file changed.
+  want = data;
+  fd = open(Join(dir, "half").c_str(), O_RDWR);
+  CHECK(fd >= 0 && Flip(fd, &want, 0, n / 2 + 1), "half");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "half")) == want, "half content");
+
+  // The program dup2s over the shim's own high fds (its copy of the old
+  // bytes among them): they move, and the update still works.
+  want = data;
+  fd = open(Join(dir, "moved").c_str(), O_RDWR);
+  const int devnull = open("/dev/null", O_RDONLY);
+  for (int high = 1000; high < 1064; ++high) {
+    if (high != fd && high != devnull) dup2(devnull, high);
+  }
+  for (int high = 1000; high < 1064; ++high) {
+    if (high != fd && high != devnull) close(high);
+  }
+  close(devnull);
+  CHECK(fd >= 0 && Flip(fd, &want, 50, 1), "moved");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "moved")) == want, "moved content");
+
+  // More runs than one update may carry (every other byte of 2^21 + 2).
+  const size_t big = (size_t{1} << 21) + 2;
+  std::string many = Pattern(big, 11);
+  CHECK(Create(Join(dir, "many"), many), "create many");
+  fd = open(Join(dir, "many").c_str(), O_RDWR);
+  for (size_t i = 0; i < big; i += 2) FlipBytes(&many, i, 1);
+  CHECK(fd >= 0 && pwrite(fd, many.data(), big, 0) == static_cast<ssize_t>(big), "many");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "many")) == many, "many content");
+
+  // Two processes update disjoint ranges of one file, both open at once:
+  // the file ends up with both.
+  want = data;
+  int ready[2], go[2];
+  CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::string mine = data;
+    const int cfd = open(Join(dir, "fork").c_str(), O_RDWR);
+    bool ok = cfd >= 0 && Flip(cfd, &mine, 100, 4) && write(ready[1], "r", 1) == 1;
+    char c;
+    ok = ok && read(go[0], &c, 1) == 1 && close(cfd) == 0;
+    _exit(ok ? 0 : 1);
+  }
+  char c = 0;
+  CHECK(read(ready[0], &c, 1) == 1, "child opened");
+  fd = open(Join(dir, "fork").c_str(), O_RDWR);
+  CHECK(fd >= 0 && Flip(fd, &want, 8000, 4), "parent write");
+  CHECK(write(go[1], "g", 1) == 1, "go");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  CHECK(close(fd) == 0, "parent close");
+  FlipBytes(&want, 100, 4);  // the child's
+  CHECK(Slurp(Join(dir, "fork")) == want, "fork content: one writer's update is lost");
+  for (int p : {ready[0], ready[1], go[0], go[1]}) close(p);
+}
+
 // Threads open, write and close files concurrently.
 void Threads(const std::string& dir) {
   std::vector<std::thread> threads;
@@ -593,7 +734,7 @@ int main(int argc, char** argv) {
       {"errors", Errors},   {"stdio", Stdio}, {"ofstream", Ofstream},       {"dup", Dup},
       {"fsync_error", FsyncError}, {"readdir", Readdir}, {"mmap", Mmap}, {"fork", Fork},
       {"exit", ExitWithoutClose}, {"stat", Stat}, {"unmanaged", Unmanaged}, {"threads", Threads},
-      {"closeall", CloseAll}};
+      {"closeall", CloseAll}, {"update", Update}};
   auto it = cases.find(c);
   if (it == cases.end()) {
     std::fprintf(stderr, "preload_probe: unknown case %s\n", c.c_str());

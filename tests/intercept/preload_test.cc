@@ -25,6 +25,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/client_protocol.h"
 #include "common/subprocess.h"
 
 extern char** environ;
@@ -160,8 +161,10 @@ class PreloadTest : public ::testing::Test {
   // The same without the shim (the plain-file-system baseline).
   Result Plain(const std::string& script) { return RunProgram({"/bin/sh", "-c", "cd '" + dir_ + "' && " + script}, {}); }
 
-  Result Probe(const std::string& name, const std::string& dir) {
-    return RunProgram({FERN_PRELOAD_PROBE, name, dir}, PreloadEnv(socket_));
+  Result Probe(const std::string& name, const std::string& dir, const std::vector<std::string>& env_extra = {}) {
+    std::vector<std::string> env = PreloadEnv(socket_);
+    env.insert(env.end(), env_extra.begin(), env_extra.end());
+    return RunProgram({FERN_PRELOAD_PROBE, name, dir}, env);
   }
 
   // Requests the daemon logged, e.g. "PUT /a"; counted by prefix.
@@ -172,9 +175,38 @@ class PreloadTest : public ::testing::Test {
     return n;
   }
 
+  // The PUT and UPDATE lines the daemon logged for exactly `path`, in order.
+  std::vector<std::string> Writes(const std::string& path) const {
+    std::istringstream in(ReadText(log_));
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("PUT " + path + " ", 0) == 0 || line.rfind("UPDATE " + path + " ", 0) == 0) out.push_back(line);
+    }
+    return out;
+  }
+
   std::string dir_, socket_, log_;
   fern::Subprocess daemon_;
 };
+
+// The log line of a PUT of `size` bytes.
+std::string PutLine(const std::string& path, uint64_t size) {
+  return "PUT " + path + " " + std::to_string(size) + " -> 0";
+}
+
+// The log line of an UPDATE of exactly `ranges` ({offset, length}) answered
+// with `err`; its blob size is the protocol's layout: header, range table,
+// the new bytes.
+std::string UpdateLine(const std::string& path, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                       int err = 0) {
+  uint64_t size = sizeof(fern::client::UpdateBlobHeader) + ranges.size() * sizeof(fern::client::UpdateBlobRange);
+  std::string listed = " ranges";
+  for (const auto& [offset, length] : ranges) {
+    size += length;
+    listed += " " + std::to_string(offset) + "+" + std::to_string(length);
+  }
+  return "UPDATE " + path + " " + std::to_string(size) + " -> " + std::to_string(err) + listed;
+}
 
 TEST_F(PreloadTest, ShellRedirectionThenCat) {
   Result r = Sh("printf 'hello\\nworld\\n' > /fern/a && cat /fern/a && printf more >> /fern/a && cat /fern/a");
@@ -359,7 +391,36 @@ TEST_F(PreloadTest, UnmanagedPathsAreUntouched) {
 }
 
 // One probe case per test: see preload_probe.cc for what each checks.
-class PreloadProbe : public PreloadTest {};
+class PreloadProbe : public PreloadTest {
+ protected:
+  // The "update" probe case (preload_probe.cc) reopens existing files without
+  // O_TRUNC; each file must have caused exactly these requests (the probe
+  // checks the bytes read back).
+  void ExpectUpdateRequests(const std::string& dir) const {
+    const uint64_t n = 3 * 4096 + 1000, big = (uint64_t{1} << 21) + 2;
+    using Lines = std::vector<std::string>;
+    const std::string d = "/" + dir;
+    EXPECT_EQ(Writes(d + "/a"), (Lines{PutLine(d + "/a", n), UpdateLine(d + "/a", {{5, 3}, {4094, 4}, {n - 3, 3}})}));
+    EXPECT_EQ(Writes(d + "/gap"), (Lines{PutLine(d + "/gap", n), UpdateLine(d + "/gap", {{100, 2}, {103, 2}})}))
+        << "runs merged across an unchanged byte";
+    EXPECT_EQ(Writes(d + "/none"), (Lines{PutLine(d + "/none", n)})) << "committed without a write";
+    EXPECT_EQ(Writes(d + "/grow"), (Lines{PutLine(d + "/grow", n), PutLine(d + "/grow", n + 100)}));
+    EXPECT_EQ(Writes(d + "/stale"), (Lines{PutLine(d + "/stale", n), PutLine(d + "/stale", n),
+                                             UpdateLine(d + "/stale", {{20, 4}}, ESTALE), PutLine(d + "/stale", n)}));
+    EXPECT_EQ(Writes(d + "/gone"), (Lines{PutLine(d + "/gone", n), UpdateLine(d + "/gone", {{60, 2}}, ENOENT),
+                                          PutLine(d + "/gone", n)}));
+    EXPECT_EQ(Writes(d + "/fsync"), (Lines{PutLine(d + "/fsync", n), UpdateLine(d + "/fsync", {{30, 2}}),
+                                           UpdateLine(d + "/fsync", {{5000, 3}})}));
+    EXPECT_EQ(Writes(d + "/same"), (Lines{PutLine(d + "/same", n)})) << "committed bytes equal to the old ones";
+    EXPECT_EQ(Writes(d + "/half"), (Lines{PutLine(d + "/half", n), PutLine(d + "/half", n)}));
+    EXPECT_EQ(Writes(d + "/moved"), (Lines{PutLine(d + "/moved", n), UpdateLine(d + "/moved", {{50, 1}})}))
+        << "the shim lost its copy of the old bytes when its fds were moved";
+    EXPECT_EQ(Writes(d + "/many"), (Lines{PutLine(d + "/many", big), PutLine(d + "/many", big)}));
+    EXPECT_EQ(Writes(d + "/fork"), (Lines{PutLine(d + "/fork", n), UpdateLine(d + "/fork", {{100, 4}}),
+                                          UpdateLine(d + "/fork", {{8000, 4}})}))
+        << "two writers of disjoint ranges";
+  }
+};
 
 #define FERN_PROBE_TEST(Name, probe_case)          \
   TEST_F(PreloadProbe, Name) {                     \
@@ -385,6 +446,20 @@ TEST_F(PreloadProbe, FsyncAndCloseReturnTheDaemonsError) {
   EXPECT_EQ(r.code, 0) << r;
   EXPECT_EQ(r.out, "ok fsync_error\n") << r;
   EXPECT_EQ(Requests("PUT /fsync_error/small"), 1) << "the close after fsync committed again";
+}
+
+TEST_F(PreloadProbe, ReopenedFilesSendOnlyTheChangedBytes) {
+  Result r = Probe("update", "/fern/update");
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_EQ(r.out, "ok update\n") << r;
+  ExpectUpdateRequests("update");
+}
+
+TEST_F(PreloadProbe, UpdatesStaySynchronousInAsyncMode) {
+  Result r = Probe("update", "/fern/async", {"FERN_EC_COMMIT=async"});
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_EQ(r.out, "ok update\n") << r;
+  ExpectUpdateRequests("async");
 }
 
 TEST_F(PreloadProbe, ExitCommitsFilesStillOpen) {
