@@ -514,7 +514,9 @@ class Daemon {
                       std::to_string(in.info.version) + ", \"size\": " + std::to_string(in.info.size) +
                       ", \"file_id\": " + std::to_string(in.file_id) + ", \"k\": " + std::to_string(in.k) +
                       ", \"m\": " + std::to_string(in.m) + ", \"shard_size\": " + std::to_string(in.shard_size) +
-                      ", \"technique\": \"" + JsonEscape(in.technique) + "\", \"stripes\": [";
+                      ", \"technique\": \"" + JsonEscape(in.technique) + "\", \"sequencer\": " +
+                      std::to_string(in.sequencer.value) + ", \"psw_epoch\": " + std::to_string(in.psw_epoch) +
+                      ", \"stripes\": [";
     for (size_t i = 0; i < in.stripes.size(); ++i) {
       const auto& s = in.stripes[i];
       out += std::string(i ? ", " : "") + "{\"stripe\": " + std::to_string(s.stripe) + ", \"health\": \"" +
@@ -526,7 +528,8 @@ class Daemon {
         out += std::string(j ? ", " : "") + "{\"index\": " + std::to_string(sh.index) +
                ", \"node\": " + std::to_string(sh.node.value) + ", \"state\": \"" + StateName(sh) + "\"" +
                (sh.state == Node::ShardReport::State::kOk
-                    ? ", \"length\": " + std::to_string(sh.length) + ", \"crc32c\": \"" + crc + "\""
+                    ? ", \"length\": " + std::to_string(sh.length) + ", \"crc32c\": \"" + crc + "\"" +
+                          ", \"seq\": " + std::to_string(sh.seq)
                     : ", \"error\": \"" + JsonEscape(sh.error) + "\"") +
                "}";
       }

@@ -416,7 +416,7 @@ void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
     wire::FileRecord& rec = op->record;
     rec.set_path(op->path);
     rec.set_file_id(NewFileId(op->path));
-    rec.set_version(old ? old->version() + 1 : 1);
+    rec.set_version(cur.ok() ? (*cur)->version() + 1 : 1);  // a tombstone keeps the counter
     rec.set_generation(cur.ok() ? (*cur)->generation() + 1 : 1);
     rec.set_uid(old ? old->uid() : caller.uid);
     rec.set_gid(old ? old->gid() : caller.gid);

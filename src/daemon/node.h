@@ -63,6 +63,7 @@
 
 namespace fern::wire {
 class FileRecord;
+class SeqRequest;
 }
 namespace fern::daemon::psw {
 struct RebuildShard;
@@ -234,6 +235,7 @@ class Node {
     enum class State { kOk, kMissing, kCorrupt, kUnreachable } state = State::kUnreachable;
     uint64_t length = 0;
     uint32_t crc32c = 0;  // from the shard's header, when it answered
+    uint64_t seq = 0;     // the last in-place update in its bytes (PSW)
     std::string error;    // why it is not kOk
   };
   struct StripeReport {
@@ -248,6 +250,8 @@ class Node {
     int k = 0, m = 0;
     uint64_t shard_size = 0;
     std::string technique;
+    NodeId sequencer;        // who orders in-place updates of this file now
+    uint64_t psw_epoch = 0;  // its last durable sequencer epoch
     std::vector<StripeReport> stripes;
   };
   void Inspect(const std::string& path, const Caller& caller, std::function<void(StatusOr<Inspection>)> done);
@@ -318,6 +322,7 @@ class Node {
   void PswMembership(NodeId peer, bool alive);
   FileSeq* HostSequencer(const wire::FileRecord& record, Status* error);
   void Execute(FileSeq* fs);
+  void Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, transport::Responder r);
   void RebuildForRound(FileSeq* fs, const psw::RebuildShard& a);
   void UpdateNext(const std::shared_ptr<UpdateOp>& op);
   void UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t piece);

@@ -36,6 +36,8 @@ void Node::Inspect(const std::string& path, const Caller& caller,
     out.m = static_cast<int>(r.m());
     out.shard_size = r.shard_size();
     out.technique = r.technique();
+    if (auto seq = placement_.Sequencer(path, view_); seq.ok()) out.sequencer = *seq;
+    out.psw_epoch = r.psw_epoch();
     const uint64_t stripes = geometry_.StripeCount(r.size());
     out.stripes.resize(stripes);
     op->pending.assign(stripes, 0);
@@ -96,6 +98,7 @@ void Node::InspectNext(const std::shared_ptr<InspectOp>& op) {
                            shard.state = ShardReport::State::kOk;
                            shard.length = reply.length();
                            shard.crc32c = reply.crc32c();
+                           shard.seq = reply.seq();
                            ++sr.good;
                          }
                          answered();

@@ -12,9 +12,12 @@ namespace fern::daemon::internal {
 
 // Records of one path are ordered by (generation, file_id): every owner and
 // every reader agrees which is newest, even for two puts racing on one path.
+// The same version with a newer sequencer epoch (psw_epoch) is newer too,
+// so a restarted owner's stale copy never hands an old epoch to a sequencer.
 inline bool Newer(const wire::FileRecord& a, const wire::FileRecord& b) {
   if (a.generation() != b.generation()) return a.generation() > b.generation();
-  return a.file_id() > b.file_id();
+  if (a.file_id() != b.file_id()) return a.file_id() > b.file_id();
+  return a.psw_epoch() > b.psw_epoch();
 }
 
 inline bool Live(const wire::FileRecord& r) { return !r.deleted(); }

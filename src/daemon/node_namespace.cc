@@ -72,6 +72,10 @@ wire::FileRecord Tombstone(const wire::FileRecord& of) {
   wire::FileRecord t;
   t.set_path(of.path());
   t.set_generation(of.generation() + 1);
+  // The path's version counter survives its removal: a file created there
+  // again never reuses a version, so a writer's stale base version (an
+  // in-place update, Node::Update) cannot match the new file.
+  t.set_version(of.version());
   t.set_deleted(true);
   t.set_mtime_ns(internal::NowNs());
   return t;

@@ -773,33 +773,23 @@ void Node::InstallPswHandlers() {
       return r.Fail(UnavailableError("node " + std::to_string(options_.id.value) + " does not sequence " +
                                      req.path()));
     }
-    auto rec = records_.find(req.path());
-    if (rec == records_.end() || rec->second->file_id() != req.file_id() ||
-        rec->second->version() != req.version() || !internal::Live(*rec->second)) {
-      // This owner holds another version: the writer's is stale or ours is.
-      return r.Fail(FailedPreconditionError(req.path() + ": version " + std::to_string(req.version()) +
-                                            " is not the one the sequencer holds")
-                        .WithErrno(ESTALE));
+    if (auto it = psw_->seqs.find({req.file_id(), req.version()}); it != psw_->seqs.end()) {
+      return Sequence(it->second.get(), m.from, req, std::move(r));
     }
-    Status error;
-    FileSeq* fs = HostSequencer(*rec->second, &error);
-    if (!fs) return r.Fail(error);
-    const auto id = std::make_pair(uint64_t{m.from.value}, req.request());
-    if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
-    fs->grants.emplace(id, std::move(r));
-    psw::Actions out;
-    Status s = fs->seq->RequestUpdate({psw::WriterId(m.from.value), req.request(), req.stripe(),
-                                       {req.offset(), req.length()}},
-                                      &out);
-    for (auto& a : out) fs->pending.push_back(std::move(a));
-    if (!s.ok()) {
-      auto g = fs->grants.find(id);
-      if (g != fs->grants.end()) {
-        g->second.Fail(s);
-        fs->grants.erase(g);
+    // A new sequencer starts from the newest record any live owner has (this
+    // node may have missed the last epoch while it was down).
+    auto held = std::make_shared<Responder>(std::move(r));
+    LookupRecord(req.path(), [this, req, held, from = m.from](StatusOr<RecordPtr> rec) {
+      if (!rec.ok()) return held->Fail(rec.status());
+      if ((*rec)->file_id() != req.file_id() || (*rec)->version() != req.version() || !internal::Live(**rec)) {
+        return held->Fail(FailedPreconditionError(req.path() + ": version " + std::to_string(req.version()) +
+                                                  " is no longer current"));
       }
-    }
-    Execute(fs);
+      Status error;
+      FileSeq* fs = HostSequencer(**rec, &error);
+      if (!fs) return held->Fail(error);
+      Sequence(fs, from, req, std::move(*held));
+    });
   });
 
   transport_->Handle(wire::SEQ_FENCE, [this, shard_state](InMessage m, Responder r) {
@@ -859,6 +849,28 @@ void Node::InstallPswHandlers() {
     if (!s.ok()) return r.Fail(s);
     r.Reply(OutMessage{wire::SEQ_INSTALL, {}, {}});
   });
+}
+
+// Queues a writer's request at the file's sequencer.
+void Node::Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, Responder r) {
+  {
+    const auto id = std::make_pair(uint64_t{from.value}, req.request());
+    if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
+    fs->grants.emplace(id, std::move(r));
+    psw::Actions out;
+    Status s = fs->seq->RequestUpdate({psw::WriterId(from.value), req.request(), req.stripe(),
+                                       {req.offset(), req.length()}},
+                                      &out);
+    for (auto& a : out) fs->pending.push_back(std::move(a));
+    if (!s.ok()) {
+      auto g = fs->grants.find(id);
+      if (g != fs->grants.end()) {
+        g->second.Fail(s);
+        fs->grants.erase(g);
+      }
+    }
+    Execute(fs);
+  }
 }
 
 }  // namespace fern::daemon
