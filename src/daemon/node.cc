@@ -93,8 +93,10 @@ struct Node::GetOp {
     std::vector<std::span<uint8_t>> shards;
     ec::ShardSet present;
     ec::ShardSet tried;
+    std::vector<uint64_t> seqs;  // each present shard's update seq (PSW)
     int pending = 0;
     bool parity_fetched = false;
+    int refetches = 0;  // decodes refused because the shards' seqs differed
   };
   std::vector<Stripe> stripes;
   uint64_t next_stripe = 0;  // the next stripe to fetch
@@ -627,6 +629,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
   if (st.shards.empty()) {
     st.shards.resize(n);
     st.owners.resize(n);
+    st.seqs.assign(n, 0);
   }
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
   const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
@@ -661,6 +664,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                              reply.length() == len && ec::Crc32c(r->payload) == reply.crc32c()) {
                            st.shards[i] = r->payload;
                            st.owners[i] = r->payload_owner;
+                           st.seqs[i] = reply.seq();
                            st.present.insert(i);
                          }
                        }
@@ -695,7 +699,24 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
                                     " shards unavailable (nodes " + NodeList(missing) +
                                     "), m=" + std::to_string(options_.m));
       }
+    } else if (ec::ShardSet same = internal::SameSeqShards(st.present, st.seqs, k); same.size() < k) {
+      // An in-place update is between its shards (PSW): decoding across
+      // seqs would make wrong bytes. Fetch the stripe again; it settles in
+      // milliseconds, or recovery settles it.
+      if (++st.refetches > kMaxRefetches) {
+        if (op->failure.ok()) {
+          op->failure = UnavailableError("read " + op->path + ": stripe " + std::to_string(stripe) +
+                                         ": shards stayed at different update seqs");
+        }
+      } else {
+        st.present = ec::ShardSet();
+        st.tried = ec::ShardSet();
+        st.parity_fetched = true;
+        FetchStripe(op, stripe, true);
+        return;
+      }
     } else {
+      st.present = same;
       // Rebuild the missing data shards into fresh buffers, then copy out.
       std::vector<uint8_t*> ptrs(n, nullptr);
       ec::ShardSet want;

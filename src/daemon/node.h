@@ -339,6 +339,7 @@ class Node {
   static constexpr int kStripeWindow = 8;
   static constexpr int kRepairWindow = 4;
   static constexpr int kInspectWindow = 16;  // stripes checked at once
+  static constexpr int kMaxRefetches = 50;   // a read's stripe refetched while seqs differ
   struct InspectOp;
   void InspectNext(const std::shared_ptr<InspectOp>& op);
   struct RepairOp;

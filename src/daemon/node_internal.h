@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "daemon/node.h"
+#include "ec/erasure_coder.h"
 #include "fern_wire.pb.h"
 
 namespace fern::daemon::internal {
@@ -45,6 +47,26 @@ inline bool MayRemove(const wire::FileRecord& r, const Caller& caller) {
 }
 
 uint64_t NowNs();
+
+// The shards of `present` at the newest update seq that at least k of them
+// share (decode sources must all hold the same update); fewer than k when
+// no seq is shared by k.
+inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64_t>& seqs, int k) {
+  ec::ShardSet best;
+  uint64_t best_seq = 0;
+  for (int i = 0; i < static_cast<int>(seqs.size()); ++i) {
+    if (!present.contains(i)) continue;
+    ec::ShardSet same;
+    for (int j = 0; j < static_cast<int>(seqs.size()); ++j) {
+      if (present.contains(j) && seqs[j] == seqs[i]) same.insert(j);
+    }
+    if (same.size() >= k && (best.size() < k || seqs[i] > best_seq)) {
+      best = same;
+      best_seq = seqs[i];
+    }
+  }
+  return best.size() >= k ? best : ec::ShardSet();
+}
 
 inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {
   id->set_file_id(file_id);

@@ -132,6 +132,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
   struct Gather {
     std::vector<std::span<uint8_t>> shards;
     std::vector<std::shared_ptr<void>> owners;
+    std::vector<uint64_t> seqs, epochs;  // PSW: each shard's last update
     ec::ShardSet present;
     int pending = 1;
   };
@@ -142,6 +143,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
   auto g = std::make_shared<Gather>();
   g->shards.resize(n);
   g->owners.resize(n);
+  g->seqs.assign(n, 0);
+  g->epochs.assign(n, 0);
   auto finish = [this, op, task, g, len, k, n]() {
     if (--g->pending > 0) return;
     const RepairOp::Task& t = op->tasks[task];
@@ -154,9 +157,20 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
                                        std::string(s.message()));
       }
     };
+    // Decode only from shards holding the same update (an in-place update
+    // may be between its shards; its round rebuilds this one if it must).
+    const ec::ShardSet same = internal::SameSeqShards(g->present, g->seqs, k);
     if (g->present.size() < k) {
       fail(UnavailableError("only " + std::to_string(g->present.size()) + " other shards reachable"));
+    } else if (same.size() < k) {
+      fail(UnavailableError("the other shards are at different update seqs"));
     } else {
+      uint64_t seq = 0, epoch = 0;
+      for (int i = 0; i < n; ++i) {
+        if (!same.contains(i)) continue;
+        seq = g->seqs[i];
+        epoch = std::max(epoch, g->epochs[i]);
+      }
       auto out = std::make_shared<std::vector<uint8_t>>(len);
       std::vector<uint8_t*> ptrs(n, nullptr);
       for (int i = 0; i < n; ++i) {
@@ -168,7 +182,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
       // Decode wants no more than k present shards it does not need.
       ec::ShardSet use;
       for (int i = 0; i < n && use.size() < k; ++i) {
-        if (g->present.contains(i)) use.insert(i);
+        if (same.contains(i)) use.insert(i);
       }
       Status s = coder_->Decode(ptrs, use, want, len);
       ShardStore* store = t.index < k ? data_ : parity_;
@@ -180,7 +194,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
           s = res.status();
         } else {
           std::memcpy((*res)->data().data(), out->data(), len);
-          s = store->Commit(std::move(*res), ShardMeta{key, len, 0, 0, ec::Crc32c(*out)});
+          DropPswShard(key);  // an update state would write to the old slot
+          s = store->Commit(std::move(*res), ShardMeta{key, len, seq, epoch, ec::Crc32c(*out)});
         }
       }
       if (s.ok()) {
@@ -208,6 +223,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
                            reply.length() == len && ec::Crc32c(r->payload) == reply.crc32c()) {
                          g->shards[i] = r->payload;
                          g->owners[i] = r->payload_owner;
+                         g->seqs[i] = reply.seq();
+                         g->epochs[i] = reply.epoch();
                          g->present.insert(i);
                        }
                        finish();
