@@ -226,7 +226,8 @@ void Node::Tick(TimePoint now) {
 // counter, so shard keys of a new version never meet those of a removed,
 // renamed or concurrently written file.
 uint64_t Node::NewFileId(const std::string& path) {
-  uint64_t id = placement::Mix64(placement::HashPath(path) ^ internal::NowNs() ^
+  const uint64_t salt = options_.id_seed ? placement::Mix64(options_.id_seed) : internal::NowNs();
+  uint64_t id = placement::Mix64(placement::HashPath(path) ^ salt ^
                                  (uint64_t{options_.id.value} << 40) ^ ++file_id_counter_);
   return id ? id : 1;
 }

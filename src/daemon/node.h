@@ -89,6 +89,9 @@ struct NodeOptions {
   // FlushDurable(): the owner must call it after every Progress() and when
   // durable_event_fd() is readable. false: each commits as it arrives.
   bool batch_durable_commits = false;
+  // Nonzero: file ids come from this seed and a counter instead of the
+  // clock, so a seeded test's placement (and so its run) replays exactly.
+  uint64_t id_seed = 0;
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every

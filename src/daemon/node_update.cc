@@ -61,8 +61,9 @@ struct Node::FileSeq {
   std::optional<psw::Sequencer> seq;
   std::deque<psw::Action> pending;
   bool persisting = false;
-  // Deferred SEQ_REQUEST replies, by (writer node, request).
-  std::map<std::pair<uint64_t, uint64_t>, Responder> grants;
+  // Deferred SEQ_REQUEST replies, by (writer node, request), and when each
+  // arrived: a writer stops waiting after 3 x rpc_timeout.
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<Responder, TimePoint>> grants;
   // Granted updates and when they must have committed (UpdateTimedOut).
   std::map<uint64_t, std::pair<psw::Seq, TimePoint>> deadlines;  // by stripe
   // Rebuilds waiting for their target node to come back.
@@ -317,6 +318,20 @@ void Node::Execute(FileSeq* fs) {
   while (!fs->persisting && !fs->pending.empty()) {
     psw::Action action = std::move(fs->pending.front());
     fs->pending.pop_front();
+    // FERN_PSW_TRACE=1: every sequencer action on stderr (debugging aid).
+    static const bool trace = std::getenv("FERN_PSW_TRACE") != nullptr;
+    if (trace) {
+      std::fprintf(stderr, "[psw %u] action %zu", options_.id.value, action.index());
+      std::visit([](auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (requires { a.slot; }) std::fprintf(stderr, " stripe %lu shard %d", a.slot.stripe, a.slot.shard);
+        if constexpr (requires { a.stripe; }) std::fprintf(stderr, " stripe %lu", a.stripe);
+        if constexpr (requires { a.seq; }) std::fprintf(stderr, " seq %lu", a.seq);
+        if constexpr (requires { a.epoch; }) std::fprintf(stderr, " epoch %lu", a.epoch);
+        (void)sizeof(T);
+      }, action);
+      std::fprintf(stderr, "\n");
+    }
     auto stripe_id = [&](uint64_t stripe, int shard) {
       wire::ShardId id;
       SetId(&id, fs->record.file_id(), fs->record.version(), stripe, shard);
@@ -353,7 +368,7 @@ void Node::Execute(FileSeq* fs) {
               if (!s.ok()) {
                 // Without a durable epoch no grant may go out: give up this
                 // sequencer; the next request builds a new one (Recover).
-                for (auto& [w, r] : f->grants) r.Fail(s.WithContext("persist sequencer epoch"));
+                for (auto& [w, r] : f->grants) r.first.Fail(s.WithContext("persist sequencer epoch"));
                 psw_->seqs.erase(it);
                 return;
               }
@@ -362,11 +377,17 @@ void Node::Execute(FileSeq* fs) {
           } else if constexpr (std::is_same_v<T, psw::GrantUpdate>) {
             fs->deadlines[a.stripe] = {a.seq, now_ + 2 * options_.rpc_timeout};
             auto g = fs->grants.find({a.writer.value, a.request});
-            if (g == fs->grants.end()) return;
+            if (g == fs->grants.end() || now_ - g->second.second > 3 * options_.rpc_timeout) {
+              // Nobody waits for this grant any more: recover the stripe at
+              // the next tick rather than after the whole deadline.
+              fs->deadlines[a.stripe].second = now_;
+              if (g != fs->grants.end()) fs->grants.erase(g);
+              return;
+            }
             wire::SeqGrant grant;
             grant.set_seq(a.seq);
             grant.set_epoch(a.epoch);
-            g->second.Reply(OutMessage{wire::SEQ_REQUEST, grant.SerializeAsString(), {}});
+            g->second.first.Reply(OutMessage{wire::SEQ_REQUEST, grant.SerializeAsString(), {}});
             fs->grants.erase(g);
           } else if constexpr (std::is_same_v<T, psw::UpdateCommitted> || std::is_same_v<T, psw::UpdateAborted>) {
             Status status;
@@ -376,7 +397,7 @@ void Node::Execute(FileSeq* fs) {
             }
             auto g = fs->grants.find({a.writer.value, a.request});
             if (g != fs->grants.end()) {  // refused before its grant
-              g->second.Fail(status.ok() ? AbortedError("update refused") : status);
+              g->second.first.Fail(status.ok() ? AbortedError("update refused") : status);
               fs->grants.erase(g);
               return;
             }
@@ -617,7 +638,7 @@ void Node::PswMembership(NodeId peer, bool alive) {
   }
   for (auto& key : drop) {
     auto& fs = psw_->seqs[key];
-    for (auto& [w, r] : fs->grants) r.Fail(UnavailableError("the sequencer moved to another node"));
+    for (auto& [w, r] : fs->grants) r.first.Fail(UnavailableError("the sequencer moved to another node"));
     psw_->seqs.erase(key);
   }
 }
@@ -640,6 +661,9 @@ void Node::PswSync() {
 
 void Node::InstallPswHandlers() {
   psw_ = std::make_shared<PswState>();
+  // Request ids must not repeat across restarts of this node: a sequencer
+  // that outlived the restart would take a new request for a duplicate.
+  psw_->next_request = internal::NowNs() & ((uint64_t{1} << 48) - 1);
   // The PSW state of a shard held here, created from its header on first use.
   auto shard_state = [this](const ShardKey& key) -> StatusOr<ShardPsw*> {
     if (auto it = psw_->shards.find(key); it != psw_->shards.end()) return it->second.get();
@@ -856,7 +880,7 @@ void Node::Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, Respo
   {
     const auto id = std::make_pair(uint64_t{from.value}, req.request());
     if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
-    fs->grants.emplace(id, std::move(r));
+    fs->grants.emplace(id, std::make_pair(std::move(r), now_));
     psw::Actions out;
     Status s = fs->seq->RequestUpdate({psw::WriterId(from.value), req.request(), req.stripe(),
                                        {req.offset(), req.length()}},
@@ -865,7 +889,7 @@ void Node::Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, Respo
     if (!s.ok()) {
       auto g = fs->grants.find(id);
       if (g != fs->grants.end()) {
-        g->second.Fail(s);
+        g->second.first.Fail(s);
         fs->grants.erase(g);
       }
     }
