@@ -844,11 +844,16 @@ TEST(NodeUpdate, DegradedReadDecodesOnlyFromShardsOfOneSeq) {
 // that applied every update, scrub finds every stripe consistent, and with
 // two nodes gone the bytes decode the same. A failing case prints its seed:
 // FERN_PSW_NODE_CASE_SEED=<seed> replays it; FERN_PSW_NODE_CASES=<n> sets
-// how many run (default 150).
+// how many run (default 150; 30 in sanitized builds).
 TEST(NodePswModel, RandomConcurrentUpdatesWithCrashesStayConsistent) {
   const char* one = std::getenv("FERN_PSW_NODE_CASE_SEED");
   const char* cases_env = std::getenv("FERN_PSW_NODE_CASES");
-  const int cases = one ? 1 : cases_env ? std::atoi(cases_env) : 150;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)
+  constexpr int kDefaultCases = 30;  // a sanitized case runs ~10-40x slower
+#else
+  constexpr int kDefaultCases = 150;
+#endif
+  const int cases = one ? 1 : cases_env ? std::atoi(cases_env) : kDefaultCases;
   const uint64_t base = fern::testing::RunSeed();
   for (int c = 0; c < cases; ++c) {
     const uint64_t seed = one ? std::strtoull(one, nullptr, 10) : placement::Mix64(base + c);

@@ -114,6 +114,23 @@ TEST_F(Legacy, DdConvFsync) {
   EXPECT_EQ(Sha(work_ + "/dd.out"), Sha(work_ + "/src.bin"));
 }
 
+// dd conv=notrunc into an existing file: the preload sends only the patched
+// bytes (UPDATE through the file's sequencer), so the file keeps its version,
+// its bytes match the same dd on tmpfs, and scrub finds its parity right.
+TEST_F(Legacy, DdNotruncPatchesInPlace) {
+  const std::string patch =
+      "cp $W/src.bin /fern/p.bin && printf 'PATCHED-BYTES' | dd of=/fern/p.bin bs=1 seek=1234567 conv=notrunc "
+      "2>/dev/null && dd if=$W/src.bin of=/fern/p.bin bs=1000 skip=7 seek=3001 count=300 conv=notrunc 2>/dev/null";
+  ASSERT_EQ(Run(patch).rc, 0);
+  ASSERT_EQ(Plain(patch).rc, 0);
+  EXPECT_EQ(Run("sha256sum < /fern/p.bin").out, Sha(work_ + "/plain/p.bin"));
+  const std::string stat = Sh(Cli() + " stat /p.bin --json --root " + root_).out;
+  EXPECT_NE(stat.find("\"version\": 1,"), std::string::npos) << "patched by a rewrite, not in place: " << stat;
+  EXPECT_EQ(Sh(Cli() + " scrub /p.bin --root " + root_ + " >/dev/null").rc, 0);
+  KillTwo();
+  EXPECT_EQ(Run("sha256sum < /fern/p.bin").out, Sha(work_ + "/plain/p.bin"));
+}
+
 TEST_F(Legacy, CpBothWays) {
   ASSERT_EQ(Run("cp $W/src.bin /fern/cp.bin").rc, 0);
   KillTwo();
