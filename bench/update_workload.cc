@@ -117,6 +117,12 @@ int RunUpdate(const std::vector<std::string>& args) {
     uint64_t v = (i * 0x9E3779B97F4A7C15ull) ^ (i >> 7);
     std::memcpy(expect.get() + i, &v, std::min<uint64_t>(8, o.size - i));
   }
+  // Removed after the cluster is stopped (destroyed in reverse order): its
+  // pid files live under root, and `local stop` needs them.
+  struct RemoveAtExit {
+    std::string dir;
+    ~RemoveAtExit() { std::filesystem::remove_all(dir); }
+  } remove_root{o.root};
   const uint64_t per_node = PerNodeCapacity(o, o.m);
   LocalCluster cluster({.root = o.root + "/ec",
                         .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-update",
@@ -222,7 +228,6 @@ int RunUpdate(const std::vector<std::string>& args) {
     }
     if (fd >= 0) close(fd);
   }
-  std::filesystem::remove_all(o.root);
 
   const uint64_t total_stripes = (o.size + stripe_bytes - 1) / stripe_bytes;
   const double put = Median(put_s);

@@ -281,14 +281,15 @@ class SlotStore : public ShardStore {
     return View{meta, data, std::move(pin)};
   }
 
-  StatusOr<MutableView> OpenForUpdate(const ShardKey& key) override {
-    FERN_ASSIGN_OR_RETURN(View v, Read(key, Check::kVerify));
+  StatusOr<MutableView> OpenForUpdate(const ShardKey& key, Check check) override {
+    FERN_ASSIGN_OR_RETURN(View v, Read(key, check));
     return MutableView{v.meta, {const_cast<uint8_t*>(v.data.data()), v.data.size()}, std::move(v.pin)};
   }
 
   Status Sync() override { return FlushAll(); }
 
-  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync) override {
+  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync,
+                std::optional<uint32_t> crc) override {
     uint64_t slot;
     ShardMeta meta;
     {
@@ -300,7 +301,7 @@ class SlotStore : public ShardStore {
     }
     meta.seq = seq;
     meta.epoch = epoch;
-    meta.crc32c = ec::Crc32c({SlotData(slot), meta.length});
+    meta.crc32c = crc ? *crc : ec::Crc32c({SlotData(slot), meta.length});
     FERN_RETURN_IF_ERROR(sync ? Persist(slot, meta) : WriteHeader(slot, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (!table_.Update(meta, slot)) return NotFoundError(key.ToString() + " was replaced while resealing");

@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -126,16 +127,20 @@ class ShardStore {
     std::span<uint8_t> data;
     std::shared_ptr<const void> pin;  // keeps the slot from being reused
   };
-  // NotFound, or DataLoss when the stored bytes fail their CRC (nothing is
-  // changed through a corrupt shard).
-  virtual StatusOr<MutableView> OpenForUpdate(const ShardKey& key) = 0;
+  // NotFound, or (kVerify) DataLoss when the stored bytes fail their CRC:
+  // nothing is changed through a corrupt shard. kTrustCaller: the caller
+  // checks meta.crc32c itself.
+  virtual StatusOr<MutableView> OpenForUpdate(const ShardKey& key, Check check = Check::kVerify) = 0;
   // Recomputes the CRC over the shard's current bytes and writes its header
   // with seq and epoch. NotFound when the key is gone (removed or replaced
   // meanwhile: the change went to a slot nobody reads). sync = false: not
   // flushed yet, for a caller that resealed several shards and then calls
   // Sync once (group commit); until then a crash may leave the old header,
   // which no longer matches the bytes: an erasure, never valid wrong bytes.
-  virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync = true) = 0;
+  // `crc`: the CRC32C of the bytes as they are now, when the caller keeps
+  // it up to date (by blocks, ec::Crc32cCombine); else the store sums them.
+  virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync = true,
+                        std::optional<uint32_t> crc = std::nullopt) = 0;
   // Makes everything written so far durable (a durable tier); OK otherwise.
   virtual Status Sync() { return Status(); }
   virtual Status Remove(const ShardKey& key) = 0;

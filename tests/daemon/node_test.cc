@@ -42,9 +42,11 @@ class CorruptingStore final : public ShardStore {
     ++flipped;
     return View{v->meta, *copy, copy};
   }
-  StatusOr<MutableView> OpenForUpdate(const ShardKey& k) override { return inner_->OpenForUpdate(k); }
-  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch, bool sync) override {
-    return inner_->Reseal(k, seq, epoch, sync);
+  StatusOr<MutableView> OpenForUpdate(const ShardKey& k, Check check) override {
+    return inner_->OpenForUpdate(k, check);
+  }
+  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch, bool sync, std::optional<uint32_t> crc) override {
+    return inner_->Reseal(k, seq, epoch, sync, crc);
   }
   Status Sync() override { return inner_->Sync(); }
   Status Remove(const ShardKey& k) override { return inner_->Remove(k); }

@@ -1,6 +1,7 @@
 #include "ec/crc32c.h"
 
 #include <cstring>
+#include <random>
 #include <string_view>
 #include <vector>
 
@@ -48,6 +49,28 @@ TEST(Crc32c, DetectsASingleFlippedBit) {
   uint32_t before = Crc32c(buf);
   buf[123457] ^= 0x10;
   EXPECT_NE(Crc32c(buf), before);
+}
+
+}  // namespace
+}  // namespace fern::ec
+
+namespace fern::ec {
+namespace {
+
+// Combining the CRCs of two pieces equals the CRC of their concatenation,
+// for empty, odd and large pieces.
+TEST(Crc32cCombine, EqualsTheCrcOfTheConcatenation) {
+  std::mt19937_64 rng(12345);
+  for (size_t la : {size_t{0}, size_t{1}, size_t{7}, size_t{4096}, size_t{65536}, size_t{1 << 20}}) {
+    for (size_t lb : {size_t{0}, size_t{1}, size_t{13}, size_t{65536}, size_t{(1 << 20) + 3}}) {
+      std::vector<uint8_t> a(la), b(lb);
+      for (auto& x : a) x = static_cast<uint8_t>(rng());
+      for (auto& x : b) x = static_cast<uint8_t>(rng());
+      std::vector<uint8_t> ab(a);
+      ab.insert(ab.end(), b.begin(), b.end());
+      EXPECT_EQ(Crc32cCombine(Crc32c(a), Crc32c(b), lb), Crc32c(ab)) << la << " + " << lb;
+    }
+  }
 }
 
 }  // namespace
