@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,16 +130,34 @@ bool Ping(const std::string& sock) {
   return Roundtrip(sock, req, -1, &reply, nullptr) == 0 && reply.err == 0;
 }
 
+// A port for a local daemon, below the kernel's ephemeral range: a port
+// taken from that range (bind to 0) is free only until some connect() on
+// the machine -- another local cluster's UCX connections -- is handed the
+// same number before the daemon binds it. Random in [10000, low end), checked
+// bindable; the ephemeral way only if nothing there is free.
 uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
+  auto bindable = [](uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return ok ? ntohs(a.sin_port) : uint16_t{0};
+  };
+  unsigned low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> low;
+  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(getpid()));
+  if (low > 10000 + 100) {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const uint16_t port = static_cast<uint16_t>(10000 + rng() % (low - 10000));
+      if (bindable(port)) return port;
+    }
+  }
+  return bindable(0);
 }
 
 struct LocalOptions {
@@ -279,8 +298,16 @@ int LocalStart(const std::vector<std::string>& args) {
   for (int i = 0; i < o.nodes; ++i) {
     while (!Ping(NodeDir(o.root, i) + "/sock")) {
       if (std::chrono::steady_clock::now() > until) {
-        return Fail("local start: node " + std::to_string(i) + " did not come up; see " +
-                    NodeDir(o.root, i) + "/log");
+        // Its log's end, so a failure says why even if the directory goes.
+        std::string tail;
+        if (std::ifstream log(NodeDir(o.root, i) + "/log"); log) {
+          std::string line;
+          std::vector<std::string> lines;
+          while (std::getline(log, line)) lines.push_back(line);
+          for (size_t l = lines.size() > 5 ? lines.size() - 5 : 0; l < lines.size(); ++l) tail += "\n  " + lines[l];
+        }
+        return Fail("local start: node " + std::to_string(i) + " did not come up; see " + NodeDir(o.root, i) +
+                    "/log" + tail);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

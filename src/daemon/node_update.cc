@@ -837,6 +837,16 @@ void Node::InstallPswHandlers() {
                                      req.path()));
     }
     if (auto it = psw_->seqs.find({req.file_id(), req.version()}); it != psw_->seqs.end()) {
+      // This node owns the path's record: once a PUT committed a newer
+      // version here, updates of the old one are refused (the writer falls
+      // back to a full write of what it has).
+      if (auto cur = records_.find(req.path());
+          cur != records_.end() && internal::Live(*cur->second) && cur->second->file_id() != req.file_id()) {
+        for (auto& [w, g] : it->second->grants) g.first.Fail(FailedPreconditionError(req.path() + " was replaced"));
+        psw_->seqs.erase(it);
+        return r.Fail(FailedPreconditionError(req.path() + ": version " + std::to_string(req.version()) +
+                                              " was replaced by a newer one"));
+      }
       return Sequence(it->second.get(), m.from, req, std::move(r));
     }
     // A new sequencer starts from the newest record any live owner has (this
