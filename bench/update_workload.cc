@@ -94,9 +94,10 @@ int RunUpdate(const std::vector<std::string>& args) {
           "Starts a local cluster, writes a --size file, then changes it in place with\n"
           "--updates UPDATE requests of --update-size bytes at random offsets from\n"
           "--clients clients at once (client i through node i), and compares with\n"
-          "a full PUT of the file in the same run: the rewrite of the stripes the\n"
-          "updates touched costs PUT time x touched/total stripes. The file is read\n"
-          "back and compared with the updates applied locally.",
+          "a full PUT of the file in the same run: without a delta path each update\n"
+          "rewrites the stripes it touches, at PUT time / stripes each (also shown:\n"
+          "all updates folded into one rewrite of every stripe touched). The file is\n"
+          "read back and compared with the updates applied locally.",
           args, &o,
           [&](FlagSet& f) {
             f.Size("update-size", &update_size, "bytes per update");

@@ -618,7 +618,12 @@ int ScrubCmd(const std::vector<std::string>& args) {
   std::string root;
   int node = 0;
   bool json = false, repair = false;
-  FlagSet f("usage: fern-ec scrub [PATH] [--repair] [--json] [--root DIR [--node N]]   (or FERN_EC_SOCKET)");
+  FlagSet f("usage: fern-ec scrub [PATH] [--repair] [--json] [--root DIR [--node N]]   (or FERN_EC_SOCKET)\n\n"
+            "Fetches every shard of every stripe of PATH (a file, or all files under a\n"
+            "directory; default /), re-encodes the data shards and compares with the\n"
+            "stored parity. Reports stripes whose parity differs, whose shards carry\n"
+            "different update seqs, or which miss shards (degraded). Exit 0 when all\n"
+            "are consistent, 5 while one is inconsistent (not repaired) or degraded.");
   f.String("root", &root, "local cluster directory");
   f.Int("node", &node, "which node's daemon to talk to");
   f.Bool("json", &json, "print JSON");
