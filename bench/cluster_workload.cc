@@ -43,7 +43,7 @@ double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock
 
 class Cluster {
  public:
-  Cluster(const Options& o, int m, const std::string& tag) : local_(ClusterOptions(o, m, tag)) {}
+  Cluster(const Options& o, int m, const std::string& tag) : local_(BenchCluster(o, m, tag)) {}
   bool ok() const { return local_.ok(); }
   std::string sock(int node) const { return local_.sock(node); }
   bool Kill(int node) { return local_.Kill(node); }
@@ -89,17 +89,6 @@ class Cluster {
   }
 
  private:
-  static LocalClusterOptions ClusterOptions(const Options& o, int m, const std::string& tag) {
-    const uint64_t per_node = PerNodeCapacity(o, m);
-    return {.root = o.root + "/" + tag,
-            .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + tag,
-            .nodes = o.nodes,
-            .k = o.k,
-            .m = m,
-            .shard_size = o.shard_size,
-            .data_capacity = per_node,
-            .parity_capacity = m ? per_node : (64 << 20)};
-  }
   LocalCluster local_;
 };
 

@@ -1,12 +1,8 @@
 #include "local_cluster.h"
 
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 
 #include <cstdio>
 #include <cstdlib>
@@ -58,33 +54,16 @@ uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m) {
   return 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
 }
 
-client::Request ClientRequest(client::Op op, const std::string& path) {
-  client::Request r;
-  r.op = static_cast<uint16_t>(op);
-  r.path_len = path.size();
-  std::memcpy(r.path, path.data(), path.size());
-  return r;
-}
-
-int ClientRoundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
-                    int* recv_fd) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno;
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    int e = errno;
-    close(fd);
-    return e;
-  }
-  int rc = 0;
-  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
-      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
-    rc = errno;
-  }
-  close(fd);
-  return rc;
+LocalClusterOptions BenchCluster(const ClusterBenchOptions& o, int m, const std::string& tag) {
+  const uint64_t per_node = PerNodeCapacity(o, m);
+  return {.root = tag.empty() ? o.root : o.root + "/" + tag,
+          .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-" + (tag.empty() ? "0" : tag),
+          .nodes = o.nodes,
+          .k = o.k,
+          .m = m,
+          .shard_size = o.shard_size,
+          .data_capacity = per_node,
+          .parity_capacity = m ? per_node : (64 << 20)};
 }
 
 LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {

@@ -58,12 +58,20 @@ int ParseClusterBench(const std::string& name, const std::string& usage,
 // being written, spread over the nodes, with m parity shards per stripe.
 uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m);
 
-// The client protocol (common/client_protocol.h) for a bench: a request
-// for `path`, and one request/reply on a fresh connection to `sock` (0 or
-// an errno value for the connection; the reply's own err is in reply->err).
-client::Request ClientRequest(client::Op op, const std::string& path);
-int ClientRoundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
-                    int* recv_fd);
+// The cluster a workload runs on: o's layout with m parity shards, data
+// under o.root/tag (o.root itself when tag is empty), parity and metadata
+// under o.disk_dir; PerNodeCapacity on each tier (m = 0: a token parity tier).
+LocalClusterOptions BenchCluster(const ClusterBenchOptions& o, int m, const std::string& tag);
+
+// The client protocol for a bench (client::MakeRequest/Roundtrip) with
+// std::string arguments.
+inline client::Request ClientRequest(client::Op op, const std::string& path) {
+  return client::MakeRequest(op, path.data(), path.size());
+}
+inline int ClientRoundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
+                           int* recv_fd) {
+  return client::Roundtrip(sock.c_str(), req, send_fd, reply, recv_fd);
+}
 
 class LocalCluster {
  public:

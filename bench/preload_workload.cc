@@ -72,15 +72,7 @@ int RunPreload(const std::vector<std::string>& args) {
   const std::string tmpfs_file = "/dev/shm/fern-bench-ck-" + tag;
   const std::string disk_file = o.disk_dir + "/fern-bench-ck-" + tag;
 
-  const uint64_t per_node = PerNodeCapacity(o, o.m);
-  LocalCluster cluster({.root = o.root,
-                        .parity_root = o.disk_dir + "/fern-bench-preload-parity-" + tag,
-                        .nodes = o.nodes,
-                        .k = o.k,
-                        .m = o.m,
-                        .shard_size = o.shard_size,
-                        .data_capacity = per_node,
-                        .parity_capacity = per_node});
+  LocalCluster cluster(BenchCluster(o, o.m, ""));
   if (!cluster.ok()) return std::fprintf(stderr, "ec_bench preload: cannot start the cluster\n"), 1;
   const std::string run = BinDir() + "/fern-ec run --root " + o.root + " --node 0 -- ";
   const std::string wait = BinDir() + "/fern-ec wait --root " + o.root + " --node 0";

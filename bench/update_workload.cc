@@ -124,15 +124,7 @@ int RunUpdate(const std::vector<std::string>& args) {
     std::string dir;
     ~RemoveAtExit() { std::filesystem::remove_all(dir); }
   } remove_root{o.root};
-  const uint64_t per_node = PerNodeCapacity(o, o.m);
-  LocalCluster cluster({.root = o.root + "/ec",
-                        .parity_root = o.disk_dir + "/fern-bench-parity-" + std::to_string(getpid()) + "-update",
-                        .nodes = o.nodes,
-                        .k = o.k,
-                        .m = o.m,
-                        .shard_size = o.shard_size,
-                        .data_capacity = per_node,
-                        .parity_capacity = per_node});
+  LocalCluster cluster(BenchCluster(o, o.m, "ec"));
   if (!cluster.ok()) return std::fprintf(stderr, "ec_bench update: cannot start the cluster\n"), 1;
   const std::string path = "/bench/update";
   int memfd = MemfdOf(expect.get(), o.size, "ec-bench-file");

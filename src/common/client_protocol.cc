@@ -1,6 +1,8 @@
 #include "common/client_protocol.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -73,6 +75,39 @@ int RecvWithFd(int sock, void* msg, size_t len, int* fd) {
     return -1;
   }
   return 0;
+}
+
+Request MakeRequest(Op op, const char* path, size_t len) {
+  Request r;
+  r.op = static_cast<uint16_t>(op);
+  r.path_len = static_cast<uint32_t>(len);
+  std::memcpy(r.path, path, len);
+  return r;
+}
+
+int Roundtrip(const char* sock, Request& req, int send_fd, Reply* reply, int* recv_fd, int timeout_s) {
+  if (recv_fd) *recv_fd = -1;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (std::strlen(sock) >= sizeof a.sun_path) return ENAMETOOLONG;
+  std::strcpy(a.sun_path, sock);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    const int e = errno;
+    close(fd);
+    return e;
+  }
+  if (timeout_s > 0) {
+    timeval tv{timeout_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  int rc = 0;
+  if (SendWithFd(fd, &req, sizeof req, send_fd) != 0 || RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
+    rc = errno;
+  }
+  close(fd);
+  return rc;
 }
 
 }  // namespace fern::client

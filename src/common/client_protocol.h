@@ -145,4 +145,12 @@ struct Reply {
 int SendWithFd(int sock, const void* msg, size_t len, int fd);
 int RecvWithFd(int sock, void* msg, size_t len, int* fd);
 
+// For tools (the CLI, ec_bench): a request for `path` (REQUIRES len <
+// kMaxPath), and one request/reply on a fresh connection to the daemon at
+// `sock`. Roundtrip returns 0 or an errno value for the connection (the
+// reply's own error is reply->err); timeout_s > 0 gives up with EAGAIN when
+// no reply comes within that long. A received fd is the caller's.
+Request MakeRequest(Op op, const char* path, size_t len);
+int Roundtrip(const char* sock, Request& req, int send_fd, Reply* reply, int* recv_fd, int timeout_s = 0);
+
 }  // namespace fern::client

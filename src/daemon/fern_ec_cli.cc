@@ -17,7 +17,6 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,43 +83,10 @@ int Fail(const std::string& what) {
   return 1;
 }
 
-// Connects to a daemon's socket; -1 with errno on failure.
-int Connect(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (fd < 0 || path.size() >= sizeof a.sun_path) {
-    if (fd >= 0) close(fd);
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  std::strcpy(a.sun_path, path.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    int e = errno;
-    close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-// One request/reply round trip. Returns 0 or an errno; fills reply and fd.
-// timeout_s > 0: give up (EAGAIN) if no reply comes within that long.
+// client::Roundtrip for a std::string socket path.
 int Roundtrip(const std::string& sock, client::Request& req, int send_fd, client::Reply* reply,
               int* recv_fd, int timeout_s = 0) {
-  int fd = Connect(sock);
-  if (fd < 0) return errno;
-  if (timeout_s > 0) {
-    timeval tv{timeout_s, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  int rc = 0;
-  if (client::SendWithFd(fd, &req, sizeof req, send_fd) != 0 ||
-      client::RecvWithFd(fd, reply, sizeof *reply, recv_fd) != 0) {
-    rc = errno;
-  }
-  close(fd);
-  return rc;
+  return client::Roundtrip(sock.c_str(), req, send_fd, reply, recv_fd, timeout_s);
 }
 
 bool Ping(const std::string& sock) {
@@ -472,11 +438,16 @@ int ParseClientCall(const std::vector<std::string>& args, const std::string& cmd
 
 // REQUIRES: path.size() < client::kMaxPath
 client::Request MakeRequest(client::Op op, const std::string& path) {
-  client::Request req;
-  req.op = static_cast<uint16_t>(op);
-  req.path_len = path.size();
-  std::memcpy(req.path, path.data(), path.size());
-  return req;
+  return client::MakeRequest(op, path.data(), path.size());
+}
+
+// The `size` bytes of a reply's memfd, which is closed here; false when the
+// daemon sent fewer (or no memfd).
+bool ReadReply(int mfd, uint64_t size, std::string* out) {
+  out->assign(size, '\0');
+  const bool ok = size == 0 || (mfd >= 0 && pread(mfd, out->data(), size, 0) == static_cast<ssize_t>(size));
+  if (mfd >= 0) close(mfd);
+  return ok;
 }
 
 // Exit code for a daemon's error reply: 3 no such file, 4 data unavailable.
@@ -562,11 +533,8 @@ int Ls(const std::vector<std::string>& args) {
     return Fail("ls: daemon at " + call.sock + ": " + std::strerror(rc));
   }
   if (r.err != 0) return ReplyFailed("ls " + call.first, r);
-  std::string buf(r.size, '\0');
-  if (r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size))) {
-    return Fail("ls: short listing from the daemon");
-  }
-  if (mfd >= 0) close(mfd);
+  std::string buf;
+  if (!ReadReply(mfd, r.size, &buf)) return Fail("ls: short listing from the daemon");
   if (call.json) std::printf("[");
   size_t at = 0;
   bool first = true;
@@ -600,11 +568,8 @@ int InspectCmd(const std::vector<std::string>& args) {
     return Fail("inspect: daemon at " + call.sock + ": " + std::strerror(rc));
   }
   if (r.err != 0) return ReplyFailed("inspect " + call.first, r);
-  std::string buf(r.size, '\0');
-  const bool short_read =
-      r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size));
-  if (mfd >= 0) close(mfd);
-  if (short_read) return Fail("inspect: short reply from the daemon");
+  std::string buf;
+  if (!ReadReply(mfd, r.size, &buf)) return Fail("inspect: short reply from the daemon");
   std::fwrite(buf.data(), 1, buf.size(), stdout);
   if (call.json) std::printf("\n");
   const bool lost = call.json ? buf.find("\"health\": \"lost\"") != std::string::npos
@@ -643,11 +608,8 @@ int ScrubCmd(const std::vector<std::string>& args) {
     return Fail("scrub: daemon at " + sock + ": " + std::strerror(rc));
   }
   if (r.err != 0) return ReplyFailed("scrub " + path, r);
-  std::string buf(r.size, '\0');
-  const bool short_read =
-      r.size > 0 && (mfd < 0 || pread(mfd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(r.size));
-  if (mfd >= 0) close(mfd);
-  if (short_read) return Fail("scrub: short reply from the daemon");
+  std::string buf;
+  if (!ReadReply(mfd, r.size, &buf)) return Fail("scrub: short reply from the daemon");
   std::fwrite(buf.data(), 1, buf.size(), stdout);
   auto count = [&](const std::string& key) -> uint64_t {
     const std::string pat = json ? "\"" + key + "\": " : " " + key;
@@ -670,10 +632,8 @@ std::string NodeStatus(const std::string& sock) {
     if (mfd >= 0) close(mfd);
     return "";
   }
-  std::string text(r.size, '\0');
-  ssize_t n = pread(mfd, text.data(), text.size(), 0);
-  close(mfd);
-  return n == static_cast<ssize_t>(text.size()) ? text : "";
+  std::string text;
+  return ReadReply(mfd, r.size, &text) ? text : "";
 }
 
 int StatusCmd(const std::vector<std::string>& args) {

@@ -324,6 +324,7 @@ class Node {
   void PswTick();
   void PswMembership(NodeId peer, bool alive);
   FileSeq* HostSequencer(const wire::FileRecord& record, Status* error);
+  FileSeq* HostedSeq(const std::pair<uint64_t, uint64_t>& key);  // null: not hosted here
   void Execute(FileSeq* fs);
   void Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, transport::Responder r);
   void RebuildForRound(FileSeq* fs, const psw::RebuildShard& a);

@@ -68,6 +68,17 @@ struct Node::FileSeq {
   std::map<uint64_t, std::pair<psw::Seq, TimePoint>> deadlines;  // by stripe
   // Rebuilds waiting for their target node to come back.
   std::vector<psw::RebuildShard> parked;
+
+  // Runs event(sequencer, &actions) and queues the actions it produced
+  // (Execute performs them). An error is a protocol bug: logged.
+  template <typename F>
+  void On(F&& event) {
+    psw::Actions out;
+    if (Status s = event(*seq, &out); !s.ok()) {
+      std::fprintf(stderr, "fern-ec: sequencer %s: %s\n", path.c_str(), s.ToString().c_str());
+    }
+    for (auto& a : out) pending.push_back(std::move(a));
+  }
 };
 
 // One shard's PSW state on its node, with the writable view it updates and
@@ -344,6 +355,11 @@ Node::FileSeq* Node::HostSequencer(const wire::FileRecord& record, Status* error
   return raw;
 }
 
+Node::FileSeq* Node::HostedSeq(const std::pair<uint64_t, uint64_t>& key) {
+  auto it = psw_->seqs.find(key);
+  return it == psw_->seqs.end() ? nullptr : it->second.get();
+}
+
 void Node::Execute(FileSeq* fs) {
   const auto key = std::make_pair(fs->record.file_id(), fs->record.version());
   while (!fs->persisting && !fs->pending.empty()) {
@@ -369,21 +385,24 @@ void Node::Execute(FileSeq* fs) {
       return id;
     };
     // Feeds a shard's answer back into the sequencer (if it still exists).
-    auto feed = [this, key](std::function<Status(FileSeq*, psw::Actions*)> event) {
-      auto it = psw_->seqs.find(key);
-      if (it == psw_->seqs.end()) return;
-      psw::Actions out;
-      Status s = event(it->second.get(), &out);
-      if (!s.ok()) std::fprintf(stderr, "fern-ec: node %u: sequencer %s: %s\n", options_.id.value,
-                                it->second->path.c_str(), s.ToString().c_str());
-      for (auto& a : out) it->second->pending.push_back(std::move(a));
-      Execute(it->second.get());
+    auto feed = [this, key](auto event) {
+      if (FileSeq* f = HostedSeq(key)) {
+        f->On(event);
+        Execute(f);
+      }
     };
-    auto lost = [feed](uint64_t stripe, int shard) {
-      feed([stripe, shard](FileSeq* f, psw::Actions* out) {
-        const psw::ShardSlot slot{stripe, shard};
-        return f->seq->ShardsFailed({&slot, 1}, out);
-      });
+    // A round's request to one shard, its answer fed back by `answered`. A
+    // failure loses the shard for the round, except Aborted: a newer round
+    // fenced the shard, and that round decides.
+    auto ask_shard = [this, &fs, feed](psw::ShardSlot slot, wire::Kind kind, std::string body, auto answered) {
+      const auto nodes = StripeNodes(fs->record, slot.stripe);
+      transport_->Call(nodes.at(slot.shard), OutMessage{kind, std::move(body), {}}, {options_.rpc_timeout, nullptr},
+                       [feed, slot, answered](StatusOr<InMessage> r) {
+                         if (!r.ok() && r.status().code() == StatusCode::kAborted) return;
+                         feed([&](psw::Sequencer& q, psw::Actions* out) {
+                           return r.ok() ? answered(q, *r, out) : q.ShardsFailed({&slot, 1}, out);
+                         });
+                       });
     };
     std::visit(
         [&](auto& a) {
@@ -449,47 +468,26 @@ void Node::Execute(FileSeq* fs) {
               transport_->Send(nodes[i], OutMessage{wire::SEQ_COMMIT, c.SerializeAsString(), {}});
             }
           } else if constexpr (std::is_same_v<T, psw::FenceShard>) {
-            const auto nodes = StripeNodes(fs->record, a.slot.stripe);
-            const uint64_t stripe = a.slot.stripe;
-            const int shard = a.slot.shard;
-            const psw::Epoch round = a.epoch;
             wire::SeqFence f;
-            *f.mutable_id() = stripe_id(stripe, shard);
-            f.set_epoch(round);
-            transport_->Call(nodes.at(shard), OutMessage{wire::SEQ_FENCE, f.SerializeAsString(), {}},
-                             {options_.rpc_timeout, nullptr},
-                             [feed, lost, stripe, shard, round](StatusOr<InMessage> r) {
-                               wire::SeqReport rep;
-                               if (!r.ok() || !rep.ParseFromString(r->header)) {
-                                 if (r.ok() || r.status().code() != StatusCode::kAborted) lost(stripe, shard);
-                                 return;  // Aborted: a newer round fenced it; that round decides
-                               }
-                               const psw::ShardReport report{rep.epoch(),    rep.applied_seq(), rep.committed_seq(),
-                                                             rep.has_undo(), rep.partial(),     rep.undo_floor_seq()};
-                               feed([=](FileSeq* f, psw::Actions* out) {
-                                 return f->seq->ShardReported(stripe, shard, round, report, out);
-                               });
-                             });
+            *f.mutable_id() = stripe_id(a.slot.stripe, a.slot.shard);
+            f.set_epoch(a.epoch);
+            ask_shard(a.slot, wire::SEQ_FENCE, f.SerializeAsString(),
+                      [slot = a.slot, round = a.epoch](psw::Sequencer& q, const InMessage& m, psw::Actions* out) {
+                        wire::SeqReport rep;
+                        if (!rep.ParseFromString(m.header)) return q.ShardsFailed({&slot, 1}, out);
+                        const psw::ShardReport report{rep.epoch(),    rep.applied_seq(), rep.committed_seq(),
+                                                      rep.has_undo(), rep.partial(),     rep.undo_floor_seq()};
+                        return q.ShardReported(slot.stripe, slot.shard, round, report, out);
+                      });
           } else if constexpr (std::is_same_v<T, psw::RollBackShard>) {
-            const auto nodes = StripeNodes(fs->record, a.slot.stripe);
-            const uint64_t stripe = a.slot.stripe;
-            const int shard = a.slot.shard;
-            const psw::Epoch round = a.epoch;
             wire::SeqRollBack rb;
-            *rb.mutable_id() = stripe_id(stripe, shard);
-            rb.set_epoch(round);
+            *rb.mutable_id() = stripe_id(a.slot.stripe, a.slot.shard);
+            rb.set_epoch(a.epoch);
             rb.set_seq(a.seq);
-            transport_->Call(nodes.at(shard), OutMessage{wire::SEQ_ROLLBACK, rb.SerializeAsString(), {}},
-                             {options_.rpc_timeout, nullptr},
-                             [feed, lost, stripe, shard, round](StatusOr<InMessage> r) {
-                               if (!r.ok()) {
-                                 if (r.status().code() != StatusCode::kAborted) lost(stripe, shard);
-                                 return;
-                               }
-                               feed([=](FileSeq* f, psw::Actions* out) {
-                                 return f->seq->ShardRolledBack(stripe, shard, round, out);
-                               });
-                             });
+            ask_shard(a.slot, wire::SEQ_ROLLBACK, rb.SerializeAsString(),
+                      [slot = a.slot, round = a.epoch](psw::Sequencer& q, const InMessage&, psw::Actions* out) {
+                        return q.ShardRolledBack(slot.stripe, slot.shard, round, out);
+                      });
           } else if constexpr (std::is_same_v<T, psw::RebuildShard>) {
             RebuildForRound(fs, a);
           } else if constexpr (std::is_same_v<T, psw::StripeResolved>) {
@@ -568,17 +566,15 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
     const psw::Epoch round = a.epoch;
     transport_->Call(nodes[shard], OutMessage{wire::SEQ_INSTALL, ins.SerializeAsString(), Payload::View(*out, out)},
                      {options_.rpc_timeout, nullptr}, [this, key, stripe, shard, round](StatusOr<InMessage> r) {
-                       auto it = psw_->seqs.find(key);
-                       if (it == psw_->seqs.end()) return;
                        if (!r.ok()) {
                          std::fprintf(stderr, "fern-ec: node %u: install %s: %s\n", options_.id.value,
                                       Slot(stripe, shard).c_str(), r.status().ToString().c_str());
                          return;  // fenced (a newer round) or its node failed (which starts one)
                        }
-                       psw::Actions out;
-                       (void)it->second->seq->ShardRebuilt(stripe, shard, round, &out);
-                       for (auto& x : out) it->second->pending.push_back(std::move(x));
-                       Execute(it->second.get());
+                       if (FileSeq* f = HostedSeq(key)) {
+                         f->On([&](psw::Sequencer& q, psw::Actions* out) { return q.ShardRebuilt(stripe, shard, round, out); });
+                         Execute(f);
+                       }
                      });
   };
   f->pending = 1;
@@ -629,9 +625,7 @@ void Node::PswTick() {
     }
     for (auto [stripe, seq] : late) {
       fs->deadlines.erase(stripe);
-      psw::Actions out;
-      (void)fs->seq->UpdateTimedOut(stripe, seq, &out);
-      for (auto& a : out) fs->pending.push_back(std::move(a));
+      fs->On([&](psw::Sequencer& q, psw::Actions* out) { return q.UpdateTimedOut(stripe, seq, out); });
     }
     if (!late.empty()) Execute(fs.get());
   }
@@ -645,12 +639,11 @@ void Node::PswMembership(NodeId peer, bool alive) {
       drop.push_back(key);  // another owner sequences this file now
       continue;
     }
-    psw::Actions out;
     if (alive) {
       auto parked = std::move(fs->parked);
       for (auto& a : parked) fs->pending.push_back(a);
     } else {
-      (void)fs->seq->WriterFailed(psw::WriterId(peer.value), &out);
+      fs->On([&](psw::Sequencer& q, psw::Actions* out) { return q.WriterFailed(psw::WriterId(peer.value), out); });
       // Only stripes with an update granted or under recovery need a round
       // now: an idle stripe's update is refused at the gateway while one of
       // its nodes is down.
@@ -662,9 +655,8 @@ void Node::PswMembership(NodeId peer, bool alive) {
           if (nodes[i] == peer) slots.push_back({s, i});
         }
       }
-      if (!slots.empty()) (void)fs->seq->ShardsFailed(slots, &out);
+      if (!slots.empty()) fs->On([&](psw::Sequencer& q, psw::Actions* out) { return q.ShardsFailed(slots, out); });
     }
-    for (auto& a : out) fs->pending.push_back(std::move(a));
     Execute(fs.get());
   }
   for (auto& key : drop) {
@@ -794,28 +786,26 @@ void Node::InstallPswHandlers() {
     auto it = psw_->shards.find(key);
     if (it == psw_->shards.end()) return;
     (void)it->second->state->Commit(c.seq(), c.epoch());
-    // Kept for the stripe's next update (no re-open, no CRC pass), up to
-    // kMaxIdleShards; beyond that the clean ones let go of their slots (the
-    // state is rebuilt from the header on the next update).
+    // Kept for the stripe's next update (no re-open, no CRC pass) while
+    // fewer than kMaxIdleShards are held; beyond that a shard left with
+    // nothing to undo lets go of its slot (its state is rebuilt from the
+    // header on its next update).
     if (psw_->shards.size() <= kMaxIdleShards) return;
-    for (auto i = psw_->shards.begin(); i != psw_->shards.end();) {
-      const psw::ShardReport rep = i->second->state->report();
-      const bool clean = rep.applied_seq == rep.committed_seq && !rep.has_undo && !rep.partial &&
-                         i->second->state->buffered() == 0;
-      i = clean ? psw_->shards.erase(i) : std::next(i);
+    const psw::ShardReport rep = it->second->state->report();
+    if (rep.applied_seq == rep.committed_seq && !rep.has_undo && !rep.partial && it->second->state->buffered() == 0) {
+      psw_->shards.erase(it);
     }
   });
 
   transport_->Handle(wire::SEQ_ACK, [this](InMessage m, Responder) {
     wire::SeqAck ack;
     if (!ack.ParseFromString(m.header)) return;
-    auto it = psw_->seqs.find({ack.id().file_id(), ack.id().version()});
-    if (it == psw_->seqs.end()) return;  // a sequencer gone: its successor's round decides
-    psw::Actions out;
-    (void)it->second->seq->ShardApplied(ack.id().stripe(), static_cast<int>(ack.id().index()), ack.seq(), ack.epoch(),
-                                        &out);
-    for (auto& a : out) it->second->pending.push_back(std::move(a));
-    Execute(it->second.get());
+    FileSeq* f = HostedSeq({ack.id().file_id(), ack.id().version()});
+    if (!f) return;  // a sequencer gone: its successor's round decides
+    f->On([&](psw::Sequencer& q, psw::Actions* out) {
+      return q.ShardApplied(ack.id().stripe(), static_cast<int>(ack.id().index()), ack.seq(), ack.epoch(), out);
+    });
+    Execute(f);
   });
 
   transport_->Handle(wire::SEQ_RESULT, [this](InMessage m, Responder) {
@@ -928,24 +918,22 @@ void Node::InstallPswHandlers() {
 
 // Queues a writer's request at the file's sequencer.
 void Node::Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, Responder r) {
-  {
-    const auto id = std::make_pair(uint64_t{from.value}, req.request());
-    if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
-    fs->grants.emplace(id, std::make_pair(std::move(r), now_));
-    psw::Actions out;
-    Status s = fs->seq->RequestUpdate({psw::WriterId(from.value), req.request(), req.stripe(),
-                                       {req.offset(), req.length()}},
-                                      &out);
-    for (auto& a : out) fs->pending.push_back(std::move(a));
-    if (!s.ok()) {
-      auto g = fs->grants.find(id);
-      if (g != fs->grants.end()) {
-        g->second.first.Fail(s);
-        fs->grants.erase(g);
-      }
+  const auto id = std::make_pair(uint64_t{from.value}, req.request());
+  if (fs->grants.count(id)) return;  // a duplicate: the first one is answered
+  fs->grants.emplace(id, std::make_pair(std::move(r), now_));
+  psw::Actions out;
+  Status s = fs->seq->RequestUpdate({psw::WriterId(from.value), req.request(), req.stripe(),
+                                     {req.offset(), req.length()}},
+                                    &out);
+  for (auto& a : out) fs->pending.push_back(std::move(a));
+  if (!s.ok()) {
+    auto g = fs->grants.find(id);
+    if (g != fs->grants.end()) {
+      g->second.first.Fail(s);
+      fs->grants.erase(g);
     }
-    Execute(fs);
   }
+  Execute(fs);
 }
 
 }  // namespace fern::daemon
