@@ -394,7 +394,8 @@ void Node::Execute(FileSeq* fs) {
     // A round's request to one shard, its answer fed back by `answered`. A
     // failure loses the shard for the round, except Aborted: a newer round
     // fenced the shard, and that round decides.
-    auto ask_shard = [this, &fs, feed](psw::ShardSlot slot, wire::Kind kind, std::string body, auto answered) {
+    auto ask_shard = [this, &fs, feed](psw::ShardSlot slot, transport::MessageKind kind, std::string body,
+                                       auto answered) {
       const auto nodes = StripeNodes(fs->record, slot.stripe);
       transport_->Call(nodes.at(slot.shard), OutMessage{kind, std::move(body), {}}, {options_.rpc_timeout, nullptr},
                        [feed, slot, answered](StatusOr<InMessage> r) {
@@ -623,9 +624,9 @@ void Node::PswTick() {
     for (auto& [stripe, d] : fs->deadlines) {
       if (now_ >= d.second) late.push_back({stripe, d.first});
     }
-    for (auto [stripe, seq] : late) {
-      fs->deadlines.erase(stripe);
-      fs->On([&](psw::Sequencer& q, psw::Actions* out) { return q.UpdateTimedOut(stripe, seq, out); });
+    for (const auto& l : late) {
+      fs->deadlines.erase(l.first);
+      fs->On([&](psw::Sequencer& q, psw::Actions* out) { return q.UpdateTimedOut(l.first, l.second, out); });
     }
     if (!late.empty()) Execute(fs.get());
   }
@@ -855,7 +856,7 @@ void Node::InstallPswHandlers() {
     });
   });
 
-  transport_->Handle(wire::SEQ_FENCE, [this, shard_state](InMessage m, Responder r) {
+  transport_->Handle(wire::SEQ_FENCE, [shard_state](InMessage m, Responder r) {
     wire::SeqFence f;
     if (!f.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SEQ_FENCE header"));
     const ShardKey key = KeyOf(f.id());
@@ -875,7 +876,7 @@ void Node::InstallPswHandlers() {
     r.Reply(OutMessage{wire::SEQ_FENCE, out.SerializeAsString(), {}});
   });
 
-  transport_->Handle(wire::SEQ_ROLLBACK, [this, shard_state](InMessage m, Responder r) {
+  transport_->Handle(wire::SEQ_ROLLBACK, [shard_state](InMessage m, Responder r) {
     wire::SeqRollBack rb;
     if (!rb.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad SEQ_ROLLBACK header"));
     const ShardKey key = KeyOf(rb.id());
