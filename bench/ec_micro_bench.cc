@@ -93,7 +93,8 @@ void Register() {
     const char* backend;
     const char* technique;
   };
-  std::vector<V> variants = {{"jerasure", "reed_sol_van"}, {"jerasure", "cauchy_good"}};
+  std::vector<V> variants = {
+      {"jerasure", "reed_sol_van"}, {"jerasure", "cauchy_good"}, {"jerasure", "liber8tion"}};
   for (auto b : AvailableBackends()) {
     if (b == "isal") variants.push_back({"isal", "reed_sol_van"});
   }
@@ -107,6 +108,7 @@ void Register() {
                                                v.backend, v.technique, cold);
         b->ArgNames({"k", "m", "bytes"});
         for (auto km : std::vector<std::pair<int, int>>{{4, 2}, {8, 2}, {10, 4}}) {
+          if (std::string_view(v.technique) == "liber8tion" && km.second != 2) continue;
           b->Args({km.first, km.second, cold ? (1 << 20) : (64 << 10)});
         }
       }

@@ -68,20 +68,28 @@ class RawKernel {
  public:
   // `isal_reference` selects ISA-L's ec_encode_data with the byte matrix
   // regardless of the configured backend.
-  RawKernel(const ec::ErasureCoder& coder, size_t packet_size, bool isal_reference)
+  // `isal_matrix` is the GF(2^8) matrix for ISA-L when the coder's own is a
+  // bit-matrix (liber8tion); its speed does not depend on the coefficients.
+  RawKernel(const ec::ErasureCoder& coder, size_t packet_size, bool isal_reference,
+            const ec::gf256::Matrix& isal_matrix)
       : k_(coder.k()), m_(coder.m()), packet_size_(packet_size) {
     const auto& cm = coder.coding_matrix();
     if (isal_reference || coder.backend() == "isal") {
 #ifdef FERN_HAVE_ISAL
       kind_ = Kind::kIsal;
       tables_.resize(32 * k_ * m_);
-      std::vector<uint8_t> cells = cm.cells;
+      std::vector<uint8_t> cells = coder.coding_matrix_w() == 1 ? cm.cells : isal_matrix.cells;
       ec_init_tables(k_, m_, cells.data(), tables_.data());
 #endif
-    } else if (coder.technique() == "cauchy_good") {
+    } else if (coder.technique() == "cauchy_good" || coder.technique() == "liber8tion") {
       kind_ = Kind::kJerasureSchedule;
-      matrix_.assign(cm.cells.begin(), cm.cells.end());
-      bitmatrix_ = jerasure_matrix_to_bitmatrix(k_, m_, 8, matrix_.data());
+      if (coder.coding_matrix_w() == 8) {  // already a bit-matrix
+        bitmatrix_ = static_cast<int*>(std::malloc(cm.cells.size() * sizeof(int)));
+        for (size_t i = 0; i < cm.cells.size(); ++i) bitmatrix_[i] = cm.cells[i];
+      } else {
+        matrix_.assign(cm.cells.begin(), cm.cells.end());
+        bitmatrix_ = jerasure_matrix_to_bitmatrix(k_, m_, 8, matrix_.data());
+      }
       schedule_ = jerasure_smart_bitmatrix_to_schedule(k_, m_, 8, bitmatrix_);
     } else if (coder.technique() == "xor") {
       kind_ = Kind::kJerasureParity;
@@ -156,11 +164,12 @@ int RunEncode(const std::vector<std::string>& args) {
       "kernel measured in the same run on the same buffers. Each figure is the\n"
       "median of --rounds rounds; the working set is larger than the CPU caches.");
   flags.String("backend", &c.backend, "jerasure, isal, xor or auto");
-  flags.String("technique", &c.technique, "reed_sol_van, cauchy, cauchy_good or xor");
+  flags.String("technique", &c.technique,
+               "reed_sol_van, cauchy, cauchy_good, liber8tion (m=2) or xor");
   flags.Int("k", &c.k, "data shards per stripe");
   flags.Int("m", &c.m, "parity shards per stripe");
   flags.Size("shard-size", &c.shard_size, "bytes per shard");
-  flags.Size("packet-size", &c.packet_size, "cauchy_good packet size (0: default)");
+  flags.Size("packet-size", &c.packet_size, "cauchy_good/liber8tion packet size (0: default)");
   flags.Int("threads", &c.threads, "encoding threads (each with its own stripes)");
   flags.Size("working-set", &c.working_set, "data bytes cycled through, all threads together");
   flags.Double("seconds", &c.seconds, "duration of each measurement");
@@ -195,14 +204,19 @@ int RunEncode(const std::vector<std::string>& args) {
                  coder.alignment(), c.technique.c_str());
     return 2;
   }
-  const size_t packet = c.technique == "cauchy_good" ? coder.alignment() / 8 : 0;
+  const size_t packet =
+      c.technique == "cauchy_good" || c.technique == "liber8tion" ? coder.alignment() / 8 : 0;
   const size_t data_per_stripe = c.k * c.shard_size;
   const size_t stripes_per_thread =
       std::max<size_t>(2, c.working_set / c.threads / data_per_stripe);
   std::vector<StripeSet> sets;
   for (int t = 0; t < c.threads; ++t) sets.push_back(MakeStripes(c, stripes_per_thread, t));
 
-  RawKernel kernel(coder, packet, false);
+  // ISA-L's reference needs a GF(2^8) matrix of the same shape.
+  auto rs = ec::MakeErasureCoder({.backend = "jerasure", .technique = "reed_sol_van", .k = c.k,
+                                  .m = c.m});
+  const ec::gf256::Matrix rs_matrix = rs.ok() ? (*rs)->coding_matrix() : ec::gf256::Matrix();
+  RawKernel kernel(coder, packet, false, rs_matrix);
   const bool have_isal_reference = coder.backend() != "isal" && c.technique != "xor" &&
                                    c.m > 0
 #ifdef FERN_HAVE_ISAL
@@ -211,7 +225,7 @@ int RunEncode(const std::vector<std::string>& args) {
       && false;
 #endif
   std::unique_ptr<RawKernel> isal_ref;
-  if (have_isal_reference) isal_ref = std::make_unique<RawKernel>(coder, packet, true);
+  if (have_isal_reference) isal_ref = std::make_unique<RawKernel>(coder, packet, true, rs_matrix);
 
   ec::ShardSet lost = ec::ShardSet::FirstN(std::min(c.m, c.k));
   ec::ShardSet present(ec::ShardSet::FirstN(c.k + c.m).bits() & ~lost.bits());

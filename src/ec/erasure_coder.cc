@@ -36,14 +36,15 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& opt
                                 ": need k >= 1, m >= 0 and k+m <= " +
                                 std::to_string(kMaxShards));
   }
-  if (o.technique == "cauchy_good") {
+  const bool packets = o.technique == "cauchy_good" || o.technique == "liber8tion";
+  if (packets) {
     if (o.packet_size == 0) o.packet_size = kDefaultPacketSize;
     if (o.packet_size % sizeof(long) != 0 || o.packet_size > kMaxPacketSize) {
       return InvalidArgumentError("packet size " + std::to_string(o.packet_size) +
                                   " must be a multiple of 8 and at most 1 MiB");
     }
   } else if (o.packet_size != 0) {
-    return InvalidArgumentError("packet size applies to technique cauchy_good only");
+    return InvalidArgumentError("packet size applies to techniques cauchy_good and liber8tion only");
   }
   if (o.backend == "auto") {
 #ifdef FERN_HAVE_ISAL

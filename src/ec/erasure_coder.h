@@ -21,6 +21,10 @@
 //                 XOR schedule on packets of `packet_size` bytes. Its parity
 //                 bytes are laid out differently from `cauchy`: a separate
 //                 format, Jerasure only.
+//   liber8tion    m=2, k<=8 only: Plank's minimum-density RAID-6 bit-matrix
+//                 (w=8), MDS like Reed-Solomon (any 2 losses) but not a
+//                 GF(2^8) code; the fewest XORs Jerasure offers for m=2. Same
+//                 packet layout as cauchy_good, its own format, Jerasure only.
 //   xor           m=1, P0 = D0 ^ ... ^ Dk-1 (the test oracle; byte-identical to
 //                 reed_sol_van with m=1).
 // The Jerasure and ISA-L backends produce byte-identical parity for
@@ -29,7 +33,8 @@
 // Buffers: the caller allocates and owns every shard buffer; the coder never
 // keeps a pointer past the call. Any alignment is accepted (misaligned buffers
 // may take a slower bounce path in some backends). `len` must be a multiple of
-// alignment(): 1 for the matrix techniques, 8 * packet_size for cauchy_good.
+// alignment(): 1 for the matrix techniques, 8 * packet_size for cauchy_good
+// and liber8tion.
 // len == 0 is valid and does nothing.
 //
 // Thread-safety: a coder is immutable after construction except for its
@@ -80,7 +85,8 @@ struct CoderOptions {
   std::string technique = "reed_sol_van";
   int k = 4;
   int m = 2;
-  // cauchy_good only: bytes per packet; 0 picks the tuned default.
+  // cauchy_good and liber8tion only: bytes per packet; 0 picks the tuned
+  // default.
   size_t packet_size = 0;
 };
 
@@ -94,8 +100,12 @@ class ErasureCoder {
   virtual std::string_view technique() const = 0;
   // Shard lengths must be multiples of this.
   virtual size_t alignment() const = 0;
-  // The m x k coding matrix (for the xor technique: one row of ones).
+  // The m x k coding matrix over GF(2^8) (for the xor technique: one row of
+  // ones) when coding_matrix_w() is 1. For bit-matrix codes with no GF(2^8)
+  // form (liber8tion) coding_matrix_w() is 8 and the matrix is the
+  // (8m) x (8k) GF(2) bit-matrix, entries 0 or 1.
   virtual const gf256::Matrix& coding_matrix() const = 0;
+  virtual int coding_matrix_w() const { return 1; }
 
   // Computes the m parity shards from the k data shards.
   // REQUIRES: data.size() == k, parity.size() == m, no null pointer, parity
@@ -113,6 +123,7 @@ class ErasureCoder {
 
   // Parity-delta update for a change of data shard `data_index`:
   //   parity[j] ^= C[j][data_index] * delta      for j in 0..m-1
+  // (for bit-matrix codes: the w x w block of C, applied per packet group)
   // where delta = old ^ new over the changed bytes and parity[j] points at the
   // same byte offset within parity shard j. Afterwards the parity equals a full
   // re-encode of the updated stripe.

@@ -42,9 +42,9 @@ class IsalKernel final : public Kernel {
 }  // namespace
 
 StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions& options) {
-  if (options.technique == "cauchy_good") {
+  if (options.technique == "cauchy_good" || options.technique == "liber8tion") {
     return InvalidArgumentError(
-        "technique cauchy_good (bit-matrix schedule) is Jerasure only; "
+        "technique " + options.technique + " (bit-matrix schedule) is Jerasure only; "
         "ISA-L offers reed_sol_van and cauchy with identical parity");
   }
   FERN_ASSIGN_OR_RETURN(gf256::Matrix coding,

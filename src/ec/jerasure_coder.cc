@@ -1,6 +1,6 @@
 // Jerasure + gf-complete backend: reed_sol_van and cauchy as GF(2^8) matrices
-// (jerasure_matrix_encode), cauchy_good as a bit-matrix XOR schedule
-// (jerasure_schedule_encode).
+// (jerasure_matrix_encode), cauchy_good and liber8tion as bit-matrix XOR
+// schedules (jerasure_schedule_encode).
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -14,6 +14,7 @@ extern "C" {
 #include <gf_complete.h>
 #include <jerasure.h>
 #include <jerasure/cauchy.h>
+#include <jerasure/liberation.h>
 #include <jerasure/reed_sol.h>
 }
 
@@ -138,10 +139,19 @@ class JerasureMatrixKernel final : public Kernel {
 
 class JerasureScheduleKernel final : public Kernel {
  public:
-  JerasureScheduleKernel(const gf256::Matrix& m, size_t packet_size)
-      : rows_(m.rows), cols_(m.cols), packet_size_(packet_size) {
-    std::vector<int> matrix(m.cells.begin(), m.cells.end());
-    bitmatrix_.reset(jerasure_matrix_to_bitmatrix(cols_, rows_, kW, matrix.data()));
+  // `m` is a GF(2^8) matrix expanded here (cauchy_good), or already a GF(2)
+  // bit-matrix of (rows*w) x (cols*w) when `is_bitmatrix` (liber8tion).
+  JerasureScheduleKernel(const gf256::Matrix& m, size_t packet_size, bool is_bitmatrix)
+      : rows_(is_bitmatrix ? m.rows / kW : m.rows),
+        cols_(is_bitmatrix ? m.cols / kW : m.cols),
+        packet_size_(packet_size) {
+    std::vector<int> cells(m.cells.begin(), m.cells.end());
+    if (is_bitmatrix) {
+      bitmatrix_.reset(static_cast<int*>(std::malloc(cells.size() * sizeof(int))));
+      std::memcpy(bitmatrix_.get(), cells.data(), cells.size() * sizeof(int));
+    } else {
+      bitmatrix_.reset(jerasure_matrix_to_bitmatrix(cols_, rows_, kW, cells.data()));
+    }
     schedule_ = jerasure_smart_bitmatrix_to_schedule(cols_, rows_, kW, bitmatrix_.get());
   }
   ~JerasureScheduleKernel() override { jerasure_free_schedule(schedule_); }
@@ -215,6 +225,19 @@ StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int 
     for (int c = 0; c < k; ++c) coding.at(0, c) = 1;
     return coding;
   }
+  if (technique == "liber8tion") {
+    if (m != 2 || k > kW) {
+      return InvalidArgumentError("technique liber8tion needs m=2 and k<=8, got k=" +
+                                  std::to_string(k) + " m=" + std::to_string(m));
+    }
+    std::unique_ptr<int, FreeDeleter> bits(liber8tion_coding_bitmatrix(k));
+    if (!bits) return InternalError("jerasure: cannot build the liber8tion bit-matrix");
+    gf256::Matrix bitmatrix(m * kW, k * kW);
+    for (size_t i = 0; i < bitmatrix.cells.size(); ++i) {
+      bitmatrix.cells[i] = static_cast<uint8_t>(bits.get()[i]);
+    }
+    return bitmatrix;
+  }
   std::unique_ptr<int, FreeDeleter> matrix;
   if (technique == "reed_sol_van") {
     matrix.reset(reed_sol_vandermonde_coding_matrix(k, m, kW));
@@ -222,7 +245,7 @@ StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int 
     matrix.reset(cauchy_good_general_coding_matrix(k, m, kW));
   } else {
     return InvalidArgumentError("unknown technique '" + std::string(technique) +
-                                "' (reed_sol_van, cauchy, cauchy_good, xor)");
+                                "' (reed_sol_van, cauchy, cauchy_good, liber8tion, xor)");
   }
   if (!matrix) return InternalError("jerasure: cannot build the coding matrix");
   for (int r = 0; r < m; ++r) {
@@ -234,11 +257,15 @@ StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int 
 StatusOr<std::unique_ptr<ErasureCoder>> MakeJerasureCoder(const CoderOptions& options) {
   FERN_ASSIGN_OR_RETURN(gf256::Matrix coding,
                         MakeCodingMatrix(options.technique, options.k, options.m));
-  if (options.technique == "cauchy_good") {
+  if (options.technique == "cauchy_good" || options.technique == "liber8tion") {
     const size_t ps = options.packet_size;
+    const bool bits = options.technique == "liber8tion";
     return std::unique_ptr<ErasureCoder>(new MatrixCoder(
         "jerasure", options.technique, kW * ps, std::move(coding),
-        [ps](const gf256::Matrix& m) { return std::make_unique<JerasureScheduleKernel>(m, ps); }));
+        [ps, bits](const gf256::Matrix& m) {
+          return std::make_unique<JerasureScheduleKernel>(m, ps, bits);
+        },
+        bits ? kW : 1));
   }
   return std::unique_ptr<ErasureCoder>(new MatrixCoder(
       "jerasure", options.technique, 1, std::move(coding),

@@ -5,19 +5,23 @@
 namespace fern::ec {
 
 MatrixCoder::MatrixCoder(std::string backend, std::string technique, size_t alignment,
-                         gf256::Matrix coding, KernelMaker make_kernel)
+                         gf256::Matrix coding, KernelMaker make_kernel, int rows_per_shard)
     : backend_(std::move(backend)),
       technique_(std::move(technique)),
       alignment_(alignment),
       coding_(std::move(coding)),
-      k_(coding_.cols),
-      m_(coding_.rows),
+      w_(rows_per_shard),
+      k_(coding_.cols / w_),
+      m_(coding_.rows / w_),
       make_kernel_(std::move(make_kernel)) {
   if (m_ == 0) return;
   encode_kernel_ = make_kernel_(coding_);
+  // Delta of data shard i: its w columns of C.
   for (int i = 0; i < k_; ++i) {
-    gf256::Matrix column(m_, 1);
-    for (int j = 0; j < m_; ++j) column.at(j, 0) = coding_.at(j, i);
+    gf256::Matrix column(m_ * w_, w_);
+    for (int r = 0; r < m_ * w_; ++r) {
+      for (int c = 0; c < w_; ++c) column.at(r, c) = coding_.at(r, i * w_ + c);
+    }
     delta_kernels_.push_back(make_kernel_(column));
   }
 }
@@ -72,14 +76,16 @@ StatusOr<std::shared_ptr<const MatrixCoder::Plan>> MatrixCoder::GetPlan(ShardSet
     if (it != plans_.end()) return it->second;
   }
 
-  // G = [I; C]; S = rows of G for the survivors; D = G[want] * S^-1.
-  auto g_row = [&](int index, int col) -> uint8_t {
-    if (index < k_) return index == col ? 1 : 0;
-    return coding_.at(index - k_, col);
+  // G = [I; C]; S = rows of G for the survivors; D = G[want] * S^-1. Shard
+  // i owns rows i*w .. i*w+w-1 of G.
+  const int kw = k_ * w_;
+  auto g_at = [&](int row, int col) -> uint8_t {
+    if (row < kw) return row == col ? 1 : 0;
+    return coding_.at(row - kw, col);
   };
-  gf256::Matrix s(k_, k_);
-  for (int r = 0; r < k_; ++r) {
-    for (int c = 0; c < k_; ++c) s.at(r, c) = g_row(inputs[r], c);
+  gf256::Matrix s(kw, kw);
+  for (int r = 0; r < kw; ++r) {
+    for (int c = 0; c < kw; ++c) s.at(r, c) = g_at(inputs[r / w_] * w_ + r % w_, c);
   }
   gf256::Matrix s_inv;
   if (!gf256::Invert(s, &s_inv)) {
@@ -87,13 +93,14 @@ StatusOr<std::shared_ptr<const MatrixCoder::Plan>> MatrixCoder::GetPlan(ShardSet
   }
   auto plan = std::make_shared<Plan>();
   plan->inputs = std::move(inputs);
-  gf256::Matrix want_rows(want.size(), k_);
+  gf256::Matrix want_rows(want.size() * w_, kw);
   int r = 0;
   for (int i = 0; i < k_ + m_; ++i) {
     if (!want.contains(i)) continue;
     plan->outputs.push_back(i);
-    for (int c = 0; c < k_; ++c) want_rows.at(r, c) = g_row(i, c);
-    ++r;
+    for (int t = 0; t < w_; ++t, ++r) {
+      for (int c = 0; c < kw; ++c) want_rows.at(r, c) = g_at(i * w_ + t, c);
+    }
   }
   plan->kernel = make_kernel_(gf256::Multiply(want_rows, s_inv));
 

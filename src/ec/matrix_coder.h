@@ -8,6 +8,13 @@
 //            first k present shards; one kernel per (survivors, want) pattern,
 //            cached, so no matrix is inverted per stripe
 //   delta    M = column i of C (m x 1), accumulated into parity
+//
+// Bit-matrix codes (liber8tion) have no GF(2^8) matrix: their C is a GF(2)
+// matrix of w x w blocks, (m*w) x (k*w), each shard being w packets. With
+// rows_per_shard = w the same algebra holds block-wise; a matrix of 0s and 1s
+// multiplies and inverts over GF(2^8) exactly as over GF(2) (0 and 1 are the
+// prime subfield), so no second field is needed. The kernel then receives
+// (outputs*w) x (inputs*w) bit-matrices.
 #pragma once
 
 #include <cstdint>
@@ -35,10 +42,11 @@ using KernelMaker = std::function<std::unique_ptr<Kernel>(const gf256::Matrix&)>
 
 class MatrixCoder final : public ErasureCoder {
  public:
-  // REQUIRES: coding is m x k, and every k x k submatrix of [I; coding] is
-  // invertible (true for the Vandermonde and Cauchy constructions used here).
+  // REQUIRES: coding is (m*w) x (k*w) with w = rows_per_shard, and every
+  // (k*w) x (k*w) choice of k shards' rows of [I; coding] is invertible (true
+  // for the Vandermonde, Cauchy and liber8tion constructions used here).
   MatrixCoder(std::string backend, std::string technique, size_t alignment,
-              gf256::Matrix coding, KernelMaker make_kernel);
+              gf256::Matrix coding, KernelMaker make_kernel, int rows_per_shard = 1);
 
   int k() const override { return k_; }
   int m() const override { return m_; }
@@ -46,6 +54,7 @@ class MatrixCoder final : public ErasureCoder {
   std::string_view technique() const override { return technique_; }
   size_t alignment() const override { return alignment_; }
   const gf256::Matrix& coding_matrix() const override { return coding_; }
+  int coding_matrix_w() const override { return w_; }
 
   Status Encode(std::span<const uint8_t* const> data, std::span<uint8_t* const> parity,
                 size_t len) const override;
@@ -70,6 +79,7 @@ class MatrixCoder final : public ErasureCoder {
   const std::string technique_;
   const size_t alignment_;
   const gf256::Matrix coding_;
+  const int w_;
   const int k_;
   const int m_;
   const KernelMaker make_kernel_;
@@ -81,7 +91,8 @@ class MatrixCoder final : public ErasureCoder {
   mutable std::unordered_map<uint64_t, std::shared_ptr<const Plan>> plans_;  // guarded by mu_
 };
 
-// The coding matrices of the techniques (Jerasure's constructions, w=8).
+// The coding matrices of the techniques (Jerasure's constructions, w=8):
+// m x k over GF(2^8), or (8m) x (8k) over GF(2) for liber8tion.
 StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int m);
 
 // Backend constructors (defined in each backend's file).

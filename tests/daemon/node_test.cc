@@ -800,7 +800,9 @@ TEST(NodeUpdate, StaleVersionPermissionAndDeadNodeAreRefusedAndChangeNothing) {
   r.reset();
   c.StartUpdate(1, "/u/s", 1, size, {{0, 10}}, patch, &r);
   c.RunUntil([&] { return r.has_value(); });
-  if (!r->ok()) EXPECT_EQ(r->status().errno_hint(), EAGAIN) << r->status().ToString();
+  if (!r->ok()) {
+    EXPECT_EQ(r->status().errno_hint(), EAGAIN) << r->status().ToString();
+  }
   auto got = c.Get(3, "/u/s");
   ASSERT_TRUE(got.ok());
   if (r->ok()) std::copy(patch.begin(), patch.end(), base.begin());  // node 2 held none of it

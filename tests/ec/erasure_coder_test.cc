@@ -81,6 +81,42 @@ std::vector<uint8_t> ReferenceParity(const gf256::Matrix& c, Stripe& s, int j) {
   return out;
 }
 
+// Scalar reference for bit-matrix techniques: each block of w*ps bytes of a
+// shard is w packets of ps bytes; parity packet (j,t) is the XOR of the data
+// packets (i,u) whose bit B[j*w+t][i*w+u] is set. For cauchy_good B is the
+// expansion of C: column u of the w x w block of element e holds the bits of
+// e * 2^u.
+std::vector<uint8_t> ReferenceBitParity(const gf256::Matrix& b, int w, size_t ps, Stripe& s,
+                                        int j) {
+  std::vector<uint8_t> out(s.len, 0);
+  for (size_t block = 0; block < s.len; block += w * ps) {
+    for (int t = 0; t < w; ++t) {
+      uint8_t* dst = out.data() + block + t * ps;
+      for (int i = 0; i < s.k; ++i) {
+        for (int u = 0; u < w; ++u) {
+          if (!b.at(j * w + t, i * w + u)) continue;
+          const uint8_t* src = s.shards[i].data() + block + u * ps;
+          for (size_t x = 0; x < ps; ++x) dst[x] ^= src[x];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+gf256::Matrix ExpandToBits(const gf256::Matrix& c, int w) {
+  gf256::Matrix b(c.rows * w, c.cols * w);
+  for (int r = 0; r < c.rows; ++r) {
+    for (int col = 0; col < c.cols; ++col) {
+      uint8_t e = c.at(r, col);
+      for (int u = 0; u < w; ++u, e = gf256::Mul(e, 2)) {
+        for (int t = 0; t < w; ++t) b.at(r * w + t, col * w + u) = (e >> t) & 1;
+      }
+    }
+  }
+  return b;
+}
+
 // All subsets of {0..n-1} with at most `max` elements.
 std::vector<ShardSet> SubsetsUpTo(int n, int max) {
   std::vector<ShardSet> out;
@@ -106,6 +142,7 @@ class ErasureCoderTest : public ::testing::TestWithParam<Variant> {
 
   std::vector<std::pair<int, int>> Geometries() const {
     if (GetParam().technique == "xor") return {{2, 1}, {4, 1}, {7, 1}};
+    if (GetParam().technique == "liber8tion") return {{2, 2}, {4, 2}, {8, 2}};
     return {{2, 1}, {4, 2}, {6, 3}, {8, 2}, {10, 4}};
   }
 
@@ -138,6 +175,15 @@ TEST_P(ErasureCoderTest, EncodeMatchesReference) {
         if (IsMatrixTechnique(GetParam())) {
           for (int j = 0; j < m; ++j) {
             EXPECT_EQ(s.Bytes(k + j), ReferenceParity(coder->coding_matrix(), s, j))
+                << "parity " << j;
+          }
+        } else {
+          const int w = 8;
+          const gf256::Matrix bits = coder->coding_matrix_w() == w
+                                         ? coder->coding_matrix()
+                                         : ExpandToBits(coder->coding_matrix(), w);
+          for (int j = 0; j < m; ++j) {
+            EXPECT_EQ(s.Bytes(k + j), ReferenceBitParity(bits, w, coder->alignment() / w, s, j))
                 << "parity " << j;
           }
         }
@@ -305,6 +351,8 @@ std::vector<Variant> AllVariants() {
       {"jerasure", "cauchy"},
       {"jerasure", "cauchy_good"},
       {"jerasure", "cauchy_good", 64},
+      {"jerasure", "liber8tion"},
+      {"jerasure", "liber8tion", 64},
       {"xor", "xor"},
       {"jerasure", "xor"},
   };
@@ -414,8 +462,11 @@ TEST(Factory, RejectsBadOptionsClearly) {
   expect_invalid({.technique = "liberation"}, "unknown technique");
   expect_invalid({.backend = "xor", .technique = "xor", .k = 4, .m = 2}, "m=1");
   expect_invalid({.technique = "cauchy_good", .packet_size = 12}, "multiple of 8");
-  expect_invalid({.technique = "reed_sol_van", .packet_size = 4096}, "cauchy_good only");
+  expect_invalid({.technique = "reed_sol_van", .packet_size = 4096}, "cauchy_good and liber8tion only");
+  expect_invalid({.technique = "liber8tion", .k = 4, .m = 3}, "m=2 and k<=8");
+  expect_invalid({.technique = "liber8tion", .k = 9, .m = 2}, "m=2 and k<=8");
   if (HaveIsal()) expect_invalid({.backend = "isal", .technique = "cauchy_good"}, "Jerasure only");
+  if (HaveIsal()) expect_invalid({.backend = "isal", .technique = "liber8tion"}, "Jerasure only");
 }
 
 TEST(Factory, AutoPicksIsalWhenBuilt) {
