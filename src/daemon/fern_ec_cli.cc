@@ -48,7 +48,9 @@ constexpr char kUsage[] =
     "  local restart NODE --root DIR [--wipe-data]\n"
     "                             restart one node (--wipe-data: with an empty tmpfs)\n"
     "  put LOCAL PATH             store a local file as PATH (a new version)\n"
-    "  get PATH LOCAL             fetch the newest committed version of PATH\n"
+    "  get PATH LOCAL             fetch the newest committed version of PATH into\n"
+    "                             LOCAL (replaced atomically; '-' is standard\n"
+    "                             output; a device or FIFO is written in place)\n"
     "  ls [PATH] [--json]         list a directory (default /)\n"
     "  stat PATH [--json]         size, version, owner, mode, mtime\n"
     "  rm PATH                    remove a file (all its versions)\n"
@@ -761,17 +763,77 @@ int Get(const std::vector<std::string>& args) {
   if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
   if (reply.err != 0) return ReplyFailed("get " + path, reply);
   if (mfd < 0) return Fail("get: the daemon sent no data");
-  const std::string tmp = local + ".fern-ec-tmp";
-  int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out < 0) return Fail("get: " + tmp + ": " + std::strerror(errno));
+  // "-", a device (/dev/null) or a FIFO is written as it is; a regular file
+  // is replaced atomically (temporary + fsync + rename), so a failed get
+  // never leaves a partial file and never turns a device into a file.
+  struct stat st {};
+  const bool to_stdout = local == "-";
+  const bool exists = !to_stdout && stat(local.c_str(), &st) == 0;
+  if (exists && S_ISDIR(st.st_mode)) {
+    close(mfd);
+    return Fail("get: " + local + " is a directory");
+  }
+  const bool in_place = to_stdout || (exists && !S_ISREG(st.st_mode));
+  const std::string tmp = in_place ? local : local + ".fern-ec-tmp";
+  int out = to_stdout ? STDOUT_FILENO
+                      : open(tmp.c_str(), in_place ? (O_WRONLY | O_CLOEXEC)
+                                                   : (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC),
+                             0644);
+  if (out < 0) {
+    close(mfd);
+    return Fail("get: " + tmp + ": " + std::strerror(errno));
+  }
+  auto failed = [&](const std::string& what, int err) {
+    if (out != STDOUT_FILENO) close(out);
+    if (!in_place) unlink(tmp.c_str());
+    return Fail("get: " + what + " " + local + ": " + std::strerror(err));
+  };
   off_t off = 0;
   while (off < static_cast<off_t>(reply.size)) {
     ssize_t n = sendfile(out, mfd, &off, reply.size - off);
-    if (n <= 0) return Fail("get: write " + local + ": " + std::strerror(errno));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EINVAL || errno == ENOSYS) && off == 0) break;  // no sendfile here
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      close(mfd);
+      return failed("write", err);
+    }
+  }
+  // Fallback for outputs sendfile refuses: plain reads and writes.
+  std::vector<char> buf;
+  while (off < static_cast<off_t>(reply.size)) {
+    if (buf.empty()) buf.resize(1 << 20);
+    ssize_t r = pread(mfd, buf.data(), std::min<uint64_t>(buf.size(), reply.size - off), off);
+    if (r <= 0) {
+      close(mfd);
+      return failed("read the reply for", r < 0 ? errno : EIO);
+    }
+    for (ssize_t done = 0; done < r;) {
+      ssize_t w = write(out, buf.data() + done, r - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const int err = w < 0 ? errno : EIO;
+        close(mfd);
+        return failed("write", err);
+      }
+      done += w;
+    }
+    off += r;
   }
   close(mfd);
-  if (fsync(out) != 0 || close(out) != 0 || rename(tmp.c_str(), local.c_str()) != 0) {
-    return Fail("get: write " + local + ": " + std::strerror(errno));
+  if (in_place) {
+    if (out != STDOUT_FILENO && close(out) != 0) return Fail("get: write " + local + ": " + std::strerror(errno));
+    return 0;
+  }
+  if (fsync(out) != 0) return failed("fsync", errno);
+  if (close(out) != 0) {
+    out = STDOUT_FILENO;  // closed already
+    return failed("write", errno);
+  }
+  if (rename(tmp.c_str(), local.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return Fail("get: rename into " + local + ": " + std::strerror(err));
   }
   return 0;
 }

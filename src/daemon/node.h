@@ -340,7 +340,7 @@ class Node {
   struct GetOp;
   class BufferPool;
   // Stripes of one put encoded and in flight at once.
-  static constexpr int kStripeWindow = 8;
+  static constexpr int kStripeWindow = 24;
   static constexpr int kRepairWindow = 4;
   static constexpr int kInspectWindow = 16;  // stripes checked at once
   static constexpr int kMaxRefetches = 50;   // a read's stripe refetched while seqs differ

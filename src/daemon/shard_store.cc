@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +34,17 @@ size_t ShardKeyHash::operator()(const ShardKey& k) const {
 }
 
 namespace {
+
+constexpr size_t kPage = 4096;
+
+struct AlignedFree {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+// A staging buffer: page-aligned and a whole number of pages long, so it can
+// be written with O_DIRECT.
+using Stage = std::unique_ptr<uint8_t[], AlignedFree>;
+
+size_t RoundUpToPage(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
 // Slot bookkeeping shared by both stores: which slot holds which key, free
 // slots, reservations, and reader pins that delay reuse.
@@ -151,7 +163,7 @@ class SlotStore : public ShardStore {
 
   class Res final : public Reservation {
    public:
-    Res(SlotStore* s, ShardKey k, uint64_t slot, uint64_t len, std::unique_ptr<uint8_t[]> stage)
+    Res(SlotStore* s, ShardKey k, uint64_t slot, uint64_t len, Stage stage)
         : store_(s), owner_(s), key_(k), slot_(slot), len_(len), stage_(std::move(stage)) {}
     ~Res() override {
       if (store_) {
@@ -168,7 +180,7 @@ class SlotStore : public ShardStore {
     ShardKey key_;
     uint64_t slot_;
     uint64_t len_;
-    std::unique_ptr<uint8_t[]> stage_;  // the bytes, when the store stages writes
+    Stage stage_;  // the bytes, when the store stages writes
   };
 
   StatusOr<std::unique_ptr<Reservation>> Reserve(const ShardKey& key, uint64_t length) override {
@@ -197,7 +209,7 @@ class SlotStore : public ShardStore {
     if (crc != meta.crc32c) {
       return DataLossError(meta.key.ToString() + ": received bytes fail their CRC32C (torn transfer)");
     }
-    if (r->stage_) FERN_RETURN_IF_ERROR(WriteStaged(r->slot_, {r->stage_.get(), r->len_}));
+    if (r->stage_) FERN_RETURN_IF_ERROR(WriteStaged(r->slot_, r->stage_.get(), r->len_));
     FERN_RETURN_IF_ERROR(Persist(r->slot_, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (auto old = table_.Install(meta, r->slot_)) {
@@ -224,7 +236,7 @@ class SlotStore : public ShardStore {
     }
     for (auto it = good.begin(); it != good.end();) {
       auto* r = static_cast<Res*>(batch[*it].reservation.get());
-      Status w = r->stage_ ? WriteStaged(r->slot_, {r->stage_.get(), r->len_}) : Status();
+      Status w = r->stage_ ? WriteStaged(r->slot_, r->stage_.get(), r->len_) : Status();
       if (w.ok()) {
         ++it;
       } else {
@@ -341,25 +353,29 @@ class SlotStore : public ShardStore {
   // received through the mapping, where every first touch of a page faults
   // and reads (zero-fills) it from the file system. A store that stages sets
   // stage_bytes_ and implements WriteStaged.
-  virtual Status WriteStaged(uint64_t, std::span<const uint8_t>) {
+  // `stage` holds `len` bytes of shard in a buffer of RoundUpToPage(
+  // stage_bytes_) bytes; WriteStaged may overwrite the bytes past `len`.
+  virtual Status WriteStaged(uint64_t, uint8_t* /*stage*/, size_t /*len*/) {
     return InternalError("this store does not stage writes");
   }
-  std::unique_ptr<uint8_t[]> TakeStage() {
+  Stage TakeStage() {
     if (stage_bytes_ == 0) return nullptr;
     std::lock_guard<std::mutex> l(stage_mu_);
-    if (stages_.empty()) return std::make_unique_for_overwrite<uint8_t[]>(stage_bytes_);
+    if (stages_.empty()) {
+      return Stage(static_cast<uint8_t*>(std::aligned_alloc(kPage, RoundUpToPage(stage_bytes_))));
+    }
     auto s = std::move(stages_.back());
     stages_.pop_back();
     return s;
   }
-  void GiveStage(std::unique_ptr<uint8_t[]> s) {
+  void GiveStage(Stage s) {
     std::lock_guard<std::mutex> l(stage_mu_);
     if (stages_.size() < kMaxIdleStages) stages_.push_back(std::move(s));
   }
   static constexpr size_t kMaxIdleStages = 64;
   uint64_t stage_bytes_ = 0;
   std::mutex stage_mu_;
-  std::vector<std::unique_ptr<uint8_t[]>> stages_;  // guarded by stage_mu_
+  std::vector<Stage> stages_;  // guarded by stage_mu_
   virtual std::string Where() const = 0;
 
   SlotTable table_;
@@ -408,6 +424,7 @@ class FileShardStore final : public SlotStore {
   ~FileShardStore() override {
     if (base_ != nullptr) munmap(base_, map_len_);
     if (fd_ >= 0) close(fd_);
+    if (direct_fd_ >= 0) close(direct_fd_);
   }
 
   Status Open() {
@@ -439,18 +456,41 @@ class FileShardStore final : public SlotStore {
     }
     if (!fresh) RecoverIndex();
     // On disk (not populated) every write goes through write(2): see WriteStaged.
-    if (options_.durable && !options_.prefault) stage_bytes_ = options_.slot_capacity;
+    if (options_.durable && !options_.prefault) {
+      stage_bytes_ = options_.slot_capacity;
+      // Shard data bypasses the page cache where the file system allows it:
+      // a buffered write costs a copy plus page-cache bookkeeping of the
+      // very CPU the daemons share, and the data is flushed right after
+      // anyway. Headers stay buffered (small, and rewritten in place).
+      direct_fd_ = open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+    }
     return Status();
   }
 
-  Status WriteStaged(uint64_t slot, std::span<const uint8_t> bytes) override {
-    return WriteAt(bytes.data(), bytes.size(), slot * stride_ + kHeaderPage);
+  Status WriteStaged(uint64_t slot, uint8_t* stage, size_t len) override {
+    const uint64_t off = slot * stride_ + kHeaderPage;
+    if (direct_fd_ >= 0 && len > 0 && direct_ok_.load(std::memory_order_relaxed)) {
+      // Whole pages from a page-aligned buffer at a page-aligned offset; the
+      // padding stays inside the slot (stride_ is rounded up to pages).
+      const size_t padded = RoundUpToPage(len);
+      std::memset(stage + len, 0, padded - len);
+      Status s = WriteAt(direct_fd_, stage, padded, off);
+      if (s.ok() || s.errno_hint() != EINVAL) return s;
+      // The file system refused direct I/O after all: buffered from now on.
+      if (direct_ok_.exchange(false)) {
+        std::fprintf(stderr, "fern-ec: %s: O_DIRECT write refused (%s); writing buffered\n",
+                     path_.c_str(), s.ToString().c_str());
+      }
+    }
+    return WriteAt(fd_, stage, len, off);
   }
 
-  Status WriteAt(const void* p, size_t n, uint64_t off) {
+  Status WriteAt(const void* p, size_t n, uint64_t off) { return WriteAt(fd_, p, n, off); }
+
+  Status WriteAt(int fd, const void* p, size_t n, uint64_t off) {
     const auto* b = static_cast<const uint8_t*>(p);
     while (n > 0) {
-      ssize_t w = pwrite(fd_, b, n, static_cast<off_t>(off));
+      ssize_t w = pwrite(fd, b, n, static_cast<off_t>(off));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return FromErrno(errno, "write shard into " + path_);
       b += w;
@@ -544,6 +584,8 @@ class FileShardStore final : public SlotStore {
   const uint64_t stride_;
   std::string path_;
   int fd_ = -1;
+  int direct_fd_ = -1;  // the same file with O_DIRECT, or -1 (see Open)
+  std::atomic<bool> direct_ok_{true};  // false once a direct write got EINVAL
   uint8_t* base_ = nullptr;
   uint64_t map_len_ = 0;
 };

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -140,6 +141,23 @@ TEST_F(LocalCluster, ClearErrorsForBadRequests) {
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/small /ok --root " + root_), 0);
   ASSERT_EQ(Sh(Cli() + " get /ok " + out + " --root " + root_ + " --node 5"), 0);
   EXPECT_EQ(ReadFile(out), (std::vector<uint8_t>{1, 2, 3}));
+  // Outputs that are not regular files are written in place, never replaced:
+  // a get into /dev/null once turned it into a regular file. A null device
+  // of the test's own stands in for it (mknod needs root; /dev/null if not).
+  std::string null_dev = work_ + "/null";
+  if (mknod(null_dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) null_dev = "/dev/null";
+  ASSERT_EQ(Sh(Cli() + " get /ok " + null_dev + " --root " + root_), 0);
+  struct stat st {};
+  ASSERT_EQ(stat(null_dev.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode)) << null_dev << " is no longer a device";
+  EXPECT_FALSE(std::filesystem::exists(null_dev + ".fern-ec-tmp"));
+  EXPECT_EQ(Out(Cli() + " get /ok - --root " + root_ + " | od -An -tu1 | tr -s ' '"), " 1 2 3\n");
+  const std::string fifo = work_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(Out("(" + Cli() + " get /ok " + fifo + " --root " + root_ + " &) ; od -An -tu1 " + fifo +
+                " | tr -s ' '"),
+            " 1 2 3\n");
+  EXPECT_NE(Sh(Cli() + " get /ok " + work_ + " --root " + root_), 0) << "a directory as output";
 }
 
 TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
