@@ -55,6 +55,7 @@ struct Options {
   double rpc_timeout_s = 10;
   int spin_us = 50;
   int keep_versions = 2;
+  bool encode_inline = false;
   double dead_after_s = 10;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
@@ -190,7 +191,8 @@ class Daemon {
                              .keep_versions = o_.keep_versions,
                              .dead_after = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.dead_after_s * 1000)),
-                             .batch_durable_commits = true},
+                             .batch_durable_commits = true,
+                             .encode_on_worker = !o_.encode_inline},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -210,6 +212,7 @@ class Daemon {
     const int ep = epoll_create1(EPOLL_CLOEXEC);
     Add(ep, transport_->event_fd());
     Add(ep, node_->durable_event_fd());  // parity group commits finished
+    Add(ep, node_->worker_event_fd());   // stripes encoded, ready to send
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
@@ -286,7 +289,8 @@ class Daemon {
         }
         if (fd == listen_fd_) {
           Accept(ep);
-        } else if (fd != transport_->event_fd() && fd != node_->durable_event_fd()) {
+        } else if (fd != transport_->event_fd() && fd != node_->durable_event_fd() &&
+                   fd != node_->worker_event_fd()) {
           Serve(ep, fd);
         }
       }
@@ -763,7 +767,7 @@ class Daemon {
     if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
     node_->GetInto(
         path, conn->caller,
-        [out](uint64_t size) -> StatusOr<std::span<uint8_t>> {
+        [out, inline_alloc = o_.encode_inline](uint64_t size) -> StatusOr<std::span<uint8_t>> {
           if (size == 0) return std::span<uint8_t>();
           if (ftruncate(out->fd, size) != 0) return FromErrno(errno, "size the GET memfd");
           void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
@@ -773,7 +777,9 @@ class Daemon {
           // every page allocated and mapped in one call: one fault per 4 KiB
           // page while shards land costs several times more (docs/performance.md).
           madvise(p, size, MADV_HUGEPAGE);
-          if (madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
+          // With a worker thread the node allocates the pages there, ahead of
+          // the fetches (Node::PrefaultOutput).
+          if (inline_alloc && madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
             Status s = FromErrno(errno, "allocate the GET memfd");
             munmap(p, size);
             return s;
@@ -848,6 +854,9 @@ int main(int argc, char** argv) {
                "seconds without a heartbeat before a peer is declared dead (a killed peer is "
                "seen at once through its connection)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
+  flags.Bool("encode-inline", &o.encode_inline,
+             "encode and checksum put stripes, and allocate get buffers, in the event loop "
+             "instead of on a worker thread");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   flags.Size("async-limit", &o.async_limit,
              "bytes of asynchronous commits in flight before an async PUT waits like a sync one");

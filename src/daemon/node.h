@@ -55,6 +55,7 @@
 #include "common/status.h"
 #include "daemon/meta_store.h"
 #include "daemon/durable_flusher.h"
+#include "daemon/worker_thread.h"
 #include "daemon/shard_store.h"
 #include "ec/erasure_coder.h"
 #include "ec/stripe_geometry.h"
@@ -89,6 +90,12 @@ struct NodeOptions {
   // FlushDurable(): the owner must call it after every Progress() and when
   // durable_event_fd() is readable. false: each commits as it arrives.
   bool batch_durable_commits = false;
+  // Stripes of a put are encoded and checksummed on a worker thread while
+  // the loop sends earlier ones, and a get's output pages are allocated
+  // there ahead of its fetches (the daemon); false: inline, in the loop
+  // (deterministic, for the seeded loopback tests). With a worker the owner
+  // must call FlushDurable() when worker_event_fd() is readable.
+  bool encode_on_worker = false;
   // Nonzero: file ids come from this seed and a counter instead of the
   // clock, so a seeded test's placement (and so its run) replays exactly.
   uint64_t id_seed = 0;
@@ -175,6 +182,9 @@ class Node {
   void FlushDurable();
   // Readable when FlushDurable has acknowledgements to send; -1 without batching.
   int durable_event_fd() const;
+  // Readable when encoded stripes wait for FlushDurable to send them; -1
+  // without encode_on_worker.
+  int worker_event_fd() const;
   // Parity group commits so far: batches and the shards in them.
   uint64_t durable_batches() const;
   uint64_t durable_shards() const;
@@ -372,6 +382,10 @@ class Node {
   void SendShards(const std::shared_ptr<PutOp>& op);
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
+  struct EncodedStripe;
+  void PrefaultOutput(const std::shared_ptr<GetOp>& op);
+  Status SendStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe,
+                    std::shared_ptr<uint8_t> buf, const EncodedStripe& e);
   void CommitRecord(const std::shared_ptr<PutOp>& op);
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
@@ -402,6 +416,9 @@ class Node {
   };
   std::vector<DurablePending> durable_pending_;
   std::unique_ptr<DurableFlusher> flusher_;  // with batch_durable_commits
+  // With encode_on_worker. Declared after coder_ and pool_: destroyed (its
+  // queued jobs finished) before what the jobs use.
+  std::unique_ptr<WorkerThread> encoder_;
   // Parity shards received but not yet committed: a SHARD_DELETE that
   // overtakes its own shard (a put that timed out and cleans up) is applied
   // when the commit lands instead of being lost.

@@ -1,0 +1,75 @@
+#include "daemon/worker_thread.h"
+
+#include <poll.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace fern::daemon {
+namespace {
+
+bool WaitReadable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, ms) == 1;
+}
+
+// Jobs run off the caller's thread; completions run in Drain, on the
+// caller's thread, in submission order, after their job.
+TEST(WorkerThread, CompletionsRunInOrderOnTheOwnersThreadAfterTheirJob) {
+  WorkerThread w;
+  const auto owner = std::this_thread::get_id();
+  std::vector<int> ran_jobs, ran_done;
+  std::atomic<int> jobs{0};
+  bool job_on_owner = false;
+  for (int i = 0; i < 50; ++i) {
+    w.Submit(
+        [&, i] {
+          if (std::this_thread::get_id() == owner) job_on_owner = true;
+          ran_jobs.push_back(i);  // jobs run one at a time, on one thread
+          jobs.fetch_add(1);
+        },
+        [&, i] {
+          EXPECT_EQ(std::this_thread::get_id(), owner);
+          EXPECT_GT(jobs.load(), i) << "completion " << i << " before its job";
+          ran_done.push_back(i);
+        });
+  }
+  EXPECT_EQ(w.in_flight(), 50u);
+  while (w.in_flight() > 0) {
+    ASSERT_TRUE(WaitReadable(w.event_fd(), 10000)) << "no completion became ready";
+    w.Drain();
+  }
+  EXPECT_FALSE(job_on_owner);
+  ASSERT_EQ(ran_done.size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(ran_jobs[i], i);
+    EXPECT_EQ(ran_done[i], i);
+  }
+  EXPECT_FALSE(WaitReadable(w.event_fd(), 0)) << "readable with nothing to drain";
+}
+
+// The destructor finishes every submitted job and runs no completion.
+TEST(WorkerThread, DestructorFinishesJobsWithoutCompletions) {
+  std::atomic<int> jobs{0};
+  int done = 0;
+  {
+    WorkerThread w;
+    for (int i = 0; i < 20; ++i) {
+      w.Submit(
+          [&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            jobs.fetch_add(1);
+          },
+          [&] { ++done; });
+    }
+  }
+  EXPECT_EQ(jobs.load(), 20);
+  EXPECT_EQ(done, 0);
+}
+
+}  // namespace
+}  // namespace fern::daemon
