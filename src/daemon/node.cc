@@ -101,7 +101,7 @@ struct Node::GetOp {
   };
   std::vector<Stripe> stripes;
   uint64_t next_stripe = 0;  // the next stripe to fetch
-  int in_flight = 0;         // stripes being fetched (at most kStripeWindow)
+  int in_flight = 0;         // stripes being fetched (at most kGetWindow)
   // Output bytes [0, ready) have their pages allocated (PrefaultOutput);
   // a stripe is fetched only once its range is ready.
   uint64_t ready = UINT64_MAX;
@@ -838,11 +838,11 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   IssueFetches(op);
 }
 
-// Keeps kStripeWindow stripes in flight: all at once would queue every
+// Keeps kGetWindow stripes in flight: all at once would queue every
 // shard of a large file behind each other and past the RPC deadline.
 void Node::IssueFetches(const std::shared_ptr<GetOp>& op) {
   while (op->failure.ok() && op->next_stripe < op->stripes.size() &&
-         op->in_flight < kStripeWindow) {
+         op->in_flight < kGetWindow) {
     const uint64_t next = op->next_stripe + 1;
     const uint64_t end = next < op->stripes.size() ? geometry_.FileOffset({next, 0, 0}) : op->out.size();
     if (end > op->ready) break;  // its pages are not allocated yet

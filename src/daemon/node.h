@@ -349,8 +349,11 @@ class Node {
   struct PutOp;
   struct GetOp;
   class BufferPool;
-  // Stripes of one put encoded and in flight at once.
+  // Stripes a put keeps encoded and in flight (each holds m parity buffers
+  // of the pool), and stripes a get keeps being fetched. Measured with
+  // ec_bench cluster (docs/performance.md): puts gained up to 24, gets to 48.
   static constexpr int kStripeWindow = 24;
+  static constexpr int kGetWindow = 48;
   static constexpr int kRepairWindow = 4;
   static constexpr int kInspectWindow = 16;  // stripes checked at once
   static constexpr int kMaxRefetches = 50;   // a read's stripe refetched while seqs differ
