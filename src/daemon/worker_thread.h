@@ -33,7 +33,8 @@ class WorkerThread {
   void Submit(std::function<void()> job, std::function<void()> done);
   // Runs the completions of finished jobs. Returns how many ran.
   size_t Drain();
-  // Readable while completions wait for Drain (an eventfd).
+  // Readable while completions wait for Drain (an eventfd); it may also be
+  // readable once after a Drain that took everything, which then returns 0.
   int event_fd() const { return event_fd_; }
   // Jobs submitted whose completion has not run yet.
   size_t in_flight() const { return in_flight_; }
