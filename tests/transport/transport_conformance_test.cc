@@ -174,6 +174,36 @@ TEST_P(TransportConformance, ReplyPayloadLandsInTheSinkBuffer) {
   for (size_t i = 0; i < n; i += 4099) ASSERT_EQ((*dest)[100 + i], static_cast<uint8_t>(i * 7 + 3));
 }
 
+// A node calling itself (the gateway storing its own shard of a stripe):
+// requests, payloads and replies into a sink, without any address for self.
+TEST_P(TransportConformance, CallsToSelfAreServed) {
+  testing::InstallPeerHandlers(client(), std::make_shared<testing::PeerState>());
+  auto rng = TestRng();
+  for (size_t n : {size_t{0}, size_t{1}, size_t{1} << 20}) {
+    SCOPED_TRACE("payload " + std::to_string(n));
+    auto bytes = RandomBytes(rng, n);
+    auto r = CallAndWait(kClient, Echo("self", Payload::Copy(bytes)), CallOptions{60s, nullptr});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(TextOf(*r), "self");
+    EXPECT_EQ(r->from, kClient);
+    ASSERT_EQ(r->payload.size(), n);
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), r->payload.begin()));
+  }
+  const size_t n = 2 << 20;
+  auto dest = std::make_shared<std::vector<uint8_t>>(n, 0);
+  CallOptions o;
+  o.reply_sink = [dest](NodeId, MessageKind, std::string_view, uint64_t len)
+      -> StatusOr<ReceiveBuffer> { return ReceiveBuffer{std::span<uint8_t>(dest->data(), len), dest}; };
+  auto r = CallAndWait(kClient, Echo("sink", {}, false, n), std::move(o));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->payload.data(), dest->data());
+  for (size_t i = 0; i < n; i += 4099) ASSERT_EQ((*dest)[i], static_cast<uint8_t>(i * 7 + 3));
+  // The peer is still served alongside.
+  auto p = CallAndWait(kPeer, Echo("peer"));
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(TextOf(*p), "peer");
+}
+
 TEST_P(TransportConformance, ManyRequestsInFlight) {
   auto rng = TestRng();
   const int kCalls = 200;
