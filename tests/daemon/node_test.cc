@@ -601,13 +601,24 @@ TEST(NodeRepair, TooManyPeersDownIsUnavailableNotWrong) {
   auto rng = fern::testing::TestRng();
   Cluster c;
   ASSERT_TRUE(c.Put(0, "/f", Bytes(rng, 4 * kStripe)).ok());
-  c.WipeData(5);
-  c.Kill(1);
-  c.Kill(2);
-  c.Kill(3);  // 2 shards per stripe left besides node 5's: fewer than k
-  Status s = c.Await<Status>([&](auto done) { c.node(5).Repair(done); });
+  // The wiped node must have held a data shard: with some seeds node 5 held
+  // only parity of the 4 stripes (chance (1/3)^4) and had nothing to rebuild.
+  int wiped = -1;
+  for (int i = kNodes - 1; i >= 0 && wiped < 0; --i) {
+    if (!c.data(i).List().empty()) wiped = i;
+  }
+  ASSERT_GE(wiped, 0);
+  c.WipeData(wiped);
+  // Three others die: 2 shards per stripe left besides the wiped node's,
+  // fewer than k.
+  for (int i = 0, killed = 0; i < kNodes && killed < 3; ++i) {
+    if (i == wiped) continue;
+    c.Kill(i);
+    ++killed;
+  }
+  Status s = c.Await<Status>([&](auto done) { c.node(wiped).Repair(done); });
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
-  EXPECT_GT(c.node(5).repair_progress().shards_failed, 0u);
+  EXPECT_GT(c.node(wiped).repair_progress().shards_failed, 0u);
 }
 
 }  // namespace
