@@ -720,6 +720,34 @@ int Run(const std::vector<std::string>& all) {
   return Fail("run: " + cmd[0] + ": " + std::strerror(errno)), 127;
 }
 
+// Copies the first `size` bytes of the file `from` to `to`: sendfile, or
+// plain reads and writes where `to` refuses it. Returns 0 or an errno.
+int CopyOut(int from, int to, uint64_t size) {
+  off_t off = 0;
+  while (off < static_cast<off_t>(size)) {
+    ssize_t n = sendfile(to, from, &off, size - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EINVAL || errno == ENOSYS) && off == 0) break;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;  // `from` is shorter than it said
+  }
+  std::vector<char> buf;
+  while (off < static_cast<off_t>(size)) {
+    if (buf.empty()) buf.resize(1 << 20);
+    ssize_t r = pread(from, buf.data(), std::min<uint64_t>(buf.size(), size - off), off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r < 0 ? errno : EIO;
+    for (ssize_t done = 0; done < r;) {
+      ssize_t w = write(to, buf.data() + done, r - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return w < 0 ? errno : EIO;
+      done += w;
+    }
+    off += r;
+  }
+  return 0;
+}
+
 int Put(const std::vector<std::string>& args) {
   ClientCall call;
   if (int rc = ParseClientCall(args, "put", "LOCAL PATH", &call); rc >= 0) return rc;
@@ -733,10 +761,8 @@ int Put(const std::vector<std::string>& args) {
   struct stat st {};
   fstat(in, &st);
   // Copy into a memfd the daemon can map (a regular file could change under it).
-  off_t off = 0;
-  while (off < st.st_size) {
-    ssize_t n = sendfile(mfd, in, &off, st.st_size - off);
-    if (n <= 0) return Fail("put: copy " + local + ": " + std::strerror(errno));
+  if (int err = CopyOut(in, mfd, st.st_size); err != 0) {
+    return Fail("put: copy " + local + ": " + std::strerror(err));
   }
   close(in);
   client::Request req = MakeRequest(client::Op::kPut, path);
@@ -773,67 +799,28 @@ int Get(const std::vector<std::string>& args) {
     close(mfd);
     return Fail("get: " + local + " is a directory");
   }
-  const bool in_place = to_stdout || (exists && !S_ISREG(st.st_mode));
-  const std::string tmp = in_place ? local : local + ".fern-ec-tmp";
-  int out = to_stdout ? STDOUT_FILENO
-                      : open(tmp.c_str(), in_place ? (O_WRONLY | O_CLOEXEC)
-                                                   : (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC),
-                             0644);
-  if (out < 0) {
+  if (to_stdout || (exists && !S_ISREG(st.st_mode))) {
+    const int out = to_stdout ? STDOUT_FILENO : open(local.c_str(), O_WRONLY | O_CLOEXEC);
+    int err = out < 0 ? errno : CopyOut(mfd, out, reply.size);
     close(mfd);
-    return Fail("get: " + tmp + ": " + std::strerror(errno));
+    if (out >= 0 && out != STDOUT_FILENO && close(out) != 0 && err == 0) err = errno;
+    return err ? Fail("get: write " + local + ": " + std::strerror(err)) : 0;
   }
-  auto failed = [&](const std::string& what, int err) {
-    if (out != STDOUT_FILENO) close(out);
-    if (!in_place) unlink(tmp.c_str());
-    return Fail("get: " + what + " " + local + ": " + std::strerror(err));
-  };
-  off_t off = 0;
-  while (off < static_cast<off_t>(reply.size)) {
-    ssize_t n = sendfile(out, mfd, &off, reply.size - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EINVAL || errno == ENOSYS) && off == 0) break;  // no sendfile here
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      close(mfd);
-      return failed("write", err);
-    }
-  }
-  // Fallback for outputs sendfile refuses: plain reads and writes.
-  std::vector<char> buf;
-  while (off < static_cast<off_t>(reply.size)) {
-    if (buf.empty()) buf.resize(1 << 20);
-    ssize_t r = pread(mfd, buf.data(), std::min<uint64_t>(buf.size(), reply.size - off), off);
-    if (r <= 0) {
-      close(mfd);
-      return failed("read the reply for", r < 0 ? errno : EIO);
-    }
-    for (ssize_t done = 0; done < r;) {
-      ssize_t w = write(out, buf.data() + done, r - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const int err = w < 0 ? errno : EIO;
-        close(mfd);
-        return failed("write", err);
-      }
-      done += w;
-    }
-    off += r;
-  }
-  close(mfd);
-  if (in_place) {
-    if (out != STDOUT_FILENO && close(out) != 0) return Fail("get: write " + local + ": " + std::strerror(errno));
-    return 0;
-  }
-  if (fsync(out) != 0) return failed("fsync", errno);
-  if (close(out) != 0) {
-    out = STDOUT_FILENO;  // closed already
-    return failed("write", errno);
-  }
-  if (rename(tmp.c_str(), local.c_str()) != 0) {
+  const std::string tmp = local + ".fern-ec-tmp";
+  const int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) {
     const int err = errno;
+    close(mfd);
+    return Fail("get: " + tmp + ": " + std::strerror(err));
+  }
+  int err = CopyOut(mfd, out, reply.size);
+  close(mfd);
+  if (err == 0 && fsync(out) != 0) err = errno;
+  if (close(out) != 0 && err == 0) err = errno;
+  if (err == 0 && rename(tmp.c_str(), local.c_str()) != 0) err = errno;
+  if (err != 0) {
     unlink(tmp.c_str());
-    return Fail("get: rename into " + local + ": " + std::strerror(err));
+    return Fail("get: write " + local + ": " + std::strerror(err));
   }
   return 0;
 }
