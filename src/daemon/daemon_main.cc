@@ -767,23 +767,15 @@ class Daemon {
     if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
     node_->GetInto(
         path, conn->caller,
-        [out, inline_alloc = o_.encode_inline](uint64_t size) -> StatusOr<std::span<uint8_t>> {
+        [out](uint64_t size) -> StatusOr<std::span<uint8_t>> {
           if (size == 0) return std::span<uint8_t>();
           if (ftruncate(out->fd, size) != 0) return FromErrno(errno, "size the GET memfd");
           void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
           if (p == MAP_FAILED) return FromErrno(errno, "map the GET memfd");
           // Huge pages when the system allows them for shmem
-          // (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise), then
-          // every page allocated and mapped in one call: one fault per 4 KiB
-          // page while shards land costs several times more (docs/performance.md).
+          // (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise); the
+          // node allocates the pages before shards land (Node::PrefaultOutput).
           madvise(p, size, MADV_HUGEPAGE);
-          // With a worker thread the node allocates the pages there, ahead of
-          // the fetches (Node::PrefaultOutput).
-          if (inline_alloc && madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
-            Status s = FromErrno(errno, "allocate the GET memfd");
-            munmap(p, size);
-            return s;
-          }
           out->p = p;
           out->n = size;
           return std::span<uint8_t>(static_cast<uint8_t*>(p), size);

@@ -220,7 +220,8 @@ class Node {
 
   // Where GetInto writes: called once the file's size is known, returns
   // exactly `size` writable bytes that stay valid until `done` runs. Whole
-  // data shards are received straight into it (no intermediate copy).
+  // data shards are received straight into it (no intermediate copy); the
+  // node allocates its pages first (a full tmpfs fails the read with ENOSPC).
   using OutputAllocator = std::function<StatusOr<std::span<uint8_t>>(uint64_t size)>;
   struct FileInfo {
     uint64_t version = 0;
