@@ -1,69 +1,58 @@
 #include "daemon/durable_flusher.h"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
-
-#include <cstdint>
+#include <memory>
 #include <utility>
 
 namespace fern::daemon {
 
-DurableFlusher::DurableFlusher(ShardStore* store) : store_(store) {
-  event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  thread_ = std::thread([this] { Run(); });
-}
+DurableFlusher::DurableFlusher(ShardStore* store) : store_(store) {}
 
-DurableFlusher::~DurableFlusher() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    stop_ = true;
-  }
-  cv_.notify_one();
-  thread_.join();
-  if (event_fd_ >= 0) close(event_fd_);
-}
+// The worker's destructor (the last member) runs every job still queued, so
+// everything submitted is committed; no completion runs.
+DurableFlusher::~DurableFlusher() = default;
 
 void DurableFlusher::Submit(ShardStore::PendingCommit commit, Completion done) {
   ++in_flight_;
   {
     std::lock_guard<std::mutex> l(mu_);
     queue_.push_back({std::move(commit), std::move(done)});
+    if (job_waiting_) return;  // the waiting job takes this one too
+    job_waiting_ = true;
   }
-  cv_.notify_one();
+  // One job per batch: it takes whatever was queued when it starts, so what
+  // arrives while a flush runs waits for the next job, as one batch.
+  auto batch = std::make_shared<Batch>();
+  worker_.Submit([this, batch] { CommitQueued(batch.get()); },
+                 [this, batch] {
+                   in_flight_ -= batch->done.size();
+                   drained_ += batch->done.size();
+                   for (size_t i = 0; i < batch->done.size(); ++i) batch->done[i](batch->status[i]);
+                 });
 }
 
-void DurableFlusher::Run() {
-  std::unique_lock<std::mutex> l(mu_);
-  while (true) {
-    cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, everything flushed
-    std::vector<Item> batch;
-    batch.swap(queue_);
-    l.unlock();
-    std::vector<ShardStore::PendingCommit> commits;
-    commits.reserve(batch.size());
-    for (auto& item : batch) commits.push_back(std::move(item.commit));
-    std::vector<Status> results = store_->CommitBatch(std::move(commits));
-    l.lock();
-    ++batches_;
-    shards_ += batch.size();
-    for (size_t i = 0; i < batch.size(); ++i) done_.push_back({std::move(batch[i].done), results[i]});
-    const uint64_t one = 1;
-    (void)!write(event_fd_, &one, sizeof one);
+void DurableFlusher::CommitQueued(Batch* out) {
+  std::vector<Item> items;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    items.swap(queue_);
+    job_waiting_ = false;
   }
+  std::vector<ShardStore::PendingCommit> commits;
+  commits.reserve(items.size());
+  for (auto& item : items) {
+    commits.push_back(std::move(item.commit));
+    out->done.push_back(std::move(item.done));
+  }
+  out->status = store_->CommitBatch(std::move(commits));
+  std::lock_guard<std::mutex> l(mu_);
+  ++batches_;
+  shards_ += items.size();
 }
 
 size_t DurableFlusher::Drain() {
-  uint64_t counter;
-  (void)!read(event_fd_, &counter, sizeof counter);
-  std::vector<Result> ready;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    ready.swap(done_);
-  }
-  in_flight_ -= ready.size();
-  for (auto& r : ready) r.done(r.status);
-  return ready.size();
+  drained_ = 0;
+  worker_.Drain();
+  return drained_;
 }
 
 uint64_t DurableFlusher::batches() const {

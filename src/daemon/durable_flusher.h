@@ -1,6 +1,6 @@
 // DurableFlusher: group commit of shards into a durable ShardStore on a
-// thread of its own, so the daemon's event loop keeps receiving while the
-// disk flushes.
+// WorkerThread of its own, so the daemon's event loop keeps receiving while
+// the disk flushes.
 //
 // The loop thread Submit()s received shards with a completion; the flusher
 // thread takes everything submitted so far as one batch and commits it with
@@ -16,14 +16,13 @@
 // completions: the owner is going away).
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "common/status.h"
 #include "daemon/shard_store.h"
+#include "daemon/worker_thread.h"
 
 namespace fern::daemon {
 
@@ -41,7 +40,7 @@ class DurableFlusher {
   // Runs the completions of committed batches. Returns how many ran.
   size_t Drain();
   // Readable while completions wait for Drain (an eventfd).
-  int event_fd() const { return event_fd_; }
+  int event_fd() const { return worker_.event_fd(); }
   // Shards submitted and not yet drained.
   size_t in_flight() const { return in_flight_; }
   // Batches committed so far, and the shards in them (for status and tests).
@@ -53,23 +52,22 @@ class DurableFlusher {
     ShardStore::PendingCommit commit;
     Completion done;
   };
-  struct Result {
-    Completion done;
-    Status status;
+  // One batch's completions and results, filled by its job.
+  struct Batch {
+    std::vector<Completion> done;
+    std::vector<Status> status;
   };
-  void Run();
+  void CommitQueued(Batch* out);
 
   ShardStore* const store_;
-  int event_fd_ = -1;
-  size_t in_flight_ = 0;  // owner thread only
+  size_t in_flight_ = 0;   // owner thread only
+  size_t drained_ = 0;     // completions run by the last worker_.Drain()
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Item> queue_;     // guarded by mu_
-  std::vector<Result> done_;    // guarded by mu_
-  bool stop_ = false;           // guarded by mu_
+  std::vector<Item> queue_;     // guarded by mu_: submitted, not yet in a batch
+  bool job_waiting_ = false;    // guarded by mu_: a job will take queue_
   uint64_t batches_ = 0;        // guarded by mu_
   uint64_t shards_ = 0;         // guarded by mu_
-  std::thread thread_;
+  WorkerThread worker_;         // last: its jobs use the members above
 };
 
 }  // namespace fern::daemon
