@@ -599,7 +599,7 @@ StatusOr<std::unique_ptr<ShardStore>> OpenFileShardStore(const FileStoreOptions&
                                 FormatSize(options.slot_capacity));
   }
   const uint64_t slots = options.capacity / options.slot_capacity;
-  const uint64_t stride = kHeaderPage + (options.slot_capacity + 4095) / 4096 * 4096;
+  const uint64_t stride = kHeaderPage + RoundUpToPage(options.slot_capacity);
   auto store = std::make_unique<FileShardStore>(options, slots, stride);
   FERN_RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<ShardStore>(std::move(store));

@@ -146,13 +146,11 @@ class JerasureScheduleKernel final : public Kernel {
         cols_(is_bitmatrix ? m.cols / kW : m.cols),
         packet_size_(packet_size) {
     std::vector<int> cells(m.cells.begin(), m.cells.end());
-    if (is_bitmatrix) {
-      bitmatrix_.reset(static_cast<int*>(std::malloc(cells.size() * sizeof(int))));
-      std::memcpy(bitmatrix_.get(), cells.data(), cells.size() * sizeof(int));
-    } else {
-      bitmatrix_.reset(jerasure_matrix_to_bitmatrix(cols_, rows_, kW, cells.data()));
+    if (!is_bitmatrix) {
+      std::unique_ptr<int, FreeDeleter> bits(jerasure_matrix_to_bitmatrix(cols_, rows_, kW, cells.data()));
+      cells.assign(bits.get(), bits.get() + rows_ * kW * cols_ * kW);
     }
-    schedule_ = jerasure_smart_bitmatrix_to_schedule(cols_, rows_, kW, bitmatrix_.get());
+    schedule_ = jerasure_smart_bitmatrix_to_schedule(cols_, rows_, kW, cells.data());
   }
   ~JerasureScheduleKernel() override { jerasure_free_schedule(schedule_); }
   JerasureScheduleKernel(const JerasureScheduleKernel&) = delete;
@@ -189,8 +187,7 @@ class JerasureScheduleKernel final : public Kernel {
   const int rows_;
   const int cols_;
   const size_t packet_size_;
-  std::unique_ptr<int, FreeDeleter> bitmatrix_;
-  int** schedule_ = nullptr;
+  int** schedule_ = nullptr;  // the bit-matrix is needed only to build it
 };
 
 }  // namespace

@@ -496,8 +496,8 @@ void UcxTransport::SendFrame(NodeId to, Frame frame, Payload payload, SendCallba
     // out through TCP loopback and back in, both copies on this process.
     Post([this, frame = std::move(frame), payload = std::move(payload),
           done = std::move(done)]() mutable {
-      DeliverLocal(std::move(frame), std::move(payload));
-      if (done) done(Status());
+      Status s = DeliverLocal(std::move(frame), std::move(payload));
+      if (done) done(s);
     });
     return;
   }
@@ -509,19 +509,22 @@ void UcxTransport::SendFrame(NodeId to, Frame frame, Payload payload, SendCallba
   d.SendOn(*ep, std::move(frame), std::move(payload), std::move(done));
 }
 
-void UcxTransport::DeliverLocal(Frame frame, Payload payload) {
-  if (impl_->shut_down) return;
+Status UcxTransport::DeliverLocal(Frame frame, Payload payload) {
+  if (impl_->shut_down) return CancelledError("transport shut down");
   ReplyRoute route = [this](Frame reply, Payload p) {
     Post([this, reply = std::move(reply), p = std::move(p)]() mutable {
-      DeliverLocal(std::move(reply), std::move(p));
+      (void)DeliverLocal(std::move(reply), std::move(p));
     });
   };
   auto buffer = BeginReceive(frame, route);
-  if (!buffer.ok()) return;  // answered (a request) or dropped, as from a peer
+  // Refused: answered (a request) or dropped, as from a peer; the send itself
+  // went through.
+  if (!buffer.ok()) return Status();
   if (!payload.bytes.empty()) {
     std::memcpy(buffer->bytes.data(), payload.bytes.data(), payload.bytes.size());
   }
   FinishReceive(std::move(frame), std::move(buffer).value(), std::move(route));
+  return Status();
 }
 
 void UcxTransport::Progress() {

@@ -69,7 +69,7 @@ class UcxTransport final : public TransportCore {
   void SendFrame(NodeId to, Frame frame, Payload payload, SendCallback done) override;
   // A frame to this node: delivered in process (one copy into the
   // receiver's buffer), replies included; no endpoint, no address needed.
-  void DeliverLocal(Frame frame, Payload payload);
+  Status DeliverLocal(Frame frame, Payload payload);
   void Notify() override;
 
   std::unique_ptr<Impl> impl_;
