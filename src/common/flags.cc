@@ -138,6 +138,14 @@ Status FlagSet::Parse(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) return InvalidArgumentError("--" + name + " needs a value");
       value = args[++i];
     }
+    // "--switch 0" would set the switch and leave "0" as an argument: the
+    // opposite of what was meant, silently.
+    if (!has_value && flag->is_bool && i + 1 < args.size()) {
+      const std::string& next = args[i + 1];
+      if (next == "0" || next == "1" || next == "true" || next == "false" || next == "yes" || next == "no") {
+        return InvalidArgumentError("--" + name + " takes no separate value: write --" + name + "=" + next);
+      }
+    }
     FERN_RETURN_IF_ERROR(flag->set(value));
   }
   return Status();

@@ -64,6 +64,22 @@ TEST(FlagSet, ErrorsNameTheFlag) {
   EXPECT_NE(h.Parse({"--k"}).message().find("needs a value"), std::string_view::npos);
 }
 
+TEST(FlagSet, SwitchValuesGoAfterAnEqualsSign) {
+  bool on = true;
+  FlagSet f("usage");
+  f.Bool("prepare", &on, "a switch");
+  ASSERT_TRUE(f.Parse({"--prepare=0"}).ok());
+  EXPECT_FALSE(on);
+  ASSERT_TRUE(f.Parse({"--prepare=yes"}).ok());
+  EXPECT_TRUE(on);
+  // Not read as "on, plus an argument 0".
+  FlagSet g("usage");
+  g.Bool("prepare", &on, "a switch");
+  Status s = g.Parse({"--prepare", "0"});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("write --prepare=0"), std::string_view::npos) << s.ToString();
+}
+
 TEST(FlagSet, ConfigFileThenEnvironmentThenCommandLine) {
   const std::string path = ::testing::TempDir() + "/fern-flags-" + std::to_string(getpid()) + ".conf";
   {
