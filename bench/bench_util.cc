@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace fern::bench {
@@ -51,6 +53,30 @@ double MeasureGbps(int threads, size_t items, size_t bytes_per_call, double seco
   uint64_t total = 0;
   for (auto c : calls) total += c;
   return static_cast<double>(total) * bytes_per_call / elapsed / 1e9;
+}
+
+CpuInfo DescribeCpu() {
+  CpuInfo out;
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, name, family, model;
+  auto value = [](const std::string& l) {
+    const size_t colon = l.find(':');
+    return colon == std::string::npos ? std::string() : l.substr(l.find_first_not_of(" \t", colon + 1));
+  };
+  while (std::getline(in, line) && !line.empty()) {  // the first processor is enough
+    if (line.rfind("model name", 0) == 0) name = value(line);
+    if (line.rfind("cpu family", 0) == 0) family = value(line);
+    if (line.rfind("model\t", 0) == 0) model = value(line);
+    if (line.rfind("flags", 0) == 0) {
+      std::istringstream flags(value(line));
+      for (std::string f; flags >> f;) {
+        out.avx512 = out.avx512 || f == "avx512bw";
+        out.gfni = out.gfni || f == "gfni";
+      }
+    }
+  }
+  out.model = name.empty() ? "unknown" : name + " (family " + family + " model " + model + ")";
+  return out;
 }
 
 double Median(std::vector<double> v) {

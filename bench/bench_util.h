@@ -30,6 +30,16 @@ double MeasureGbps(int threads, size_t items, size_t bytes_per_call, double seco
 
 double Median(std::vector<double> v);
 
+// The CPU the figures came from: a shared cloud machine is not always placed
+// on the same host type, and ISA-L picks its kernels by CPU (AVX-512 and
+// GFNI or AVX2), so figures from different runs compare only alongside this.
+struct CpuInfo {
+  std::string model;  // "model name (family F model M)" from /proc/cpuinfo
+  bool avx512 = false;  // avx512bw
+  bool gfni = false;
+};
+CpuInfo DescribeCpu();
+
 // An ordered, flat JSON object.
 class Json {
  public:

@@ -282,8 +282,12 @@ int RunEncode(const std::vector<std::string>& args) {
   const double delta_g = Median(delta_r) * per_core;
   const double isal_g = Median(isal_r) * per_core;
 
+  const CpuInfo cpu = DescribeCpu();
   Json j;
   j.Add("workload", "encode")
+      .Add("cpu", cpu.model)
+      .Add("cpu_avx512", cpu.avx512)
+      .Add("cpu_gfni", cpu.gfni)
       .Add("backend", std::string(coder.backend()))
       .Add("technique", std::string(coder.technique()))
       .Add("k", c.k)
@@ -316,6 +320,8 @@ int RunEncode(const std::vector<std::string>& args) {
               c.m, FormatSize(c.shard_size).c_str(), c.threads,
               FormatSize(stripes_per_thread * data_per_stripe * c.threads).c_str(),
               ec::JerasureSimdActive() ? "yes" : "NO", c.rounds);
+  std::printf("  cpu: %s, avx512 %s, gfni %s\n", cpu.model.c_str(), cpu.avx512 ? "yes" : "no",
+              cpu.gfni ? "yes" : "no");
   std::printf("  %-28s %8.2f\n", "memcpy (baseline)", memcpy_g);
   std::printf("  %-28s %8.2f\n", (kernel.name() + " (baseline)").c_str(), kernel_g);
   if (isal_ref) std::printf("  %-28s %8.2f\n", "isal ec_encode_data (ref)", isal_g);
