@@ -139,7 +139,9 @@ int RunCluster(const std::vector<std::string>& args) {
           "metadata under --disk-dir), writes and reads --size bytes through node 0,\n"
           "kills m nodes and reads degraded, then repeats the write and read with m=0;\n"
           "baselines: a fresh tmpfs file and a disk file + fsync, same run. Every read\n"
-          "is compared with what was written.",
+          "is compared with what was written. Each cluster's daemons first finish\n"
+          "preparing their parity slabs (written once in the background after a\n"
+          "daemon's first start), unless --cold-parity.",
           args, &o);
       rc >= 0) {
     return rc;
@@ -213,6 +215,7 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("size_bytes", o.size)
       .Add("shard_bytes", o.shard_size)
       .Add("rounds", o.rounds)
+      .Add("parity_slabs", o.cold_parity ? "cold" : "prepared")
       .Add("ec_write_gbps", ecw)
       .Add("ec_read_gbps", ecr)
       .Add("ec_degraded_read_gbps", degr)

@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <thread>
 
 #include "common/flags.h"
 
@@ -35,6 +38,9 @@ int ParseClusterBench(const std::string& name, const std::string& usage,
   f.Int("rounds", &o->rounds, "repetitions of each measurement (the median is reported)");
   f.String("root", &o->root, "cluster directory on tmpfs (default /dev/shm/fern-bench-" + name + "-PID)");
   f.String("disk-dir", &o->disk_dir, "a directory on disk: parity, metadata, the disk baseline");
+  f.Bool("cold-parity", &o->cold_parity,
+         "measure on fresh parity slabs (the daemons' first writes after their first start) "
+         "instead of waiting for the daemons to prepare them");
   f.Bool("json", &o->json, "print one JSON object");
   if (extra) extra(f);
   if (auto s = f.Parse(args); !s.ok()) {
@@ -42,6 +48,10 @@ int ParseClusterBench(const std::string& name, const std::string& usage,
     return 2;
   }
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
+  if (!f.positional().empty()) {
+    std::fprintf(stderr, "ec_bench %s: unexpected argument '%s'\n", name.c_str(), f.positional()[0].c_str());
+    return 2;
+  }
   if (o->nodes < o->k + o->m || o->k < 1 || o->m < 1 || o->rounds < 1 || o->size == 0) {
     std::fprintf(stderr, "ec_bench %s: need m >= 1, nodes >= k+m, rounds >= 1, size > 0\n", name.c_str());
     return 2;
@@ -63,7 +73,8 @@ LocalClusterOptions BenchCluster(const ClusterBenchOptions& o, int m, const std:
           .m = m,
           .shard_size = o.shard_size,
           .data_capacity = per_node,
-          .parity_capacity = m ? per_node : (64 << 20)};
+          .parity_capacity = m ? per_node : (64 << 20),
+          .prepare_parity = !o.cold_parity};
 }
 
 LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {
@@ -71,13 +82,49 @@ LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {
            " --nodes " + std::to_string(o_.nodes) + " --k " + std::to_string(o_.k) + " --m " +
            std::to_string(o_.m) + " --shard-size " + std::to_string(o_.shard_size) +
            " --data-capacity " + std::to_string(o_.data_capacity) + " --parity-capacity " +
-           std::to_string(o_.parity_capacity) + " >/dev/null") == 0;
+           std::to_string(o_.parity_capacity) + " --prepare-parity=" + (o_.prepare_parity ? "1" : "0") +
+           " >/dev/null") == 0;
+  if (ok_ && o_.prepare_parity && !WaitParityPrepared(300)) {
+    std::fprintf(stderr, "ec_bench: the daemons in %s did not prepare their parity slabs\n", o_.root.c_str());
+    ok_ = false;
+  }
 }
 
 LocalCluster::~LocalCluster() {
   Sh(BinDir() + "/fern-ec local stop --root " + o_.root + " >/dev/null 2>&1");
   std::filesystem::remove_all(o_.root);
   std::filesystem::remove_all(o_.parity_root);
+}
+
+// Sum of "slots_unprepared" over every node's status, or -1.
+static long Unprepared(const std::string& root) {
+  FILE* f = popen((BinDir() + "/fern-ec status --json --root " + root + " 2>/dev/null").c_str(), "r");
+  if (f == nullptr) return -1;
+  std::string text;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  if (pclose(f) != 0) return -1;
+  const std::string key = "\"slots_unprepared\": ";
+  long sum = 0;
+  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
+    sum += std::strtol(text.c_str() + at + key.size(), nullptr, 10);
+  }
+  return sum;
+}
+
+bool LocalCluster::WaitParityPrepared(double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  bool said = false;
+  while (true) {
+    const long left = Unprepared(o_.root);
+    if (left == 0) return true;
+    if (left < 0 || std::chrono::steady_clock::now() > until) return false;
+    if (!said) {
+      std::fprintf(stderr, "ec_bench: waiting for the daemons to prepare their parity slabs (%ld slots)\n", left);
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 bool LocalCluster::Kill(int node) {

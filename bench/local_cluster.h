@@ -31,6 +31,7 @@ struct LocalClusterOptions {
   uint64_t shard_size = 1 << 20;
   uint64_t data_capacity = 0;    // per node
   uint64_t parity_capacity = 0;  // per node
+  bool prepare_parity = true;    // false: daemons leave fresh slabs unwritten, nothing waits
 };
 
 // What every cluster workload of ec_bench takes on its command line.
@@ -43,6 +44,7 @@ struct ClusterBenchOptions {
   int rounds = 3;
   std::string root;  // cluster directory on tmpfs; default /dev/shm/fern-bench-WORKLOAD-PID
   std::string disk_dir = "/var/tmp";
+  bool cold_parity = false;  // fresh parity slabs, as right after a daemon's first start
   bool json = false;
 };
 
@@ -75,6 +77,8 @@ inline int ClientRoundtrip(const std::string& sock, client::Request& req, int se
 
 class LocalCluster {
  public:
+  // Starts the cluster and waits for WaitParityPrepared (ok() is false if
+  // either fails).
   explicit LocalCluster(LocalClusterOptions o);
   ~LocalCluster();
   LocalCluster(const LocalCluster&) = delete;
@@ -84,6 +88,11 @@ class LocalCluster {
   const std::string& root() const { return o_.root; }
   std::string sock(int node) const { return o_.root + "/node-" + std::to_string(node) + "/sock"; }
   bool Kill(int node);
+  // Waits until no daemon has parity slots left to prepare (their first
+  // background write of the slab, FileStoreOptions::prepare), so a workload
+  // measures the steady state rather than a fresh slab; false after
+  // `seconds`. Prints one line on stderr when it has to wait.
+  bool WaitParityPrepared(double seconds);
 
  private:
   LocalClusterOptions o_;

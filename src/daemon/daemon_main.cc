@@ -56,6 +56,7 @@ struct Options {
   int spin_us = 50;
   int keep_versions = 2;
   bool encode_inline = false;
+  bool prepare_parity = true;
   double dead_after_s = 10;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
@@ -179,7 +180,8 @@ class Daemon {
                                                        .capacity = o_.parity_capacity,
                                                        .slot_capacity = o_.shard_size,
                                                        .durable = true,
-                                                       .prefault = OnTmpfs(o_.parity_dir)}));
+                                                       .prefault = OnTmpfs(o_.parity_dir),
+                                                       .prepare = o_.prepare_parity}));
     uo.spin_before_sleep = std::chrono::microseconds(o_.spin_us);
     FERN_ASSIGN_OR_RETURN(meta_, OpenFileMetaStore(o_.parity_dir + "/meta"));
     FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
@@ -457,6 +459,7 @@ class Daemon {
       StoreUsage u = s.Usage();
       return "{\"slots_used\": " + std::to_string(u.slots_used) +
              ", \"slots_total\": " + std::to_string(u.slots_total) +
+             ", \"slots_unprepared\": " + std::to_string(u.slots_unprepared) +
              ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
     };
     const auto& r = node_->repair_progress();
@@ -849,6 +852,10 @@ int main(int argc, char** argv) {
   flags.Bool("encode-inline", &o.encode_inline,
              "encode and checksum put stripes, and allocate get buffers, in the event loop "
              "instead of on a worker thread");
+  flags.Bool("prepare-parity", &o.prepare_parity,
+             "write every never-written slot of the parity slab once, in the background "
+             "while idle, so later shard writes skip the file system's unwritten-extent "
+             "conversion (0: leave them)");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   flags.Size("async-limit", &o.async_limit,
              "bytes of asynchronous commits in flight before an async PUT waits like a sync one");
@@ -871,6 +878,10 @@ int main(int argc, char** argv) {
   if (flags.help_requested()) {
     std::printf("%s", flags.Help().c_str());
     return 0;
+  }
+  if (!flags.positional().empty()) {
+    std::fprintf(stderr, "fern-ec-daemon: unexpected argument '%s' (see --help)\n", flags.positional()[0].c_str());
+    return 2;
   }
   if (o.node_id < 0 || o.hostfile.empty() || o.socket.empty()) {
     std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");

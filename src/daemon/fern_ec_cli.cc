@@ -139,6 +139,7 @@ struct LocalOptions {
   uint64_t parity_capacity = uint64_t{256} << 20;
   double timeout_s = 30;
   int spin_us = 50;
+  bool prepare_parity = true;
 };
 
 pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args);
@@ -190,7 +191,8 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       "--k", std::to_string(o.k), "--m", std::to_string(o.m),
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
-      "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us)};
+      "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us),
+      std::string("--prepare-parity=") + (o.prepare_parity ? "1" : "0")};
   {
     std::ofstream cmdline(dir + "/cmdline");  // what `local restart` runs again
     for (const auto& a : args) cmdline << a << "\n";
@@ -231,6 +233,8 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Size("parity-capacity", &o.parity_capacity, "parity shard space per node");
   f.Double("timeout", &o.timeout_s, "seconds to wait for the daemons");
   f.Int("spin-us", &o.spin_us, "daemons poll this long after an event before sleeping");
+  f.Bool("prepare-parity", &o.prepare_parity,
+         "daemons write their fresh parity slabs once in the background (fern-ec-daemon --help)");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
   if (o.root.empty()) return Fail("local start: --root is required");

@@ -1,18 +1,26 @@
 #include "daemon/shard_store.h"
 
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "common/flags.h"
@@ -46,23 +54,83 @@ using Stage = std::unique_ptr<uint8_t[], AlignedFree>;
 
 size_t RoundUpToPage(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
+// Byte ranges [start, end) of `fd`'s first `len` bytes that sit in written
+// blocks (neither holes nor unwritten extents), merged and in order; nullopt
+// when the file system does not answer FIEMAP (tmpfs, for one).
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> WrittenRanges(int fd, uint64_t len) {
+  constexpr unsigned kBatch = 128;
+  const size_t bytes = sizeof(fiemap) + kBatch * sizeof(fiemap_extent);
+  std::vector<uint64_t> buf(bytes / sizeof(uint64_t) + 1);
+  auto* map = reinterpret_cast<fiemap*>(buf.data());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t at = 0;
+  while (at < len) {
+    std::memset(map, 0, bytes);
+    map->fm_start = at;
+    map->fm_length = len - at;
+    map->fm_flags = FIEMAP_FLAG_SYNC;
+    map->fm_extent_count = kBatch;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return std::nullopt;
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+      const fiemap_extent& e = map->fm_extents[i];
+      last = last || (e.fe_flags & FIEMAP_EXTENT_LAST);
+      at = std::max<uint64_t>(at, e.fe_logical + e.fe_length);
+      if (e.fe_flags & (FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC)) continue;
+      if (!out.empty() && out.back().second >= e.fe_logical) {
+        out.back().second = std::max<uint64_t>(out.back().second, e.fe_logical + e.fe_length);
+      } else {
+        out.emplace_back(e.fe_logical, e.fe_logical + e.fe_length);
+      }
+    }
+    if (last) break;
+  }
+  return out;
+}
+
 // Slot bookkeeping shared by both stores: which slot holds which key, free
-// slots, reservations, and reader pins that delay reuse.
+// slots, reservations, and reader pins that delay reuse. A slot is
+// "prepared" once its blocks on disk have been written (see
+// FileShardStore::PrepareSlots); free prepared slots are handed out first.
 class SlotTable {
  public:
-  explicit SlotTable(uint64_t slots) : state_(slots, kFree) {
+  explicit SlotTable(uint64_t slots) : state_(slots, kFree), prepared_(slots, 1) {
     for (uint64_t i = slots; i-- > 0;) free_.push_back(i);
   }
 
   std::mutex& mu() { return mu_; }
 
-  // REQUIRES: mu held.
+  // REQUIRES: mu held (every method below).
   bool Take(uint64_t* slot) {
-    if (free_.empty()) return false;
-    *slot = free_.back();
-    free_.pop_back();
+    std::vector<uint64_t>& from = free_.empty() ? unprepared_ : free_;
+    if (from.empty()) return false;
+    *slot = from.back();
+    from.pop_back();
     state_[*slot] = kReserved;
     return true;
+  }
+  // A free slot that is not prepared yet, taken for preparing it (one at a
+  // time); FinishPreparing gives it back.
+  bool TakeUnprepared(uint64_t* slot) {
+    if (unprepared_.empty() || preparing_) return false;
+    *slot = unprepared_.back();
+    unprepared_.pop_back();
+    state_[*slot] = kReserved;
+    preparing_ = true;
+    return true;
+  }
+  void FinishPreparing(uint64_t slot, bool prepared) {
+    if (prepared) MarkPrepared(slot);
+    Release(slot);
+    preparing_ = false;
+    preparing_done_.notify_all();
+  }
+  // True while a slot is being prepared: it is free, only briefly taken.
+  bool preparing() const { return preparing_; }
+  // REQUIRES: l holds mu().
+  void WaitPreparing(std::unique_lock<std::mutex>& l) {
+    preparing_done_.wait(l, [this] { return !preparing_; });
   }
   void Release(uint64_t slot) {
     if (pins_.count(slot)) {
@@ -70,8 +138,16 @@ class SlotTable {
       return;
     }
     state_[slot] = kFree;
-    free_.push_back(slot);
+    (prepared_[slot] ? free_ : unprepared_).push_back(slot);
   }
+  // Which slots are prepared (by slot number); the free lists follow.
+  void SetPrepared(const std::vector<uint8_t>& prepared) {
+    prepared_ = prepared;
+    RebuildFreeList();
+  }
+  void MarkPrepared(uint64_t slot) { prepared_[slot] = 1; }
+  // Free slots not prepared yet, the one being prepared included.
+  uint64_t unprepared() const { return unprepared_.size() + (preparing_ ? 1 : 0); }
   // Installs a committed slot for its key; returns the slot it replaces.
   std::optional<uint64_t> Install(const ShardMeta& meta, uint64_t slot) {
     state_[slot] = kCommitted;
@@ -91,8 +167,9 @@ class SlotTable {
   }
   void RebuildFreeList() {
     free_.clear();
+    unprepared_.clear();
     for (uint64_t i = state_.size(); i-- > 0;) {
-      if (state_[i] == kFree) free_.push_back(i);
+      if (state_[i] == kFree) (prepared_[i] ? free_ : unprepared_).push_back(i);
     }
   }
   std::optional<std::pair<uint64_t, ShardMeta>> Find(const ShardKey& key) const {
@@ -120,7 +197,7 @@ class SlotTable {
     pins_.erase(slot);
     if (state_[slot] == kFreeWhenUnpinned) {
       state_[slot] = kFree;
-      free_.push_back(slot);
+      (prepared_[slot] ? free_ : unprepared_).push_back(slot);
     }
   }
   std::vector<ShardMeta> List() const {
@@ -130,7 +207,9 @@ class SlotTable {
   }
   uint64_t total() const { return state_.size(); }
   size_t pinned() const { return pins_.size(); }
-  uint64_t used() const { return state_.size() - free_.size(); }
+  uint64_t used() const {
+    return state_.size() - free_.size() - unprepared_.size() - (preparing_ ? 1 : 0);
+  }
 
  private:
   enum State : uint8_t { kFree, kReserved, kCommitted, kFreeWhenUnpinned };
@@ -140,7 +219,11 @@ class SlotTable {
   };
   std::mutex mu_;
   std::vector<State> state_;
-  std::vector<uint64_t> free_;
+  std::vector<uint8_t> prepared_;    // by slot: 1 once its blocks were written
+  bool preparing_ = false;
+  std::condition_variable preparing_done_;
+  std::vector<uint64_t> free_;        // free and prepared; back() is taken first
+  std::vector<uint64_t> unprepared_;  // free, not prepared yet
   std::unordered_map<ShardKey, Entry, ShardKeyHash> index_;
   std::unordered_map<uint64_t, int> pins_;
 };
@@ -191,10 +274,15 @@ class SlotStore : public ShardStore {
     }
     uint64_t slot;
     {
-      std::lock_guard<std::mutex> l(table_.mu());
-      if (!table_.Take(&slot)) {
-        return ResourceExhaustedError(Where() + " is full (" + std::to_string(table_.total()) +
-                                      " slots of " + FormatSize(slot_capacity_) + ")");
+      std::unique_lock<std::mutex> l(table_.mu());
+      while (!table_.Take(&slot)) {
+        // The last free slot may be in the preparing thread's hands for a
+        // few milliseconds: it is free space, so wait for it.
+        if (!table_.preparing()) {
+          return ResourceExhaustedError(Where() + " is full (" + std::to_string(table_.total()) +
+                                        " slots of " + FormatSize(slot_capacity_) + ")");
+        }
+        table_.WaitPreparing(l);
       }
     }
     return std::unique_ptr<Reservation>(new Res(this, key, slot, length, TakeStage()));
@@ -212,10 +300,7 @@ class SlotStore : public ShardStore {
     if (r->stage_) FERN_RETURN_IF_ERROR(WriteStaged(r->slot_, r->stage_.get(), r->len_));
     FERN_RETURN_IF_ERROR(Persist(r->slot_, meta));
     std::lock_guard<std::mutex> l(table_.mu());
-    if (auto old = table_.Install(meta, r->slot_)) {
-      Unpersist(*old);
-      table_.Release(*old);
-    }
+    Install(meta, r->slot_);
     r->store_ = nullptr;  // the slot now belongs to the index
     return Status();
   }
@@ -261,10 +346,7 @@ class SlotStore : public ShardStore {
       }
       auto* r = static_cast<Res*>(batch[i].reservation.get());
       std::lock_guard<std::mutex> l(table_.mu());
-      if (auto old = table_.Install(batch[i].meta, r->slot_)) {
-        Unpersist(*old);
-        table_.Release(*old);
-      }
+      Install(batch[i].meta, r->slot_);
       r->store_ = nullptr;
     }
     return out;
@@ -338,10 +420,20 @@ class SlotStore : public ShardStore {
   StoreUsage Usage() const override {
     auto* self = const_cast<SlotStore*>(this);
     std::lock_guard<std::mutex> l(self->table_.mu());
-    return StoreUsage{table_.total(), table_.used(), slot_capacity_};
+    return StoreUsage{table_.total(), table_.used(), slot_capacity_, table_.unprepared()};
   }
 
  protected:
+  // The committed `slot` now holds `meta`'s key; the slot it replaces is
+  // freed. A shard that filled its slot wrote all of it: prepared.
+  // REQUIRES: table_.mu() held.
+  void Install(const ShardMeta& meta, uint64_t slot) {
+    if (auto old = table_.Install(meta, slot)) {
+      Unpersist(*old);
+      table_.Release(*old);
+    }
+    if (RoundUpToPage(meta.length) == RoundUpToPage(slot_capacity_)) table_.MarkPrepared(slot);
+  }
   virtual uint8_t* SlotData(uint64_t slot) const = 0;
   virtual Status Persist(uint64_t slot, const ShardMeta& meta) = 0;  // write header (+ flush)
   virtual void Unpersist(uint64_t slot) = 0;                          // invalidate header
@@ -422,6 +514,14 @@ class FileShardStore final : public SlotStore {
   FileShardStore(const FileStoreOptions& o, uint64_t slots, uint64_t stride)
       : SlotStore(slots, o.slot_capacity), options_(o), stride_(stride) {}
   ~FileShardStore() override {
+    if (preparer_.joinable()) {
+      {
+        std::lock_guard<std::mutex> l(prepare_mu_);
+        stop_ = true;
+      }
+      prepare_cv_.notify_all();
+      preparer_.join();
+    }
     if (base_ != nullptr) munmap(base_, map_len_);
     if (fd_ >= 0) close(fd_);
     if (direct_fd_ >= 0) close(direct_fd_);
@@ -463,11 +563,13 @@ class FileShardStore final : public SlotStore {
       // very CPU the daemons share, and the data is flushed right after
       // anyway. Headers stay buffered (small, and rewritten in place).
       direct_fd_ = open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+      if (options_.prepare) StartPreparing();
     }
     return Status();
   }
 
   Status WriteStaged(uint64_t slot, uint8_t* stage, size_t len) override {
+    NoteIo();
     const uint64_t off = slot * stride_ + kHeaderPage;
     if (direct_fd_ >= 0 && len > 0 && direct_ok_.load(std::memory_order_relaxed)) {
       // Whole pages from a page-aligned buffer at a page-aligned offset; the
@@ -519,6 +621,7 @@ class FileShardStore final : public SlotStore {
 
   Status FlushAll() override {
     if (!options_.durable) return Status();
+    NoteIo();
     if (fdatasync(fd_) != 0) return FromErrno(errno, "flush shards in " + path_);
     return Status();
   }
@@ -580,6 +683,94 @@ class FileShardStore final : public SlotStore {
     table_.RebuildFreeList();
   }
 
+  // Which slots have written blocks (FIEMAP), and a thread that writes the
+  // rest once, if any.
+  void StartPreparing() {
+    auto written = WrittenRanges(fd_, map_len_);
+    if (!written) return;  // cannot tell: all count as prepared
+    std::vector<uint8_t> prepared(table_.total(), 0);
+    size_t r = 0;
+    for (uint64_t slot = 0; slot < table_.total(); ++slot) {
+      const uint64_t start = slot * stride_, end = start + stride_;
+      while (r < written->size() && (*written)[r].second <= start) ++r;
+      prepared[slot] = r < written->size() && (*written)[r].first <= start && (*written)[r].second >= end;
+    }
+    std::lock_guard<std::mutex> l(table_.mu());
+    table_.SetPrepared(prepared);
+    if (std::count(prepared.begin(), prepared.end(), 0) > 0) {
+      preparer_ = std::thread([this] { PrepareSlots(); });
+    }
+  }
+
+  void NoteIo() {
+    last_io_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                      std::memory_order_relaxed);
+  }
+
+  // The preparing thread: takes one unprepared free slot at a time and
+  // writes zeros over all of it (header page included: a zero header is a
+  // free slot), while no shard was written for kIdleBefore. With none left
+  // it looks again every kRecheck (a short shard freed later leaves part of
+  // its slot unwritten). Stops at the first write error (logged; the store
+  // works as before) or when the store closes.
+  void PrepareSlots() {
+    constexpr auto kIdleBefore = std::chrono::milliseconds(50);
+    constexpr uint64_t kFlushEvery = 64 << 20;
+    constexpr auto kRecheck = std::chrono::seconds(1);
+    // Idle I/O class: the disk serves this only when nothing else waits
+    // (a scheduler that ignores priorities still gets the idle check).
+    syscall(SYS_ioprio_set, 1 /*IOPRIO_WHO_PROCESS*/, 0 /*this thread*/, 3 << 13 /*IDLE*/);
+    const size_t chunk = std::min<uint64_t>(stride_, 4 << 20);
+    Stage zeros(static_cast<uint8_t*>(std::aligned_alloc(kPage, chunk)));
+    if (!zeros) return;
+    std::memset(zeros.get(), 0, chunk);
+    const int fd = direct_fd_ >= 0 ? direct_fd_ : fd_;
+    uint64_t unflushed = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> l(prepare_mu_);
+        const auto since = std::chrono::steady_clock::now().time_since_epoch() -
+                           std::chrono::steady_clock::duration(last_io_ns_.load(std::memory_order_relaxed));
+        if (since < kIdleBefore) {
+          prepare_cv_.wait_for(l, kIdleBefore - since, [this] { return stop_; });
+        }
+        if (stop_) break;
+        if (since < kIdleBefore) continue;
+      }
+      uint64_t slot;
+      bool took;
+      {
+        std::lock_guard<std::mutex> l(table_.mu());
+        took = table_.TakeUnprepared(&slot);
+      }
+      if (!took) {
+        if (unflushed > 0) fdatasync(fd_);  // commits the extent conversions now, not in a shard's flush
+        unflushed = 0;
+        std::unique_lock<std::mutex> l(prepare_mu_);
+        prepare_cv_.wait_for(l, kRecheck, [this] { return stop_; });
+        if (stop_) break;
+        continue;
+      }
+      Status w;
+      for (uint64_t off = 0; off < stride_ && w.ok(); off += chunk) {
+        w = WriteAt(fd, zeros.get(), std::min<uint64_t>(chunk, stride_ - off), slot * stride_ + off);
+      }
+      {
+        std::lock_guard<std::mutex> l(table_.mu());
+        table_.FinishPreparing(slot, w.ok());
+      }
+      if (!w.ok()) {
+        std::fprintf(stderr, "fern-ec: %s: preparing slots stopped: %s\n", path_.c_str(),
+                     w.ToString().c_str());
+        break;
+      }
+      if ((unflushed += stride_) >= kFlushEvery) {
+        unflushed = 0;
+        fdatasync(fd_);
+      }
+    }
+  }
+
   FileStoreOptions options_;
   const uint64_t stride_;
   std::string path_;
@@ -588,6 +779,11 @@ class FileShardStore final : public SlotStore {
   std::atomic<bool> direct_ok_{true};  // false once a direct write got EINVAL
   uint8_t* base_ = nullptr;
   uint64_t map_len_ = 0;
+  std::atomic<int64_t> last_io_ns_{0};  // steady clock of the last shard write or flush
+  std::mutex prepare_mu_;
+  std::condition_variable prepare_cv_;
+  bool stop_ = false;  // guarded by prepare_mu_
+  std::thread preparer_;  // see PrepareSlots; joined first when closing
 };
 
 }  // namespace

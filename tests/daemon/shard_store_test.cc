@@ -3,12 +3,17 @@
 // recovery after a crash, bit rot, a tmpfs too small to reserve.
 #include "daemon/shard_store.h"
 
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 
 #include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -38,9 +43,13 @@ StatusOr<std::unique_ptr<ShardStore>> Open(const std::string& kind, const std::s
                                            uint64_t slots) {
   if (kind == "memory") return NewMemoryShardStore(slots, kSlot);
   // "disk_staged" is what the daemon opens on a disk: not populated, so
-  // writes are staged and written with write(2) (shard_store.cc).
+  // writes are staged and written with write(2) (shard_store.cc);
+  // "disk_prepared" also prepares its fresh slots in the background, as the
+  // daemon's parity tier does.
+  const bool staged = kind == "disk_staged" || kind == "disk_prepared";
   return OpenFileShardStore({.dir = dir, .capacity = slots * kSlot, .slot_capacity = kSlot,
-                             .durable = kind != "tmpfs", .prefault = kind != "disk_staged"});
+                             .durable = kind != "tmpfs", .prefault = !staged,
+                             .prepare = kind == "disk_prepared"});
 }
 
 Status Put(ShardStore& s, ShardKey k, const std::vector<uint8_t>& bytes, uint64_t seq = 0) {
@@ -285,7 +294,8 @@ TEST_P(ShardStoreTest, DurableFlusherCompletesEverySubmittedShard) {
   EXPECT_GE(flusher.batches(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, ShardStoreTest, ::testing::Values("memory", "tmpfs", "disk", "disk_staged"),
+INSTANTIATE_TEST_SUITE_P(Stores, ShardStoreTest,
+                         ::testing::Values("memory", "tmpfs", "disk", "disk_staged", "disk_prepared"),
                          [](const auto& info) { return info.param; });
 
 TEST(FileShardStore, ReopenRecoversCommittedShardsOnly) {
@@ -409,6 +419,104 @@ TEST(FileShardStore, TooSmallTmpfsFailsAtOpenWithENOSPC) {
   ok = Status(StatusCode::kCancelled, "close");
   umount2(mnt.c_str(), MNT_DETACH);
   std::filesystem::remove_all(mnt);
+}
+
+}  // namespace
+}  // namespace fern::daemon
+
+namespace fern::daemon {
+namespace {
+
+// Polls until no free slot is left to prepare; false after `seconds`.
+bool WaitPrepared(const ShardStore& s, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (s.Usage().slots_unprepared > 0) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// Bytes of `path` in unwritten extents (FIEMAP), or -1 when the file system
+// does not say.
+int64_t UnwrittenBytes(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  constexpr unsigned kMax = 256;
+  std::vector<uint64_t> buf((sizeof(fiemap) + kMax * sizeof(fiemap_extent)) / 8 + 1);
+  auto* map = reinterpret_cast<fiemap*>(buf.data());
+  int64_t unwritten = 0;
+  for (uint64_t at = 0;;) {
+    std::fill(buf.begin(), buf.end(), 0);
+    map->fm_start = at;
+    map->fm_length = FIEMAP_MAX_OFFSET - at;
+    map->fm_flags = FIEMAP_FLAG_SYNC;
+    map->fm_extent_count = kMax;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
+      close(fd);
+      return -1;
+    }
+    if (map->fm_mapped_extents == 0) break;
+    const fiemap_extent& last = map->fm_extents[map->fm_mapped_extents - 1];
+    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+      if (map->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten += map->fm_extents[i].fe_length;
+    }
+    if (last.fe_flags & FIEMAP_EXTENT_LAST) break;
+    at = last.fe_logical + last.fe_length;
+  }
+  close(fd);
+  return unwritten;
+}
+
+// A fresh slab on disk is fallocate'd (unwritten extents): the store writes
+// every free slot once in the background, leaves the shards committed
+// meanwhile alone, still fills to the last slot, and after a reopen knows
+// (FIEMAP) that nothing is left to prepare.
+TEST(FileShardStore, PreparesFreshSlotsOnceAndKeepsShards) {
+  auto rng = fern::testing::TestRng();
+  const std::string dir = TempDir("/var/tmp");
+  constexpr uint64_t kSlots = 12;
+  std::vector<std::pair<ShardKey, std::vector<uint8_t>>> want;
+  {
+    auto s = Open("disk_prepared", dir, kSlots);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    // Only where the file system has unwritten extents is there anything to do.
+    const int64_t fresh = UnwrittenBytes(dir + "/shards.slab");
+    if (fresh <= 0 && (*s)->Usage().slots_unprepared == 0) {
+      GTEST_SKIP() << dir << ": no unwritten extents to prepare (FIEMAP: " << fresh << ")";
+    }
+    // Shards written while the slab is being prepared, whole slots each.
+    for (uint64_t i = 0; i < 4; ++i) {
+      want.emplace_back(ShardKey{21, 1, i, 0}, Bytes(rng, kSlot));
+      ASSERT_TRUE(Put(**s, want.back().first, want.back().second).ok());
+    }
+    ASSERT_TRUE(WaitPrepared(**s, 60)) << (*s)->Usage().slots_unprepared << " slots left";
+    EXPECT_EQ(UnwrittenBytes(dir + "/shards.slab"), 0);
+    // Every slot is usable: fill the store, then it is full.
+    for (uint64_t i = 4; i < kSlots; ++i) {
+      want.emplace_back(ShardKey{21, 1, i, 0}, Bytes(rng, 1 + rng() % kSlot));
+      ASSERT_TRUE(Put(**s, want.back().first, want.back().second).ok()) << i;
+    }
+    EXPECT_EQ((*s)->Reserve({21, 1, kSlots, 0}, 1).status().code(), StatusCode::kResourceExhausted);
+    for (auto& [k, bytes] : want) {
+      auto v = (*s)->Read(k);
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), bytes) << k.ToString();
+    }
+    for (uint64_t i = 4; i < kSlots; ++i) ASSERT_TRUE((*s)->Remove({21, 1, i, 0}).ok());
+    want.resize(4);
+  }
+  auto s = Open("disk_prepared", dir, kSlots);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ((*s)->Usage().slots_unprepared, 0u);  // nothing is written twice
+  EXPECT_EQ((*s)->Usage().slots_used, 4u);
+  for (auto& [k, bytes] : want) {
+    auto v = (*s)->Read(k);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(std::vector<uint8_t>(v->data.begin(), v->data.end()), bytes) << k.ToString();
+  }
+  s = Status(StatusCode::kCancelled, "close");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
