@@ -460,6 +460,7 @@ class Daemon {
       return "{\"slots_used\": " + std::to_string(u.slots_used) +
              ", \"slots_total\": " + std::to_string(u.slots_total) +
              ", \"slots_unprepared\": " + std::to_string(u.slots_unprepared) +
+             ", \"slots_zeroed\": " + std::to_string(u.slots_zeroed) +
              ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
     };
     const auto& r = node_->repair_progress();

@@ -54,39 +54,62 @@ using Stage = std::unique_ptr<uint8_t[], AlignedFree>;
 
 size_t RoundUpToPage(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
-// Byte ranges [start, end) of `fd`'s first `len` bytes that sit in written
-// blocks (neither holes nor unwritten extents), merged and in order; nullopt
-// when the file system does not answer FIEMAP (tmpfs, for one).
-std::optional<std::vector<std::pair<uint64_t, uint64_t>>> WrittenRanges(int fd, uint64_t len) {
+// Byte ranges [start, end) of `fd`'s bytes [from, from + len) that sit in
+// written blocks (neither holes nor unwritten extents), merged, in order,
+// clipped to the range; nullopt when the file system does not answer
+// FIEMAP (tmpfs, for one) or answers nothing for a file that has blocks.
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> WrittenRanges(int fd, uint64_t from,
+                                                                        uint64_t len) {
   constexpr unsigned kBatch = 128;
   const size_t bytes = sizeof(fiemap) + kBatch * sizeof(fiemap_extent);
   std::vector<uint64_t> buf(bytes / sizeof(uint64_t) + 1);
   auto* map = reinterpret_cast<fiemap*>(buf.data());
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  uint64_t at = 0;
-  while (at < len) {
+  const uint64_t end = from + len;
+  uint64_t at = from;
+  bool any = false;
+  while (at < end) {
     std::memset(map, 0, bytes);
     map->fm_start = at;
-    map->fm_length = len - at;
+    map->fm_length = end - at;
     map->fm_flags = FIEMAP_FLAG_SYNC;
     map->fm_extent_count = kBatch;
     if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return std::nullopt;
     if (map->fm_mapped_extents == 0) break;
+    any = true;
     bool last = false;
     for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
       const fiemap_extent& e = map->fm_extents[i];
       last = last || (e.fe_flags & FIEMAP_EXTENT_LAST);
       at = std::max<uint64_t>(at, e.fe_logical + e.fe_length);
       if (e.fe_flags & (FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC)) continue;
-      if (!out.empty() && out.back().second >= e.fe_logical) {
-        out.back().second = std::max<uint64_t>(out.back().second, e.fe_logical + e.fe_length);
+      const uint64_t a = std::max<uint64_t>(e.fe_logical, from);
+      const uint64_t b = std::min<uint64_t>(e.fe_logical + e.fe_length, end);
+      if (a >= b) continue;
+      if (!out.empty() && out.back().second >= a) {
+        out.back().second = std::max(out.back().second, b);
       } else {
-        out.emplace_back(e.fe_logical, e.fe_logical + e.fe_length);
+        out.emplace_back(a, b);
       }
     }
     if (last) break;
   }
+  struct stat st {};
+  if (!any && fstat(fd, &st) == 0 && st.st_blocks > 0 && from == 0) return std::nullopt;
   return out;
+}
+
+// The complement of `written` within [from, end): the parts to prepare.
+std::vector<std::pair<uint64_t, uint64_t>> Gaps(const std::vector<std::pair<uint64_t, uint64_t>>& written,
+                                                 uint64_t from, uint64_t end) {
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;
+  uint64_t at = from;
+  for (const auto& [a, b] : written) {
+    if (a > at) gaps.emplace_back(at, std::min(a, end));
+    at = std::max(at, b);
+  }
+  if (at < end) gaps.emplace_back(at, end);
+  return gaps;
 }
 
 // Slot bookkeeping shared by both stores: which slot holds which key, free
@@ -111,27 +134,45 @@ class SlotTable {
     return true;
   }
   // A free slot that is not prepared yet, taken for preparing it (one at a
-  // time); FinishPreparing gives it back.
+  // time, never the last free one); FinishPreparing gives it back.
   bool TakeUnprepared(uint64_t* slot) {
-    if (unprepared_.empty() || preparing_) return false;
+    if (unprepared_.empty() || preparing_ || free_.size() + unprepared_.size() < 2) return false;
     *slot = unprepared_.back();
     unprepared_.pop_back();
     state_[*slot] = kReserved;
     preparing_ = true;
     return true;
   }
-  void FinishPreparing(uint64_t slot, bool prepared) {
-    if (prepared) MarkPrepared(slot);
+  // `wrote`: zeros went into the slot (counted), `prepared`: it is now
+  // written whole (counted as unprepared until Flushed).
+  void FinishPreparing(uint64_t slot, bool prepared, bool wrote) {
+    if (prepared) {
+      MarkPrepared(slot);
+      ++unflushed_;
+    }
+    if (wrote) ++zeroed_;
     Release(slot);
     preparing_ = false;
+    wanted_.store(false, std::memory_order_relaxed);
     preparing_done_.notify_all();
+  }
+  void Flushed() { unflushed_ = 0; }
+  // Preparing failed for good: count every slot as prepared.
+  void GiveUpPreparing() {
+    std::fill(prepared_.begin(), prepared_.end(), 1);
+    unflushed_ = 0;
+    RebuildFreeList();
   }
   // True while a slot is being prepared: it is free, only briefly taken.
   bool preparing() const { return preparing_; }
+  // A Reserve waits for the slot being prepared: the preparer stops early.
+  bool wanted() const { return wanted_.load(std::memory_order_relaxed); }
   // REQUIRES: l holds mu().
   void WaitPreparing(std::unique_lock<std::mutex>& l) {
+    wanted_.store(true, std::memory_order_relaxed);
     preparing_done_.wait(l, [this] { return !preparing_; });
   }
+  uint64_t zeroed() const { return zeroed_; }
   void Release(uint64_t slot) {
     if (pins_.count(slot)) {
       state_[slot] = kFreeWhenUnpinned;
@@ -146,8 +187,9 @@ class SlotTable {
     RebuildFreeList();
   }
   void MarkPrepared(uint64_t slot) { prepared_[slot] = 1; }
-  // Free slots not prepared yet, the one being prepared included.
-  uint64_t unprepared() const { return unprepared_.size() + (preparing_ ? 1 : 0); }
+  // Free slots not prepared yet: the one being prepared and those prepared
+  // but not flushed yet included.
+  uint64_t unprepared() const { return unprepared_.size() + (preparing_ ? 1 : 0) + unflushed_; }
   // Installs a committed slot for its key; returns the slot it replaces.
   std::optional<uint64_t> Install(const ShardMeta& meta, uint64_t slot) {
     state_[slot] = kCommitted;
@@ -221,6 +263,9 @@ class SlotTable {
   std::vector<State> state_;
   std::vector<uint8_t> prepared_;    // by slot: 1 once its blocks were written
   bool preparing_ = false;
+  uint64_t unflushed_ = 0;  // prepared, their zeros not flushed yet
+  uint64_t zeroed_ = 0;     // slots zeros were written into
+  std::atomic<bool> wanted_{false};
   std::condition_variable preparing_done_;
   std::vector<uint64_t> free_;        // free and prepared; back() is taken first
   std::vector<uint64_t> unprepared_;  // free, not prepared yet
@@ -420,7 +465,7 @@ class SlotStore : public ShardStore {
   StoreUsage Usage() const override {
     auto* self = const_cast<SlotStore*>(this);
     std::lock_guard<std::mutex> l(self->table_.mu());
-    return StoreUsage{table_.total(), table_.used(), slot_capacity_, table_.unprepared()};
+    return StoreUsage{table_.total(), table_.used(), slot_capacity_, table_.unprepared(), table_.zeroed()};
   }
 
  protected:
@@ -570,6 +615,10 @@ class FileShardStore final : public SlotStore {
 
   Status WriteStaged(uint64_t slot, uint8_t* stage, size_t len) override {
     NoteIo();
+    struct Done {
+      FileShardStore* s;
+      ~Done() { s->NoteIo(); }  // a long write is not idle time
+    } done{this};
     const uint64_t off = slot * stride_ + kHeaderPage;
     if (direct_fd_ >= 0 && len > 0 && direct_ok_.load(std::memory_order_relaxed)) {
       // Whole pages from a page-aligned buffer at a page-aligned offset; the
@@ -622,7 +671,9 @@ class FileShardStore final : public SlotStore {
   Status FlushAll() override {
     if (!options_.durable) return Status();
     NoteIo();
-    if (fdatasync(fd_) != 0) return FromErrno(errno, "flush shards in " + path_);
+    const int rc = fdatasync(fd_);
+    NoteIo();
+    if (rc != 0) return FromErrno(errno, "flush shards in " + path_);
     return Status();
   }
 
@@ -686,7 +737,7 @@ class FileShardStore final : public SlotStore {
   // Which slots have written blocks (FIEMAP), and a thread that writes the
   // rest once, if any.
   void StartPreparing() {
-    auto written = WrittenRanges(fd_, map_len_);
+    auto written = WrittenRanges(fd_, 0, map_len_);
     if (!written) return;  // cannot tell: all count as prepared
     std::vector<uint8_t> prepared(table_.total(), 0);
     size_t r = 0;
@@ -708,25 +759,37 @@ class FileShardStore final : public SlotStore {
   }
 
   // The preparing thread: takes one unprepared free slot at a time and
-  // writes zeros over all of it (header page included: a zero header is a
-  // free slot), while no shard was written for kIdleBefore. With none left
-  // it looks again every kRecheck (a short shard freed later leaves part of
-  // its slot unwritten). Stops at the first write error (logged; the store
-  // works as before) or when the store closes.
+  // writes zeros into the parts of it that are not written blocks yet (so
+  // no byte that reads back differently: unwritten extents read as zeros),
+  // while no shard was written for kIdleBefore. It stops short when a
+  // Reserve wants the slot, flushes every kFlushEvery and when it runs out,
+  // and then looks again every kRecheck (a short shard freed later leaves
+  // part of its slot unwritten). At a write error it logs, gives up
+  // (every slot counts as prepared; the store works as before) and ends.
   void PrepareSlots() {
     constexpr auto kIdleBefore = std::chrono::milliseconds(50);
     constexpr uint64_t kFlushEvery = 64 << 20;
+    constexpr size_t kChunk = 256 << 10;
     constexpr auto kRecheck = std::chrono::seconds(1);
     // Idle I/O class: the disk serves this only when nothing else waits
     // (a scheduler that ignores priorities still gets the idle check).
     syscall(SYS_ioprio_set, 1 /*IOPRIO_WHO_PROCESS*/, 0 /*this thread*/, 3 << 13 /*IDLE*/);
-    const size_t chunk = std::min<uint64_t>(stride_, 4 << 20);
-    Stage zeros(static_cast<uint8_t*>(std::aligned_alloc(kPage, chunk)));
-    if (!zeros) return;
-    std::memset(zeros.get(), 0, chunk);
-    const int fd = direct_fd_ >= 0 ? direct_fd_ : fd_;
+    Stage zeros(static_cast<uint8_t*>(std::aligned_alloc(kPage, kChunk)));
+    // Its own open file: a writeback error seen by this thread's flush must
+    // not be consumed here instead of reaching a shard's FlushAll.
+    int direct = open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+    const int buffered = open(path_.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    Status error = zeros && buffered >= 0 ? Status() : FromErrno(errno, "open " + path_ + " to prepare it");
+    if (zeros) std::memset(zeros.get(), 0, kChunk);
     uint64_t unflushed = 0;
-    while (true) {
+    auto flush = [&] {
+      if (unflushed == 0 || !error.ok()) return;
+      if (fdatasync(buffered) != 0) error = FromErrno(errno, "flush prepared slots of " + path_);
+      unflushed = 0;
+      std::lock_guard<std::mutex> l(table_.mu());
+      if (error.ok()) table_.Flushed();
+    };
+    while (error.ok()) {
       {
         std::unique_lock<std::mutex> l(prepare_mu_);
         const auto since = std::chrono::steady_clock::now().time_since_epoch() -
@@ -744,31 +807,51 @@ class FileShardStore final : public SlotStore {
         took = table_.TakeUnprepared(&slot);
       }
       if (!took) {
-        if (unflushed > 0) fdatasync(fd_);  // commits the extent conversions now, not in a shard's flush
-        unflushed = 0;
+        flush();
         std::unique_lock<std::mutex> l(prepare_mu_);
         prepare_cv_.wait_for(l, kRecheck, [this] { return stop_; });
         if (stop_) break;
         continue;
       }
-      Status w;
-      for (uint64_t off = 0; off < stride_ && w.ok(); off += chunk) {
-        w = WriteAt(fd, zeros.get(), std::min<uint64_t>(chunk, stride_ - off), slot * stride_ + off);
+      const uint64_t from = slot * stride_, to = from + stride_;
+      auto written = WrittenRanges(buffered, from, stride_);
+      if (!written) error = FromErrno(errno, "FIEMAP of " + path_);
+      bool cut = false, wrote = false;
+      std::vector<std::pair<uint64_t, uint64_t>> gaps;
+      if (error.ok()) gaps = Gaps(*written, from, to);
+      for (const auto& [a, b] : gaps) {
+        for (uint64_t off = a; off < b && error.ok() && !cut; off += kChunk) {
+          if (table_.wanted()) {
+            cut = true;
+            break;
+          }
+          const size_t n = std::min<uint64_t>(kChunk, b - off);
+          const bool aligned = off % kPage == 0 && n % kPage == 0;
+          error = WriteAt(aligned && direct >= 0 ? direct : buffered, zeros.get(), n, off);
+          if (!error.ok() && error.errno_hint() == EINVAL && direct >= 0) {
+            close(direct);  // the file system refuses direct I/O after all
+            direct = -1;
+            error = WriteAt(buffered, zeros.get(), n, off);
+          }
+          wrote = true;
+          unflushed += n;
+        }
       }
       {
         std::lock_guard<std::mutex> l(table_.mu());
-        table_.FinishPreparing(slot, w.ok());
+        table_.FinishPreparing(slot, error.ok() && !cut, wrote);
       }
-      if (!w.ok()) {
-        std::fprintf(stderr, "fern-ec: %s: preparing slots stopped: %s\n", path_.c_str(),
-                     w.ToString().c_str());
-        break;
-      }
-      if ((unflushed += stride_) >= kFlushEvery) {
-        unflushed = 0;
-        fdatasync(fd_);
-      }
+      if (unflushed >= kFlushEvery) flush();
     }
+    flush();
+    if (!error.ok()) {
+      std::fprintf(stderr, "fern-ec: %s: preparing slots stopped: %s\n", path_.c_str(),
+                   error.ToString().c_str());
+      std::lock_guard<std::mutex> l(table_.mu());
+      table_.GiveUpPreparing();
+    }
+    if (direct >= 0) close(direct);
+    if (buffered >= 0) close(buffered);
   }
 
   FileStoreOptions options_;

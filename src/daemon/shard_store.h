@@ -79,7 +79,8 @@ struct StoreUsage {
   uint64_t slots_total = 0;
   uint64_t slots_used = 0;  // committed, reserved, or pinned by readers
   uint64_t slot_capacity = 0;  // largest shard a slot holds, bytes
-  uint64_t slots_unprepared = 0;  // never written on disk yet (FileStoreOptions::prepare)
+  uint64_t slots_unprepared = 0;  // free, not written on disk yet (FileStoreOptions::prepare)
+  uint64_t slots_zeroed = 0;      // slots the store wrote zeros into since it opened
 };
 
 class ShardStore {
@@ -160,9 +161,10 @@ struct FileStoreOptions {
   // leaves unwritten extents, and the first write into one costs the file
   // system an extent conversion in its journal at the flush that makes the
   // shard durable; measured on ext4 here, writes into written blocks ran
-  // ~35% faster (docs/performance.md). Slots found written already when the
-  // store opens (FIEMAP) are not written again; on a file system that cannot
-  // tell, every slot counts as prepared and nothing is written.
+  // ~35% faster (docs/performance.md). Zeros go only where FIEMAP shows no
+  // written block (those read as zeros already), so no byte changes; slots
+  // found written when the store opens are not written again; on a file
+  // system that cannot tell, every slot counts as prepared.
   bool prepare = false;
 };
 
