@@ -60,8 +60,9 @@ CpuInfo DescribeCpu() {
   std::ifstream in("/proc/cpuinfo");
   std::string line, name, family, model;
   auto value = [](const std::string& l) {
-    const size_t colon = l.find(':');
-    return colon == std::string::npos ? std::string() : l.substr(l.find_first_not_of(" \t", colon + 1));
+    const size_t start = l.find(':') == std::string::npos ? std::string::npos
+                                                          : l.find_first_not_of(" \t", l.find(':') + 1);
+    return start == std::string::npos ? std::string() : l.substr(start);
   };
   while (std::getline(in, line) && !line.empty()) {  // the first processor is enough
     if (line.rfind("model name", 0) == 0) name = value(line);
