@@ -1,5 +1,7 @@
 #include "bench_util.h"
 
+#include "common/json.h"
+
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -87,20 +89,7 @@ double Median(std::vector<double> v) {
 }
 
 Json& Json::Add(const std::string& key, const std::string& value) {
-  std::string e = "\"";
-  for (char c : value) {
-    if (c == '"' || c == '\\') {
-      e += '\\';
-      e += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      e += buf;
-    } else {
-      e += c;
-    }
-  }
-  fields_.emplace_back(key, e + "\"");
+  fields_.emplace_back(key, JsonString(value));
   return *this;
 }
 

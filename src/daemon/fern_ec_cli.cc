@@ -34,6 +34,7 @@
 
 #include "common/client_protocol.h"
 #include "common/flags.h"
+#include "common/json.h"
 #include "common/status.h"
 
 namespace fern::cli {
@@ -460,23 +461,6 @@ bool ReadReply(int mfd, uint64_t size, std::string* out) {
 int ReplyFailed(const std::string& what, const client::Reply& reply) {
   std::fprintf(stderr, "fern-ec: %s: %s (%s)\n", what.c_str(), std::strerror(reply.err), reply.message);
   return reply.err == ENOENT ? 3 : reply.err == EIO ? 4 : 1;
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 // rm, mkdir, rmdir, mv, wait: one request, no output.
