@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -104,7 +105,7 @@ bool Ping(const std::string& sock) {
 // the machine -- another local cluster's UCX connections -- is handed the
 // same number before the daemon binds it. Random in [10000, low end), checked
 // bindable; the ephemeral way only if nothing there is free.
-uint16_t FreePort() {
+uint16_t FreePort(std::set<uint16_t>* taken) {
   auto bindable = [](uint16_t port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
@@ -123,10 +124,10 @@ uint16_t FreePort() {
   if (low > 10000 + 100) {
     for (int attempt = 0; attempt < 200; ++attempt) {
       const uint16_t port = static_cast<uint16_t>(10000 + rng() % (low - 10000));
-      if (bindable(port)) return port;
+      if (!taken->count(port) && bindable(port)) return *taken->insert(port).first;
     }
   }
-  return bindable(0);
+  return *taken->insert(bindable(0)).first;
 }
 
 struct LocalOptions {
@@ -258,32 +259,59 @@ int LocalStart(const std::vector<std::string>& args) {
     std::string line;
     while (std::getline(in, line)) listed += !line.empty();
   }
-  if (listed != o.nodes) {
-    std::ofstream hf(o.root + "/hostfile");
-    for (int i = 0; i < o.nodes; ++i) hf << i << " 127.0.0.1:" << FreePort() << "\n";
-  }
-  for (int i = 0; i < o.nodes; ++i) {
-    std::filesystem::create_directories(NodeDir(o.root, i));
-    pid_t pid = SpawnDaemon(o, i);
-    std::ofstream(NodeDir(o.root, i) + "/pid") << pid << "\n";
-  }
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_s);
-  for (int i = 0; i < o.nodes; ++i) {
-    while (!Ping(NodeDir(o.root, i) + "/sock")) {
-      if (std::chrono::steady_clock::now() > until) {
-        // Its log's end, so a failure says why even if the directory goes.
-        std::string tail;
-        if (std::ifstream log(NodeDir(o.root, i) + "/log"); log) {
-          std::string line;
-          std::vector<std::string> lines;
-          while (std::getline(log, line)) lines.push_back(line);
-          for (size_t l = lines.size() > 5 ? lines.size() - 5 : 0; l < lines.size(); ++l) tail += "\n  " + lines[l];
-        }
-        return Fail("local start: node " + std::to_string(i) + " did not come up; see " + NodeDir(o.root, i) +
-                    "/log" + tail);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // A fresh cluster's ports are checked free, but another cluster starting
+  // at the same moment may bind one first: a node that exits for that is
+  // retried with new ports for all (at most kPortAttempts times).
+  const bool fresh = listed != o.nodes;
+  constexpr int kPortAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    if (fresh) {
+      std::set<uint16_t> taken;
+      std::ofstream hf(o.root + "/hostfile");
+      for (int i = 0; i < o.nodes; ++i) hf << i << " 127.0.0.1:" << FreePort(&taken) << "\n";
     }
+    std::vector<pid_t> pids;
+    for (int i = 0; i < o.nodes; ++i) {
+      std::filesystem::create_directories(NodeDir(o.root, i));
+      if (attempt > 1) std::filesystem::remove(NodeDir(o.root, i) + "/log");  // the failed try's
+      pids.push_back(SpawnDaemon(o, i));
+      std::ofstream(NodeDir(o.root, i) + "/pid") << pids.back() << "\n";
+    }
+    std::string failure;
+    bool port_race = false;
+    std::vector<bool> reaped(pids.size(), false);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_s);
+    for (int i = 0; i < o.nodes && failure.empty(); ++i) {
+      while (!Ping(NodeDir(o.root, i) + "/sock")) {
+        int wstatus = 0;
+        const bool exited = waitpid(pids[i], &wstatus, WNOHANG) == pids[i];
+        reaped[i] = exited;
+        if (exited || std::chrono::steady_clock::now() > until) {
+          // Its log's end, so a failure says why even if the directory goes.
+          std::string tail, text;
+          if (std::ifstream log(NodeDir(o.root, i) + "/log"); log) {
+            std::string line;
+            std::vector<std::string> lines;
+            while (std::getline(log, line)) lines.push_back(line), text += line + "\n";
+            for (size_t l = lines.size() > 5 ? lines.size() - 5 : 0; l < lines.size(); ++l) tail += "\n  " + lines[l];
+          }
+          port_race = exited && (text.find("Address already in use") != std::string::npos ||
+                                 text.find("cannot start: UNAVAILABLE: listen on") != std::string::npos);
+          failure = "local start: node " + std::to_string(i) + (exited ? " exited" : " did not come up") +
+                    "; see " + NodeDir(o.root, i) + "/log" + tail;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    if (failure.empty()) break;
+    for (size_t i = 0; i < pids.size(); ++i) {
+      if (reaped[i]) continue;  // its pid may belong to another process by now
+      kill(pids[i], SIGKILL);
+      waitpid(pids[i], nullptr, 0);
+    }
+    if (!(fresh && port_race && attempt < kPortAttempts)) return Fail(failure);
+    std::fprintf(stderr, "fern-ec: local start: a port was taken meanwhile; again with new ports\n");
   }
   if (!WaitConverged(o.root, o.timeout_s)) {
     return Fail("local start: the nodes did not all see each other alive; see " + o.root + "/node-*/log");
