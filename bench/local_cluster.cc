@@ -4,12 +4,9 @@
 #include <unistd.h>
 
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <string>
-#include <thread>
 
 #include "common/flags.h"
 
@@ -82,49 +79,15 @@ LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {
            " --nodes " + std::to_string(o_.nodes) + " --k " + std::to_string(o_.k) + " --m " +
            std::to_string(o_.m) + " --shard-size " + std::to_string(o_.shard_size) +
            " --data-capacity " + std::to_string(o_.data_capacity) + " --parity-capacity " +
-           std::to_string(o_.parity_capacity) + " --prepare-parity=" + (o_.prepare_parity ? "1" : "0") +
+           std::to_string(o_.parity_capacity) +
+           (o_.prepare_parity ? " --prepare-parity=1 --wait-prepared" : " --prepare-parity=0") +
            " >/dev/null") == 0;
-  if (ok_ && o_.prepare_parity && !WaitParityPrepared(300)) {
-    std::fprintf(stderr, "ec_bench: the daemons in %s did not prepare their parity slabs\n", o_.root.c_str());
-    ok_ = false;
-  }
 }
 
 LocalCluster::~LocalCluster() {
   Sh(BinDir() + "/fern-ec local stop --root " + o_.root + " >/dev/null 2>&1");
   std::filesystem::remove_all(o_.root);
   std::filesystem::remove_all(o_.parity_root);
-}
-
-// Sum of "slots_unprepared" over every node's status, or -1.
-static long Unprepared(const std::string& root) {
-  FILE* f = popen((BinDir() + "/fern-ec status --json --root " + root + " 2>/dev/null").c_str(), "r");
-  if (f == nullptr) return -1;
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  if (pclose(f) != 0) return -1;
-  const std::string key = "\"slots_unprepared\": ";
-  long sum = 0;
-  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
-    sum += std::strtol(text.c_str() + at + key.size(), nullptr, 10);
-  }
-  return sum;
-}
-
-bool LocalCluster::WaitParityPrepared(double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  bool said = false;
-  while (true) {
-    const long left = Unprepared(o_.root);
-    if (left == 0) return true;
-    if (left < 0 || std::chrono::steady_clock::now() > until) return false;
-    if (!said) {
-      std::fprintf(stderr, "ec_bench: waiting for the daemons to prepare their parity slabs (%ld slots)\n", left);
-      said = true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
 }
 
 bool LocalCluster::Kill(int node) {

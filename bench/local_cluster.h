@@ -77,8 +77,10 @@ inline int ClientRoundtrip(const std::string& sock, client::Request& req, int se
 
 class LocalCluster {
  public:
-  // Starts the cluster and waits for WaitParityPrepared (ok() is false if
-  // either fails).
+  // Starts the cluster; unless prepare_parity is off, returns once the
+  // daemons have prepared their parity slabs (`local start
+  // --wait-prepared`), so a workload measures the steady state rather than
+  // a fresh slab. ok() is false if either fails.
   explicit LocalCluster(LocalClusterOptions o);
   ~LocalCluster();
   LocalCluster(const LocalCluster&) = delete;
@@ -88,11 +90,6 @@ class LocalCluster {
   const std::string& root() const { return o_.root; }
   std::string sock(int node) const { return o_.root + "/node-" + std::to_string(node) + "/sock"; }
   bool Kill(int node);
-  // Waits until no daemon has parity slots left to prepare (their first
-  // background write of the slab, FileStoreOptions::prepare), so a workload
-  // measures the steady state rather than a fresh slab; false after
-  // `seconds`. Prints one line on stderr when it has to wait.
-  bool WaitParityPrepared(double seconds);
 
  private:
   LocalClusterOptions o_;

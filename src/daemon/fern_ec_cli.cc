@@ -142,6 +142,7 @@ struct LocalOptions {
   double timeout_s = 30;
   int spin_us = 50;
   bool prepare_parity = true;
+  bool wait_prepared = false;
 };
 
 pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args);
@@ -181,6 +182,38 @@ bool WaitConverged(const std::string& root, double seconds) {
     if (!converged) stable_checks = 0;
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(converged ? 1500 : 100));
+  }
+}
+
+// Sum of the "slots_unprepared" fields of every node's status, or -1 when a
+// node does not answer.
+long Unprepared(const std::string& root) {
+  const std::string key = "\"slots_unprepared\": ";
+  long sum = 0;
+  for (int i = 0; std::filesystem::exists(NodeDir(root, i)); ++i) {
+    const std::string st = NodeStatus(NodeDir(root, i) + "/sock");
+    if (st.empty()) return -1;
+    for (size_t at = st.find(key); at != std::string::npos; at = st.find(key, at + 1)) {
+      sum += std::strtol(st.c_str() + at + key.size(), nullptr, 10);
+    }
+  }
+  return sum;
+}
+
+// Until no slot is left to prepare; false when a node stops answering or
+// `stall_s` pass without the count going down.
+bool WaitPrepared(const std::string& root, double stall_s) {
+  const auto stall = std::chrono::duration<double>(stall_s);
+  auto progress = std::chrono::steady_clock::now();
+  long last = -1;
+  while (true) {
+    const long left = Unprepared(root);
+    if (left <= 0) return left == 0;
+    if (last < 0) std::fprintf(stderr, "fern-ec: waiting for the daemons to prepare %ld parity slots\n", left);
+    if (last < 0 || left < last) progress = std::chrono::steady_clock::now();
+    if (std::chrono::steady_clock::now() - progress > stall) return false;
+    last = left;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }
 
@@ -237,6 +270,9 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Int("spin-us", &o.spin_us, "daemons poll this long after an event before sleeping");
   f.Bool("prepare-parity", &o.prepare_parity,
          "daemons write their fresh parity slabs once in the background (fern-ec-daemon --help)");
+  f.Bool("wait-prepared", &o.wait_prepared,
+         "return only when no daemon has parity slots left to prepare (fails after --timeout "
+         "seconds without progress)");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
   if (o.root.empty()) return Fail("local start: --root is required");
@@ -315,6 +351,9 @@ int LocalStart(const std::vector<std::string>& args) {
   }
   if (!WaitConverged(o.root, o.timeout_s)) {
     return Fail("local start: the nodes did not all see each other alive; see " + o.root + "/node-*/log");
+  }
+  if (o.wait_prepared && !WaitPrepared(o.root, o.timeout_s)) {
+    return Fail("local start: the daemons stopped preparing their parity slabs; see " + o.root + "/node-*/log");
   }
   std::printf("fern-ec: %d nodes up in %s (k=%d m=%d shard %s)\n", o.nodes, o.root.c_str(), o.k,
               o.m, FormatSize(o.shard_size).c_str());

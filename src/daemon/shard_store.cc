@@ -614,11 +614,7 @@ class FileShardStore final : public SlotStore {
   }
 
   Status WriteStaged(uint64_t slot, uint8_t* stage, size_t len) override {
-    NoteIo();
-    struct Done {
-      FileShardStore* s;
-      ~Done() { s->NoteIo(); }  // a long write is not idle time
-    } done{this};
+    NoteIo();  // its end is noted by the flush that always follows
     const uint64_t off = slot * stride_ + kHeaderPage;
     if (direct_fd_ >= 0 && len > 0 && direct_ok_.load(std::memory_order_relaxed)) {
       // Whole pages from a page-aligned buffer at a page-aligned offset; the
@@ -662,9 +658,9 @@ class FileShardStore final : public SlotStore {
     if (!options_.durable) return Status();
     uintptr_t start = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{4095};
     uintptr_t end = reinterpret_cast<uintptr_t>(p) + len;
-    if (msync(reinterpret_cast<void*>(start), end - start, MS_SYNC) != 0) {
-      return FromErrno(errno, "flush shard data in " + path_);
-    }
+    const int rc = msync(reinterpret_cast<void*>(start), end - start, MS_SYNC);
+    NoteIo();
+    if (rc != 0) return FromErrno(errno, "flush shard data in " + path_);
     return Status();
   }
 
@@ -672,7 +668,7 @@ class FileShardStore final : public SlotStore {
     if (!options_.durable) return Status();
     NoteIo();
     const int rc = fdatasync(fd_);
-    NoteIo();
+    NoteIo();  // idle time starts when a batch's flush ends
     if (rc != 0) return FromErrno(errno, "flush shards in " + path_);
     return Status();
   }

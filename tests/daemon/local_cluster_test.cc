@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "common/client_protocol.h"
+#include "daemon/fiemap_probe.h"
 #include "test_util.h"
 #include "update_pattern.h"
 
@@ -361,6 +362,55 @@ TEST_F(LocalCluster, MalformedClientRequestsAreRefused) {
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/small /ok --root " + root_ + " --node 1"), 0);
   ASSERT_EQ(Sh(Cli() + " get /ok " + work_ + "/small.out --root " + root_ + " --node 1"), 0);
   EXPECT_EQ(ReadFile(work_ + "/small.out"), (std::vector<uint8_t>{9, 8, 7}));
+}
+
+// Parity on a disk: `local start --wait-prepared` returns only when every
+// daemon has written its fresh parity slab once (256 MiB each: longer to
+// prepare on this machine's disk than the start itself), and files
+// round-trip.
+TEST(LocalStart, WaitPreparedReturnsWithParitySlabsWritten) {
+  const std::string root = "/dev/shm/fern-lp-" + std::to_string(getpid());
+  const std::string disk = "/var/tmp/fern-lp-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(disk);
+  {
+    // Only a file system with unwritten extents has anything to prepare.
+    std::filesystem::create_directories(disk);
+    const std::string probe = disk + "/probe";
+    int fd = open(probe.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(posix_fallocate(fd, 0, 1 << 20), 0);
+    close(fd);
+    const int64_t unwritten = fern::testing::UnwrittenBytes(probe);
+    std::filesystem::remove(probe);
+    if (unwritten <= 0) GTEST_SKIP() << disk << ": no unwritten extents (FIEMAP: " << unwritten << ")";
+  }
+  const std::string cli = FERN_EC_CLI, at = " --root " + root;
+  ASSERT_EQ(Sh(cli + " local start" + at + " --parity-root " + disk +
+               " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 32MiB --parity-capacity 256MiB"
+               " --wait-prepared"),
+            0);
+  const std::string st = Out(cli + " status --json" + at);
+  size_t parities = 0;
+  for (size_t p = st.find("\"parity\": {"); p != std::string::npos; p = st.find("\"parity\": {", p + 1)) {
+    const std::string tier = st.substr(p, st.find('}', p) - p);
+    EXPECT_NE(tier.find("\"slots_unprepared\": 0,"), std::string::npos) << tier;
+    EXPECT_EQ(tier.find("\"slots_zeroed\": 0,"), std::string::npos) << "nothing was prepared: " << tier;
+    ++parities;
+  }
+  EXPECT_EQ(parities, 6u) << st;
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> a(3 * kStripe + 17);
+  fern::testing::FillRandom(rng, a.data(), a.size());
+  WriteFile(disk + "/a", a);
+  ASSERT_EQ(Sh(cli + " put " + disk + "/a /a" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 1" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 4" + at), 0);
+  ASSERT_EQ(Sh(cli + " get /a " + disk + "/a.out" + at), 0);
+  EXPECT_EQ(ReadFile(disk + "/a.out"), a);
+  Sh(cli + " local stop" + at);
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(disk);
 }
 
 }  // namespace

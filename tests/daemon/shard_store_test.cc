@@ -4,10 +4,7 @@
 #include "daemon/shard_store.h"
 
 #include <fcntl.h>
-#include <linux/fiemap.h>
-#include <linux/fs.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 
 #include <sys/mount.h>
 #include <unistd.h>
@@ -24,6 +21,7 @@
 
 #include "daemon/durable_flusher.h"
 #include "ec/crc32c.h"
+#include "daemon/fiemap_probe.h"
 #include "test_util.h"
 
 namespace fern::daemon {
@@ -438,37 +436,6 @@ bool WaitPrepared(const ShardStore& s, double seconds) {
   return true;
 }
 
-// Bytes of `path` in unwritten extents (FIEMAP), or -1 when the file system
-// does not say.
-int64_t UnwrittenBytes(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  constexpr unsigned kMax = 256;
-  std::vector<uint64_t> buf((sizeof(fiemap) + kMax * sizeof(fiemap_extent)) / 8 + 1);
-  auto* map = reinterpret_cast<fiemap*>(buf.data());
-  int64_t unwritten = 0;
-  for (uint64_t at = 0;;) {
-    std::fill(buf.begin(), buf.end(), 0);
-    map->fm_start = at;
-    map->fm_length = FIEMAP_MAX_OFFSET - at;
-    map->fm_flags = FIEMAP_FLAG_SYNC;
-    map->fm_extent_count = kMax;
-    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
-      close(fd);
-      return -1;
-    }
-    if (map->fm_mapped_extents == 0) break;
-    const fiemap_extent& last = map->fm_extents[map->fm_mapped_extents - 1];
-    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
-      if (map->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten += map->fm_extents[i].fe_length;
-    }
-    if (last.fe_flags & FIEMAP_EXTENT_LAST) break;
-    at = last.fe_logical + last.fe_length;
-  }
-  close(fd);
-  return unwritten;
-}
-
 std::string FileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -486,7 +453,7 @@ TEST(FileShardStore, PreparingChangesNoByteAndHappensOnce) {
   constexpr uint64_t kSlots = 12;
   std::vector<std::pair<ShardKey, std::vector<uint8_t>>> want;
   ASSERT_TRUE(Open("disk_staged", dir, kSlots).ok());  // creates the slab, not preparing
-  const int64_t fresh = UnwrittenBytes(slab);
+  const int64_t fresh = fern::testing::UnwrittenBytes(slab);
   if (fresh <= 0) GTEST_SKIP() << dir << ": no unwritten extents to prepare (FIEMAP: " << fresh << ")";
   {
     // Leftovers at random places of the slab.
@@ -516,7 +483,7 @@ TEST(FileShardStore, PreparingChangesNoByteAndHappensOnce) {
     ASSERT_TRUE(WaitPrepared(**s, 60)) << (*s)->Usage().slots_unprepared << " slots left";
     EXPECT_GT((*s)->Usage().slots_zeroed, 0u);
   }
-  EXPECT_EQ(UnwrittenBytes(slab), 0);
+  EXPECT_EQ(fern::testing::UnwrittenBytes(slab), 0);
   EXPECT_TRUE(FileBytes(slab) == before) << "preparing changed bytes of the slab";
   {
     auto s = Open("disk_prepared", dir, kSlots);
