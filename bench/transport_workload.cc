@@ -108,7 +108,9 @@ int RunTransportServe(const std::vector<std::string>& args) {
   uint64_t size = 1 << 20;
   bool busy = false;
   int spin_us = -1;
+  int ring_size = 64;
   FlagSet flags("usage: ec_bench transport-serve --port P --size N (internal)");
+  flags.Int("recv-buffers", &ring_size, "destination buffers, used in turn");
   flags.Int("spin-us", &spin_us, "spin before sleeping, microseconds (-1: default)");
   flags.Int("port", &port, "listen port");
   flags.Bool("busy-poll", &busy, "busy-poll the worker");
@@ -127,13 +129,13 @@ int RunTransportServe(const std::vector<std::string>& args) {
     return 1;
   }
   // A ring of preallocated, pre-faulted destination buffers.
-  constexpr int kRing = 64;
+  const int kRing = std::max(1, ring_size);
   auto ring = std::make_shared<std::vector<AlignedBuffer>>();
   for (int i = 0; i < kRing; ++i) ring->push_back(AllocateTouched(size, 0));
   auto next = std::make_shared<int>(0);
   (*t)->Handle(
       wire::ECHO, [](InMessage, Responder r) { r.Reply(OutMessage{wire::ECHO, {}, {}}); },
-      [ring, next, size](NodeId, transport::MessageKind, std::string_view,
+      [ring, next, size, kRing](NodeId, transport::MessageKind, std::string_view,
                          uint64_t len) -> StatusOr<transport::ReceiveBuffer> {
         if (len > size) return transport::AllocateReceiveBuffer(len);
         uint8_t* p = (*ring)[(*next)++ % kRing].get();
@@ -158,6 +160,7 @@ int RunTransport(const std::vector<std::string>& args) {
   bool perftest = true;
   bool busy = false;
   int spin_us = -1;
+  int recv_buffers = 64;
   FlagSet flags(
       "usage: ec_bench transport [flags]\n\n"
       "Payload bandwidth of UcxTransport between two processes on this machine,\n"
@@ -171,6 +174,7 @@ int RunTransport(const std::vector<std::string>& args) {
   flags.String("tls", &tls, "UCX_TLS for both fern-ec and ucx_perftest");
   flags.Bool("busy-poll", &busy, "busy-poll both sides instead of waiting on event fds");
   flags.Int("spin-us", &spin_us, "both sides: poll this long after the last event before sleeping (-1: default)");
+  flags.Int("recv-buffers", &recv_buffers, "server: distinct destination buffers, used in turn");
   flags.Bool("perftest", &perftest, "also run ucx_perftest (the baseline)");
   flags.Bool("json", &json, "print one JSON object");
   if (auto s = flags.Parse(args); !s.ok()) {
@@ -190,7 +194,7 @@ int RunTransport(const std::vector<std::string>& args) {
   Subprocess server;
   if (!server.Start({SelfExe(), "transport-serve", "--port", "0", "--size", std::to_string(size),
                      busy ? "--busy-poll" : "--busy-poll=false", "--spin-us",
-                     std::to_string(spin_us)})) {
+                     std::to_string(spin_us), "--recv-buffers", std::to_string(recv_buffers)})) {
     std::fprintf(stderr, "ec_bench transport: cannot start the server process\n");
     return 1;
   }
