@@ -37,6 +37,7 @@
 #include "daemon/node.h"
 #include "daemon/reports.h"
 #include "daemon/shard_store.h"
+#include "daemon/worker_thread.h"
 #include "transport/ucx_transport.h"
 
 namespace fern::daemon {
@@ -146,6 +147,25 @@ Status CheckPath(const char* raw, uint32_t len, std::string* path) {
   return Status();
 }
 
+// A read fills a fresh memfd for its reply, 4 KiB page by page unless the
+// kernel gives shared memory huge pages where asked (the daemon asks with
+// MADV_HUGEPAGE). Off by Debian's default; reads ran 2-3x faster with it
+// here (docs/performance.md). Machine-wide, so the operator's choice: this
+// says so once at startup, or returns "" when it is on or cannot be read.
+std::string ShmemHugePagesNote() {
+  const char* knob = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+  std::ifstream in(knob);
+  std::string text;
+  if (!std::getline(in, text)) return "";
+  const size_t open = text.find('['), close = text.find(']');
+  if (open == std::string::npos || close == std::string::npos || close < open) return "";
+  const std::string mode = text.substr(open + 1, close - open - 1);
+  if (mode != "never" && mode != "deny") return "";
+  return std::string("note: ") + knob + " is '" + mode +
+         "': read replies are filled 4 KiB page by page; 'advise' (as root) made reads 2-3x faster "
+         "in docs/performance.md";
+}
+
 class Daemon {
  public:
   Daemon(Options o) : o_(std::move(o)) {}
@@ -220,6 +240,7 @@ class Daemon {
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
+    if (std::string note = ShmemHugePagesNote(); !note.empty()) Log(o_.node_id, note);
     // A repair pass shortly after start (peers may still be starting): a
     // node back with an empty tmpfs rebuilds its shards. Retried with
     // backoff while some shard cannot be rebuilt.
@@ -562,7 +583,7 @@ class Daemon {
       close(fd);
       return conn->Send(ErrorReply(InvalidArgumentError("PUT memfd size does not match the request")));
     }
-    auto map = std::make_shared<Mapping>();
+    auto map = ReleasedOffLoop(new Mapping);
     if (size > 0) {
       map->p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
       if (map->p == MAP_FAILED) {
@@ -612,7 +633,9 @@ class Daemon {
     void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return conn->Send(ErrorReply(FromErrno(errno, "map the UPDATE memfd")));
-    auto map = std::shared_ptr<void>(p, [size](void* q) { munmap(q, size); });
+    auto map = std::shared_ptr<void>(p, [this, size](void* q) {
+      releaser_.Post([q, size] { munmap(q, size); });
+    });
     const auto* base = static_cast<const uint8_t*>(p);
     client::UpdateBlobHeader h;
     std::memcpy(&h, base, sizeof h);
@@ -664,7 +687,7 @@ class Daemon {
         if (fd >= 0) close(fd);
       }
     };
-    auto out = std::make_shared<Out>();
+    auto out = ReleasedOffLoop(new Out);
     out->fd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
     node_->GetInto(
@@ -698,6 +721,17 @@ class Daemon {
           r.file_version = got->version;
           conn->Send(r, out->fd);
         });
+  }
+
+  // Client memory (PUT and UPDATE mappings, GET reply memfds) is let go on
+  // this thread: when the daemon holds the last reference, munmap or close
+  // frees every page of it (~0.25 s a GiB here, docs/performance.md), which
+  // on the loop would stall every client and peer meanwhile. Declared
+  // first, so it is destroyed last, after everything that may post to it.
+  WorkerThread releaser_{"fern-release"};
+  template <class T>
+  std::shared_ptr<T> ReleasedOffLoop(T* p) {
+    return std::shared_ptr<T>(p, [this](T* q) { releaser_.Post([q] { delete q; }); });
   }
 
   Options o_;

@@ -153,7 +153,7 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       geometry_(geometry),
       pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {
   if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
-  if (options.encode_on_worker) encoder_ = std::make_unique<WorkerThread>();
+  if (options.encode_on_worker) encoder_ = std::make_unique<WorkerThread>("fern-encode");
 }
 
 Node::~Node() = default;

@@ -1,5 +1,6 @@
 #include "daemon/worker_thread.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -8,8 +9,9 @@
 
 namespace fern::daemon {
 
-WorkerThread::WorkerThread() : event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+WorkerThread::WorkerThread(const char* name) : event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   thread_ = std::thread([this] { Run(); });
+  pthread_setname_np(thread_.native_handle(), name);  // a longer name is refused, harmlessly
 }
 
 WorkerThread::~WorkerThread() {
@@ -31,6 +33,14 @@ void WorkerThread::Submit(std::function<void()> job, std::function<void()> done)
   cv_.notify_one();
 }
 
+void WorkerThread::Post(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    queue_.push_back({std::move(job), nullptr});
+  }
+  cv_.notify_one();
+}
+
 void WorkerThread::Run() {
   std::unique_lock<std::mutex> l(mu_);
   while (true) {
@@ -40,7 +50,9 @@ void WorkerThread::Run() {
     queue_.pop_front();
     l.unlock();
     item.job();
+    item.job = nullptr;  // what it holds is let go here, not under mu_
     l.lock();
+    if (!item.done) continue;  // posted
     done_.push_back(std::move(item.done));
     const uint64_t one = 1;
     (void)!write(event_fd_, &one, sizeof one);

@@ -8,8 +8,9 @@
 // touch the transport and the node's state, which only the loop owns.
 //
 // Thread-safety: Submit, Drain and the destructor on the owner's thread
-// only. The destructor finishes the jobs submitted and runs no completions
-// (the owner is going away).
+// only; Post from any thread until the destructor starts. The destructor
+// finishes the jobs submitted and posted and runs no completions (the owner
+// is going away).
 #pragma once
 
 #include <condition_variable>
@@ -24,13 +25,19 @@ namespace fern::daemon {
 
 class WorkerThread {
  public:
-  WorkerThread();
+  // `name` (up to 15 characters) shows in top, ps -L and perf.
+  explicit WorkerThread(const char* name = "fern-worker");
   ~WorkerThread();
   WorkerThread(const WorkerThread&) = delete;
   WorkerThread& operator=(const WorkerThread&) = delete;
 
   // `job` runs on the worker; `done` later on the owner's thread, in Drain.
   void Submit(std::function<void()> job, std::function<void()> done);
+  // `job` runs on the worker, in order with the submitted ones, and has no
+  // completion (in_flight and event_fd do not see it). For work whose
+  // result nobody waits for, such as freeing memory: a shared_ptr's deleter
+  // may Post from whichever thread lets go of it last.
+  void Post(std::function<void()> job);
   // Runs the completions of finished jobs. Returns how many ran.
   size_t Drain();
   // Readable while completions wait for Drain (an eventfd); it may also be

@@ -130,6 +130,51 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
   EXPECT_FALSE(std::filesystem::exists(out)) << "a failed read left bytes behind";
 }
 
+// The daemon lets go of a client's memory: the PUT memfd it mapped (whose
+// last reference it holds once the CLI exits) and the GET reply memfds.
+// They are released off the event loop now; a release that never ran would
+// keep every checkpoint's bytes in the daemon's memory.
+TEST_F(LocalCluster, ClientMemfdsAreReleasedAfterPutsAndGets) {
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> bytes(8u << 20);
+  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  const std::string in = work_ + "/in", out = work_ + "/out";
+  WriteFile(in, bytes);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(Sh(Cli() + " put " + in + " /ck/r" + std::to_string(i % 2) + " --root " + root_), 0);
+    std::filesystem::remove(out);
+    ASSERT_EQ(Sh(Cli() + " get /ck/r" + std::to_string(i % 2) + " " + out + " --root " + root_), 0);
+    ASSERT_EQ(ReadFile(out), bytes);
+  }
+  std::ifstream pidfile(root_ + "/node-0/pid");
+  int pid = 0;
+  ASSERT_TRUE(pidfile >> pid) << "no pid file for node 0";
+  // Mappings (maps) and open files (fd links) naming the client memfds.
+  auto held = [&] {
+    std::string found;
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+      if (line.find("fern-ec-put") != std::string::npos || line.find("fern-ec-get") != std::string::npos) {
+        found += line + "\n";
+      }
+    }
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+      std::error_code ec;
+      const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+      if (target.find("fern-ec-put") != std::string::npos || target.find("fern-ec-get") != std::string::npos) {
+        found += e.path().string() + " -> " + target + "\n";
+      }
+    }
+    return found;
+  };
+  std::string still = held();
+  for (int i = 0; i < 100 && !still.empty(); ++i) {
+    usleep(100 * 1000);
+    still = held();
+  }
+  EXPECT_EQ(still, "") << "node 0 still holds client memory 10 s after the last request";
+}
+
 TEST_F(LocalCluster, ClearErrorsForBadRequests) {
   const std::string out = work_ + "/x";
   EXPECT_EQ(Sh(Cli() + " get /ck/never-written " + out + " --root " + root_), 3);  // ENOENT

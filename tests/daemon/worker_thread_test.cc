@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -72,6 +73,58 @@ TEST(WorkerThread, DestructorFinishesJobsWithoutCompletions) {
   }
   EXPECT_EQ(jobs.load(), 20);
   EXPECT_EQ(done, 0);
+}
+
+// Posted jobs run on the worker, in order with submitted ones, from any
+// thread, and never produce a completion.
+TEST(WorkerThread, PostedJobsRunOnTheWorkerWithoutCompletions) {
+  WorkerThread w;
+  const auto owner = std::this_thread::get_id();
+  std::atomic<int> posted{0};
+  std::atomic<bool> on_owner{false};
+  std::vector<std::thread> posters;
+  for (int t = 0; t < 4; ++t) {
+    posters.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) {
+        w.Post([&] {
+          if (std::this_thread::get_id() == owner) on_owner = true;
+          posted.fetch_add(1);
+        });
+      }
+    });
+  }
+  for (auto& t : posters) t.join();
+  EXPECT_EQ(w.in_flight(), 0u);
+  // A submitted job after them runs after them: its completion is the barrier.
+  int seen_at_barrier = -1;
+  w.Submit([&] { seen_at_barrier = posted.load(); }, [] {});
+  while (w.in_flight() > 0) {
+    ASSERT_TRUE(WaitReadable(w.event_fd(), 10000)) << "the barrier never completed";
+    w.Drain();
+  }
+  EXPECT_EQ(seen_at_barrier, 400);
+  EXPECT_FALSE(on_owner.load());
+  EXPECT_EQ(w.Drain(), 0u);
+}
+
+// What a posted job holds is let go after it ran and outside the worker's
+// lock, so a deleter that posts again (the daemon releases client memory
+// that way) neither deadlocks nor is lost; the destructor runs it too.
+TEST(WorkerThread, AJobLettingGoOfWhatPostsAgainDoesNotDeadlock) {
+  std::atomic<int> released{0};
+  {
+    WorkerThread w;
+    for (int i = 0; i < 10; ++i) {
+      auto held = std::shared_ptr<int>(new int(i), [&w, &released](int* p) {
+        w.Post([p, &released] {
+          delete p;
+          released.fetch_add(1);
+        });
+      });
+      w.Post([held] { EXPECT_GE(*held, 0); });
+    }
+  }
+  EXPECT_EQ(released.load(), 10);
 }
 
 }  // namespace
