@@ -129,16 +129,16 @@ int RunTransportServe(const std::vector<std::string>& args) {
     return 1;
   }
   // A ring of preallocated, pre-faulted destination buffers.
-  const int kRing = std::max(1, ring_size);
+  ring_size = std::max(1, ring_size);
   auto ring = std::make_shared<std::vector<AlignedBuffer>>();
-  for (int i = 0; i < kRing; ++i) ring->push_back(AllocateTouched(size, 0));
+  for (int i = 0; i < ring_size; ++i) ring->push_back(AllocateTouched(size, 0));
   auto next = std::make_shared<int>(0);
   (*t)->Handle(
       wire::ECHO, [](InMessage, Responder r) { r.Reply(OutMessage{wire::ECHO, {}, {}}); },
-      [ring, next, size, kRing](NodeId, transport::MessageKind, std::string_view,
+      [ring, next, size](NodeId, transport::MessageKind, std::string_view,
                          uint64_t len) -> StatusOr<transport::ReceiveBuffer> {
         if (len > size) return transport::AllocateReceiveBuffer(len);
-        uint8_t* p = (*ring)[(*next)++ % kRing].get();
+        uint8_t* p = (*ring)[(*next)++ % ring->size()].get();
         return transport::ReceiveBuffer{std::span<uint8_t>(p, len), ring};
       });
   std::printf("READY %u\n", (*t)->listen_port());

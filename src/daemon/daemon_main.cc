@@ -147,6 +147,15 @@ Status CheckPath(const char* raw, uint32_t len, std::string* path) {
   return Status();
 }
 
+// A client's memfd mapped read-only (PUT, UPDATE), unmapped with it.
+struct Mapping {
+  void* p = nullptr;
+  size_t n = 0;
+  ~Mapping() {
+    if (p && n) munmap(p, n);
+  }
+};
+
 // A read fills a fresh memfd for its reply, 4 KiB page by page unless the
 // kernel gives shared memory huge pages where asked (the daemon asks with
 // MADV_HUGEPAGE). Off by Debian's default; reads ran 2-3x faster with it
@@ -570,13 +579,6 @@ class Daemon {
   // sync commit, so a fast writer cannot pin unbounded memory in the daemon.
   void Put(std::shared_ptr<Conn> conn, const std::string& path, uint64_t size, uint32_t mode,
            bool async, int fd) {
-    struct Mapping {
-      void* p = nullptr;
-      size_t n = 0;
-      ~Mapping() {
-        if (p && n) munmap(p, n);
-      }
-    };
     if (fd < 0) return conn->Send(ErrorReply(InvalidArgumentError("PUT without a memfd")));
     struct stat st {};
     if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
@@ -633,9 +635,7 @@ class Daemon {
     void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return conn->Send(ErrorReply(FromErrno(errno, "map the UPDATE memfd")));
-    auto map = std::shared_ptr<void>(p, [this, size](void* q) {
-      releaser_.Post([q, size] { munmap(q, size); });
-    });
+    auto map = ReleasedOffLoop(new Mapping{p, size});
     const auto* base = static_cast<const uint8_t*>(p);
     client::UpdateBlobHeader h;
     std::memcpy(&h, base, sizeof h);

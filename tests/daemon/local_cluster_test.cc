@@ -150,20 +150,19 @@ TEST_F(LocalCluster, ClientMemfdsAreReleasedAfterPutsAndGets) {
   int pid = 0;
   ASSERT_TRUE(pidfile >> pid) << "no pid file for node 0";
   // Mappings (maps) and open files (fd links) naming the client memfds.
+  auto client_memfd = [](const std::string& text) {
+    return text.find("fern-ec-put") != std::string::npos || text.find("fern-ec-get") != std::string::npos;
+  };
   auto held = [&] {
     std::string found;
     std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
     for (std::string line; std::getline(maps, line);) {
-      if (line.find("fern-ec-put") != std::string::npos || line.find("fern-ec-get") != std::string::npos) {
-        found += line + "\n";
-      }
+      if (client_memfd(line)) found += line + "\n";
     }
     for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
       std::error_code ec;
       const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-      if (target.find("fern-ec-put") != std::string::npos || target.find("fern-ec-get") != std::string::npos) {
-        found += e.path().string() + " -> " + target + "\n";
-      }
+      if (client_memfd(target)) found += e.path().string() + " -> " + target + "\n";
     }
     return found;
   };
