@@ -156,6 +156,34 @@ struct Mapping {
   }
 };
 
+// A GET reply: a memfd the daemon maps and fills, then seals and hands to
+// the client. Unmapped and closed with it.
+struct ReplyMemfd {
+  int fd = -1;
+  void* p = nullptr;
+  size_t n = 0;
+  ~ReplyMemfd() {
+    if (p) munmap(p, n);
+    if (fd >= 0) close(fd);
+  }
+  // Seals the filled memfd so that nobody, the daemon included, can change
+  // or resize it once the client holds it. F_SEAL_FUTURE_WRITE (Linux 5.1)
+  // is accepted while our own writable mapping exists, so the reply need not
+  // wait for munmap (~0.1 s a populated GiB); F_SEAL_WRITE fails with EBUSY
+  // until the mapping is gone, and is the fallback on older kernels. Nothing
+  // writes through the mapping kept: every fetch into it has completed.
+  Status Seal() {
+    constexpr int kFixed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+    if (p && fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | kFixed) == 0) return Status::Ok();
+    if (p) {
+      munmap(p, n);
+      p = nullptr;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | kFixed) != 0) return FromErrno(errno, "seal the GET memfd");
+    return Status::Ok();
+  }
+};
+
 // A read fills a fresh memfd for its reply, 4 KiB page by page unless the
 // kernel gives shared memory huge pages where asked (the daemon asks with
 // MADV_HUGEPAGE). Off by Debian's default; reads ran 2-3x faster with it
@@ -678,16 +706,7 @@ class Daemon {
   void Get(std::shared_ptr<Conn> conn, const std::string& path) {
     // The reply memfd is mapped and filled in place: whole shards are
     // received straight into it.
-    struct Out {
-      int fd = -1;
-      void* p = nullptr;
-      size_t n = 0;
-      ~Out() {
-        if (p) munmap(p, n);
-        if (fd >= 0) close(fd);
-      }
-    };
-    auto out = ReleasedOffLoop(new Out);
+    auto out = ReleasedOffLoop(new ReplyMemfd);
     out->fd = memfd_create("fern-ec-get", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (out->fd < 0) return conn->Send(ErrorReply(FromErrno(errno, "memfd_create")));
     node_->GetInto(
@@ -707,11 +726,7 @@ class Daemon {
         },
         [conn, out](StatusOr<Node::FileInfo> got) {
           if (!got.ok()) return conn->Send(ErrorReply(got.status()));
-          if (out->p) {
-            munmap(out->p, out->n);
-            out->p = nullptr;
-          }
-          fcntl(out->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+          if (Status s = out->Seal(); !s.ok()) return conn->Send(ErrorReply(s));
           client::Reply r;
           r.mode = S_IFREG | (got->mode & 07777);
           r.uid = got->uid;
@@ -720,6 +735,8 @@ class Daemon {
           r.size = got->size;
           r.file_version = got->version;
           conn->Send(r, out->fd);
+          // Our mapping goes when the last reference to `out` does, on the
+          // releaser: unmapping a populated GiB takes ~0.1 s.
         });
   }
 

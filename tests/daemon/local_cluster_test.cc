@@ -2,6 +2,7 @@
 // TCP, driven through the fern-ec CLI exactly as a user would, nodes killed
 // with SIGKILL.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -172,6 +173,49 @@ TEST_F(LocalCluster, ClientMemfdsAreReleasedAfterPutsAndGets) {
     still = held();
   }
   EXPECT_EQ(still, "") << "node 0 still holds client memory 10 s after the last request";
+}
+
+// A GET reply is sealed before the client sees it: its bytes can no longer
+// change or be resized, through write, a shared writable mapping, or
+// ftruncate, while a private (copy-on-write) mapping still works. The daemon
+// seals before it lets go of its own mapping (F_SEAL_FUTURE_WRITE), so this
+// holds even while that mapping is still being released.
+TEST_F(LocalCluster, GetReplyMemfdIsSealedAgainstChange) {
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> bytes(3 * kStripe + 17);
+  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  WriteFile(work_ + "/in", bytes);
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/in /ck/sealed --root " + root_), 0);
+  const std::string sock = root_ + "/node-2/sock";
+  fern::client::Request req = fern::client::MakeRequest(fern::client::Op::kGet, "/ck/sealed", 10);
+  fern::client::Reply reply;
+  int fd = -1;
+  ASSERT_EQ(fern::client::Roundtrip(sock.c_str(), req, -1, &reply, &fd, 30), 0);
+  ASSERT_EQ(reply.err, 0) << reply.message;
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(reply.size, bytes.size());
+  const int seals = fcntl(fd, F_GET_SEALS);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_NE(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE), 0) << "seals " << seals;
+  errno = 0;
+  EXPECT_EQ(pwrite(fd, "x", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_EQ(mmap(nullptr, bytes.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_EQ(ftruncate(fd, 1), -1);
+  EXPECT_EQ(errno, EPERM);
+  void* cow = mmap(nullptr, bytes.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ASSERT_NE(cow, MAP_FAILED) << std::strerror(errno);
+  auto* c = static_cast<uint8_t*>(cow);
+  EXPECT_EQ(std::vector<uint8_t>(c, c + bytes.size()), bytes);
+  c[0] ^= 0xff;  // the client's own copy; the memfd keeps the file's bytes
+  munmap(cow, bytes.size());
+  std::vector<uint8_t> got(bytes.size());
+  ASSERT_EQ(pread(fd, got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, bytes);
+  close(fd);
 }
 
 TEST_F(LocalCluster, ClearErrorsForBadRequests) {
