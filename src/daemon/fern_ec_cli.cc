@@ -217,6 +217,27 @@ bool WaitPrepared(const std::string& root, double stall_s) {
   }
 }
 
+// Why a daemon `local start` waited for never answered: its exit status
+// (reaped), or the wait that ran out.
+std::string HowItEnded(bool exited, int wstatus, double timeout_s) {
+  char buf[256];
+  if (!exited) {
+    std::snprintf(buf, sizeof buf,
+                  " did not come up within %g s (--timeout; a daemon first reserves and populates "
+                  "its --data-capacity and --parity-capacity, which takes longer when they are large)",
+                  timeout_s);
+  } else if (WIFSIGNALED(wstatus)) {
+    const int sig = WTERMSIG(wstatus);
+    std::snprintf(buf, sizeof buf, " was killed by signal %d (%s)%s", sig, strsignal(sig),
+                  sig == SIGKILL ? "; if nobody sent it, the kernel's OOM killer did (dmesg): "
+                                   "the capacities may not fit in memory"
+                                 : "");
+  } else {
+    std::snprintf(buf, sizeof buf, " exited with status %d", WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1);
+  }
+  return buf;
+}
+
 pid_t SpawnDaemon(const LocalOptions& o, int i) {
   const std::string dir = NodeDir(o.root, i);
   std::vector<std::string> args = {
@@ -333,7 +354,7 @@ int LocalStart(const std::vector<std::string>& args) {
           }
           port_race = exited && (text.find("Address already in use") != std::string::npos ||
                                  text.find("cannot start: UNAVAILABLE: listen on") != std::string::npos);
-          failure = "local start: node " + std::to_string(i) + (exited ? " exited" : " did not come up") +
+          failure = "local start: node " + std::to_string(i) + HowItEnded(exited, wstatus, o.timeout_s) +
                     "; see " + NodeDir(o.root, i) + "/log" + tail;
           break;
         }

@@ -456,6 +456,29 @@ TEST_F(LocalCluster, MalformedClientRequestsAreRefused) {
 // daemon has written its fresh parity slab once (256 MiB each: longer to
 // prepare on this machine's disk than the start itself), and files
 // round-trip.
+// A start that runs out of --timeout says so and what takes the time,
+// fails, and leaves no daemon behind. (No daemon answers within 1 ms of
+// being forked: UCX alone takes longer to come up.)
+TEST(LocalStart, TimeoutSaysWhyAndLeavesNoDaemon) {
+  const std::string root = "/dev/shm/fern-lt-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  const std::string out = Out(std::string(FERN_EC_CLI) + " local start --root " + root +
+                              " --nodes 3 --k 2 --m 1 --timeout 0.001 2>&1; echo rc=$?");
+  EXPECT_NE(out.find("node 0 did not come up within 0.001 s (--timeout"), std::string::npos) << out;
+  EXPECT_NE(out.find("populates its --data-capacity"), std::string::npos) << out;
+  EXPECT_NE(out.find("rc=1"), std::string::npos) << out;
+  for (int i = 0; i < 3; ++i) {
+    std::ifstream pidfile(root + "/node-" + std::to_string(i) + "/pid");
+    int pid = 0;
+    ASSERT_TRUE(pidfile >> pid) << "no pid file for node " << i;
+    EXPECT_FALSE(std::filesystem::exists("/proc/" + std::to_string(pid) + "/cmdline") &&
+                 Out("cat /proc/" + std::to_string(pid) + "/cmdline | tr '\\0' ' '").find("fern-ec-daemon") !=
+                     std::string::npos)
+        << "node " << i << " (pid " << pid << ") still runs";
+  }
+  std::filesystem::remove_all(root);
+}
+
 TEST(LocalStart, WaitPreparedReturnsWithParitySlabsWritten) {
   const std::string root = "/dev/shm/fern-lp-" + std::to_string(getpid());
   const std::string disk = "/var/tmp/fern-lp-" + std::to_string(getpid());
