@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,18 @@ std::vector<uint8_t> ReadFile(const std::string& path) {
 
 void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// From `fern-ec inspect --json`: a node holding a data shard (index < k=4)
+// of the file and not among `avoid`, or "" if none.
+std::string DataShardHolder(const std::string& inspect_json, std::set<int> avoid) {
+  static const std::regex shard("\\{\"index\": ([0-9]+), \"node\": ([0-9]+)");
+  for (auto it = std::sregex_iterator(inspect_json.begin(), inspect_json.end(), shard);
+       it != std::sregex_iterator(); ++it) {
+    const int index = std::stoi((*it)[1]), node = std::stoi((*it)[2]);
+    if (index < 4 && !avoid.count(node)) return std::to_string(node);
+  }
+  return "";
 }
 
 class LocalCluster : public ::testing::Test {
@@ -277,15 +291,19 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
   EXPECT_EQ(Sh(Cli() + " get /ck/b " + out + at), 3) << "a removed file came back";
 
   // A node rebooted with an empty tmpfs: its data shards are gone, reads
-  // decode around them.
-  ASSERT_EQ(Sh(Cli() + " local restart 2 --wipe-data" + at), 0);
+  // decode around them. Which node holds data shards depends on the file's
+  // id: the wiped one is one that does (placement may make a node parity
+  // in every stripe), and not 0 or 4, killed below.
+  const std::string wiped = DataShardHolder(Out(Cli() + " inspect /ck/a --json" + at), {0, 4});
+  ASSERT_NE(wiped, "") << "no data shard of /ck/a outside nodes 0 and 4";
+  ASSERT_EQ(Sh(Cli() + " local restart " + wiped + " --wipe-data" + at), 0);
   std::filesystem::remove(out);
-  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 2"), 0);
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node " + wiped), 0);
   EXPECT_EQ(ReadFile(out), a);
   // It rebuilds its shards (status shows the repair pass) ...
   std::string st;
   for (int i = 0; i < 300; ++i) {
-    st = Out("FERN_EC_SOCKET=" + root_ + "/node-2/sock " + Cli() + " status --json");
+    st = Out("FERN_EC_SOCKET=" + root_ + "/node-" + wiped + "/sock " + Cli() + " status --json");
     if (st.find("\"running\": false") != std::string::npos &&
         st.find("\"passes\": 0") == std::string::npos && st.find("\"failed\": 0") != std::string::npos &&
         st.find("\"missing\": 0") == std::string::npos) {
@@ -299,7 +317,7 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
   ASSERT_EQ(Sh(Cli() + " local kill 0" + at), 0);
   ASSERT_EQ(Sh(Cli() + " local kill 4" + at), 0);
   std::filesystem::remove(out);
-  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 2"), 0);
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node " + wiped), 0);
   EXPECT_EQ(ReadFile(out), a);
 }
 
@@ -316,9 +334,13 @@ TEST_F(LocalCluster, FlippedShardBytesAreFoundByInspectDecodedAroundAndRepaired)
   const std::string healthy = Out(Cli() + " inspect /ck/a" + at);
   EXPECT_NE(healthy.find("8 stripes: 8 healthy, 0 degraded, 0 lost"), std::string::npos) << healthy;
 
-  // One byte in every slot of node 3's data slab (4 KiB header page, then
-  // the shard bytes; see shard_store.cc). Unused slots have no valid header.
-  const std::string slab = root_ + "/node-3/data/shards.slab";
+  // One byte in every slot of one node's data slab (4 KiB header page,
+  // then the shard bytes; see shard_store.cc). Unused slots have no valid
+  // header. The node is one holding data shards of the file (placement may
+  // make a node parity in every stripe), and not 0, 1 or 5, killed below.
+  const std::string victim = DataShardHolder(Out(Cli() + " inspect /ck/a --json" + at), {0, 1, 5});
+  ASSERT_NE(victim, "") << "no data shard of /ck/a outside nodes 0, 1 and 5";
+  const std::string slab = root_ + "/node-" + victim + "/data/shards.slab";
   const uint64_t stride = 4096 + kShard;
   int fd = open(slab.c_str(), O_RDWR);
   ASSERT_GE(fd, 0) << slab;
@@ -334,7 +356,7 @@ TEST_F(LocalCluster, FlippedShardBytesAreFoundByInspectDecodedAroundAndRepaired)
   close(fd);
 
   const std::string damaged = Out(Cli() + " inspect /ck/a" + at);
-  EXPECT_NE(damaged.find("@3:corrupt"), std::string::npos) << damaged;
+  EXPECT_NE(damaged.find("@" + victim + ":corrupt"), std::string::npos) << damaged;
   EXPECT_NE(damaged.find(", 0 lost"), std::string::npos) << damaged;
   EXPECT_EQ(damaged.find("8 healthy"), std::string::npos) << "no stripe noticed the damage: " << damaged;
   EXPECT_EQ(Sh(Cli() + " inspect /ck/a" + at + " >/dev/null"), 0);  // degraded is still readable
@@ -344,8 +366,8 @@ TEST_F(LocalCluster, FlippedShardBytesAreFoundByInspectDecodedAroundAndRepaired)
   ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at), 0);
   EXPECT_EQ(ReadFile(out), a);
 
-  // Restarted (tmpfs kept), node 3's repair pass finds the corrupt shards and rebuilds them.
-  ASSERT_EQ(Sh(Cli() + " local restart 3" + at), 0);
+  // Restarted (tmpfs kept), its repair pass finds the corrupt shards and rebuilds them.
+  ASSERT_EQ(Sh(Cli() + " local restart " + victim + at), 0);
   std::string now;
   for (int i = 0; i < 300; ++i) {
     now = Out(Cli() + " inspect /ck/a" + at);
@@ -357,11 +379,11 @@ TEST_F(LocalCluster, FlippedShardBytesAreFoundByInspectDecodedAroundAndRepaired)
   ASSERT_EQ(Sh(Cli() + " local kill 0" + at), 0);
   ASSERT_EQ(Sh(Cli() + " local kill 5" + at), 0);
   std::filesystem::remove(out);
-  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node 3"), 0);
+  ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node " + victim), 0);
   EXPECT_EQ(ReadFile(out), a);
   // A lost stripe is exit code 4.
   ASSERT_EQ(Sh(Cli() + " local kill 1" + at), 0);
-  EXPECT_EQ(Sh(Cli() + " inspect /ck/a" + at + " --node 3 >/dev/null"), 4);
+  EXPECT_EQ(Sh(Cli() + " inspect /ck/a" + at + " --node " + victim + " >/dev/null"), 4);
 }
 
 // Shard space is reserved before anything is acknowledged: a put that does
