@@ -147,12 +147,15 @@ Status CheckPath(const char* raw, uint32_t len, std::string* path) {
   return Status();
 }
 
-// A client's memfd mapped read-only (PUT, UPDATE), unmapped with it.
+// A mapping of a client memfd (read-only for PUT and UPDATE, the GET
+// reply's read-write), unmapped with it.
 struct Mapping {
   void* p = nullptr;
   size_t n = 0;
-  ~Mapping() {
+  ~Mapping() { Unmap(); }
+  void Unmap() {
     if (p && n) munmap(p, n);
+    p = nullptr;
   }
 };
 
@@ -160,10 +163,8 @@ struct Mapping {
 // the client. Unmapped and closed with it.
 struct ReplyMemfd {
   int fd = -1;
-  void* p = nullptr;
-  size_t n = 0;
+  Mapping map;
   ~ReplyMemfd() {
-    if (p) munmap(p, n);
     if (fd >= 0) close(fd);
   }
   // Seals the filled memfd so that nobody, the daemon included, can change
@@ -174,11 +175,8 @@ struct ReplyMemfd {
   // writes through the mapping kept: every fetch into it has completed.
   Status Seal() {
     constexpr int kFixed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
-    if (p && fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | kFixed) == 0) return Status::Ok();
-    if (p) {
-      munmap(p, n);
-      p = nullptr;
-    }
+    if (map.p && fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | kFixed) == 0) return Status::Ok();
+    map.Unmap();
     if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | kFixed) != 0) return FromErrno(errno, "seal the GET memfd");
     return Status::Ok();
   }
@@ -720,8 +718,8 @@ class Daemon {
           // (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise); the
           // node allocates the pages before shards land (Node::PrefaultOutput).
           madvise(p, size, MADV_HUGEPAGE);
-          out->p = p;
-          out->n = size;
+          out->map.p = p;
+          out->map.n = size;
           return std::span<uint8_t>(static_cast<uint8_t*>(p), size);
         },
         [conn, out](StatusOr<Node::FileInfo> got) {
