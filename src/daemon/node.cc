@@ -516,10 +516,8 @@ Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   // Encoding reads only the caller's bytes and `buf`, both kept alive by the
   // completion's captures; the coder is immutable.
   auto encode = [coder = coder_.get(), e] {
-    e->status = coder->Encode(e->data, e->parity, e->len);
-    if (!e->status.ok()) return;
-    for (const uint8_t* p : e->data) e->crcs.push_back(ec::Crc32c({p, e->len}));
-    for (const uint8_t* p : e->parity) e->crcs.push_back(ec::Crc32c({p, e->len}));
+    e->crcs.resize(e->data.size() + e->parity.size());
+    e->status = ec::EncodeWithCrcs(*coder, e->data, e->parity, e->len, e->crcs);
   };
   ++op->stripes_in_flight;
   if (!encoder_) {

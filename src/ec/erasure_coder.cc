@@ -1,8 +1,10 @@
 #include "ec/erasure_coder.h"
 
+#include <algorithm>
 #include <array>
 #include <string>
 
+#include "ec/crc32c.h"
 #include "ec/matrix_coder.h"
 
 namespace fern::ec {
@@ -28,6 +30,36 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions&) {
 #endif
 
 std::span<const std::string_view> AvailableBackends() { return kBackends; }
+
+Status EncodeWithCrcs(const ErasureCoder& coder, std::span<const uint8_t* const> data,
+                      std::span<uint8_t* const> parity, size_t len, std::span<uint32_t> crcs) {
+  const size_t k = data.size(), m = parity.size();
+  if (k != static_cast<size_t>(coder.k()) || m != static_cast<size_t>(coder.m()) || crcs.size() != k + m) {
+    return InvalidArgumentError("EncodeWithCrcs: " + std::to_string(k) + " data, " + std::to_string(m) +
+                                " parity, " + std::to_string(crcs.size()) + " CRCs for k=" +
+                                std::to_string(coder.k()) + " m=" + std::to_string(coder.m()));
+  }
+  const size_t align = coder.alignment();
+  if (len % align != 0) {
+    return InvalidArgumentError("shard length " + std::to_string(len) + " is not a multiple of " +
+                                std::to_string(align));
+  }
+  // Bit-matrix codes lay out packets in groups of alignment() bytes, so any
+  // aligned block encodes to the same bytes as the whole shard does there.
+  const size_t block = (kCrcEncodeBlock + align - 1) / align * align;
+  std::array<const uint8_t*, kMaxShards> d{};
+  std::array<uint8_t*, kMaxShards> p{};
+  for (uint32_t& c : crcs) c = 0;
+  for (size_t at = 0; at < len; at += block) {
+    const size_t n = std::min(block, len - at);
+    for (size_t i = 0; i < k; ++i) d[i] = data[i] + at;
+    for (size_t j = 0; j < m; ++j) p[j] = parity[j] + at;
+    FERN_RETURN_IF_ERROR(coder.Encode({d.data(), k}, {p.data(), m}, n));
+    for (size_t i = 0; i < k; ++i) crcs[i] = Crc32c({d[i], n}, crcs[i]);
+    for (size_t j = 0; j < m; ++j) crcs[k + j] = Crc32c({p[j], n}, crcs[k + j]);
+  }
+  return Status();
+}
 
 StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& options) {
   CoderOptions o = options;

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ec/crc32c.h"
 #include "ec/matrix_coder.h"
 #include "test_util.h"
 
@@ -301,6 +302,47 @@ TEST_P(ErasureCoderTest, DeltaUpdateEqualsReencode) {
       ASSERT_TRUE(coder->Encode(full.data(), full.parity(), len).ok());
       for (int j = 0; j < m; ++j) ASSERT_EQ(s.Bytes(k + j), full.Bytes(k + j)) << "parity " << j;
     }
+  }
+}
+
+// The one-pass encode + CRC must write what Encode writes and report what
+// Crc32c says of every shard, for lengths on both sides of its block size.
+TEST_P(ErasureCoderTest, EncodeWithCrcsEqualsEncodeThenCrc) {
+  auto rng = TestRng();
+  const auto [k, m] = Geometries()[1];
+  auto coder = Make(k, m);
+  ASSERT_NE(coder, nullptr);
+  const size_t a = coder->alignment(), b = (kCrcEncodeBlock + a - 1) / a * a;
+  std::vector<size_t> lens = {0, a, b - a, b, b + a, 3 * b + a, 1 << 20};
+  if (a == 1) lens.push_back(3 * b + 17);
+  for (size_t len : lens) {
+    if (len % a != 0 || (len == b - a && b == a)) continue;
+    SCOPED_TRACE("len=" + std::to_string(len));
+    Stripe one(k, m, len, true), two(k, m, len, false);
+    for (int i = 0; i < k; ++i) {
+      FillRandom(rng, one.shards[i].data(), len);
+      if (len) std::memcpy(two.shards[i].data(), one.shards[i].data(), len);
+    }
+    std::vector<uint32_t> crcs(k + m, 0xdeadbeef);
+    ASSERT_TRUE(EncodeWithCrcs(*coder, one.data(), one.parity(), len, crcs).ok());
+    ASSERT_TRUE(coder->Encode(two.data(), two.parity(), len).ok());
+    for (int i = 0; i < k + m; ++i) {
+      EXPECT_EQ(one.Bytes(i), two.Bytes(i)) << "shard " << i;
+      EXPECT_EQ(crcs[i], Crc32c({two.shards[i].data(), len})) << "shard " << i;
+      EXPECT_TRUE(one.shards[i].GuardIntact()) << "write past shard " << i;
+    }
+  }
+  Stripe s(k, m, b, false);
+  std::vector<uint32_t> short_crcs(k + m - 1);
+  EXPECT_EQ(EncodeWithCrcs(*coder, s.data(), s.parity(), b, short_crcs).code(),
+            StatusCode::kInvalidArgument);
+  std::vector<uint32_t> crcs(k + m);
+  auto data = s.data();
+  EXPECT_EQ(EncodeWithCrcs(*coder, std::span(data).first(k - 1), s.parity(), b, crcs).code(),
+            StatusCode::kInvalidArgument);
+  if (a > 1) {
+    EXPECT_EQ(EncodeWithCrcs(*coder, s.data(), s.parity(), b - 8, crcs).code(),
+              StatusCode::kInvalidArgument);
   }
 }
 
