@@ -1,6 +1,8 @@
 // Google Benchmark micro-benchmarks of src/ec: encode, decode, delta and CRC,
-// per backend, warm (one stripe, cache-resident) and cold (cycling through a
-// working set far larger than the caches). The raw-kernel and memcpy
+// and encode with every shard's CRC (the daemon's put path: encode_crc_fused,
+// next to its two-pass baseline encode_crc_separate), per backend, warm (one
+// stripe, cache-resident) and cold (cycling through a working set far larger
+// than the caches). The raw-kernel and memcpy
 // baselines, with ratios, are ec_bench encode's job; these track regressions.
 //   build/bin/ec_micro_bench --benchmark_filter=encode
 #include <benchmark/benchmark.h>
@@ -43,10 +45,11 @@ std::unique_ptr<ErasureCoder> Make(const std::string& backend, const std::string
   return std::move(c).value();
 }
 
-enum class Op { kEncode, kDecode, kDelta };
+enum class Op { kEncode, kDecode, kDelta, kEncodeCrcSeparate, kEncodeCrcFused };
 
-// One benchmark body for the three operations: same coder, same stripes,
-// bytes counted as data (encode, decode) or delta bytes (delta).
+// One benchmark body for every operation: same coder, same stripes, bytes
+// counted as data (encode, decode, encode + CRCs) or delta bytes (delta). A
+// call that fails ends the benchmark with its error.
 void BM_Coder(benchmark::State& state, Op op, std::string backend, std::string technique,
               bool cold) {
   const int k = state.range(0), m = state.range(1);
@@ -56,9 +59,11 @@ void BM_Coder(benchmark::State& state, Op op, std::string backend, std::string t
   Stripes s(k, m, len, cold);
   const ShardSet lost = ShardSet::FirstN(m);
   const ShardSet present(ShardSet::FirstN(k + m).bits() & ~lost.bits());
+  std::vector<uint32_t> crcs(k + m);
   size_t i = 0;
   for (auto _ : state) {
     auto& v = s.shards[i++ % s.shards.size()];
+    const std::span<const uint8_t* const> data(const_cast<const uint8_t**>(v.data()), size_t(k));
     Status st;
     switch (op) {
       case Op::kEncode:
@@ -71,8 +76,19 @@ void BM_Coder(benchmark::State& state, Op op, std::string backend, std::string t
       case Op::kDelta:
         st = coder->ApplyDelta(0, {v[1], len}, std::span(v).subspan(k));
         break;
+      case Op::kEncodeCrcSeparate:
+        st = coder->Encode(data, std::span(v).subspan(k), len);
+        for (int j = 0; j < k + m; ++j) crcs[j] = Crc32c({v[j], len});
+        break;
+      case Op::kEncodeCrcFused:
+        st = EncodeWithCrcs(*coder, data, std::span(v).subspan(k), len, crcs);
+        break;
     }
-    benchmark::DoNotOptimize(st);
+    benchmark::DoNotOptimize(crcs.data());
+    if (!st.ok()) {  // a failed call is not a fast one
+      state.SkipWithError(st.ToString().c_str());
+      break;
+    }
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * (op == Op::kDelta ? 1 : k) * len);
 }
@@ -103,13 +119,21 @@ void Register() {
     for (auto v : variants) {
       std::string suffix = std::string("/") + v.backend + "/" + v.technique + "/" + temp;
       for (auto [op, name] : {std::pair{Op::kEncode, "encode"}, std::pair{Op::kDecode, "decode"},
-                              std::pair{Op::kDelta, "delta"}}) {
+                              std::pair{Op::kDelta, "delta"},
+                              std::pair{Op::kEncodeCrcSeparate, "encode_crc_separate"},
+                              std::pair{Op::kEncodeCrcFused, "encode_crc_fused"}}) {
         auto* b = benchmark::RegisterBenchmark((std::string(name) + suffix).c_str(), BM_Coder, op,
                                                v.backend, v.technique, cold);
         b->ArgNames({"k", "m", "bytes"});
         for (auto km : std::vector<std::pair<int, int>>{{4, 2}, {8, 2}, {10, 4}}) {
           if (std::string_view(v.technique) == "liber8tion" && km.second != 2) continue;
-          b->Args({km.first, km.second, cold ? (1 << 20) : (64 << 10)});
+          // Warm: one 64 KiB stripe, or the technique's smallest legal
+          // length when that is larger (cauchy_good: 8 packets of 16 KiB).
+          int64_t len = cold ? (1 << 20) : (64 << 10);
+          auto c = MakeErasureCoder(
+              {.backend = v.backend, .technique = v.technique, .k = km.first, .m = km.second});
+          if (c.ok()) len = std::max<int64_t>(len, int64_t((*c)->alignment()));
+          b->Args({km.first, km.second, len});
         }
       }
     }
