@@ -364,8 +364,13 @@ TEST_F(PreloadTest, NoDaemonMeansEioAndUnmanagedStillWorks) {
 TEST_F(PreloadTest, ReconnectsAfterTheDaemonRestarts) {
   // The shell connects, its daemon dies, a new one takes the socket: the
   // shell's next managed call must reach the new one (which starts empty).
-  const std::string restart = "kill " + std::to_string(daemon_.pid()) +
-                              "; while [ -e daemon.sock ]; do sleep 0.01; done; env -u LD_PRELOAD " +
+  // "Dies" means exited: the old daemon unlinks its socket before it closes
+  // its connections, and a request sent in between is lost with it (EIO, as
+  // it should be: nobody can tell whether it was served). So the shell waits
+  // until the old process holds no descriptors (exited; a zombie has none).
+  const std::string old_pid = std::to_string(daemon_.pid());
+  const std::string restart = "kill " + old_pid + "; while [ -e daemon.sock ] || [ -n \"$(ls /proc/" + old_pid +
+                              "/fd 2>/dev/null)\" ]; do sleep 0.01; done; env -u LD_PRELOAD " +
                               FERN_FAKE_DAEMON + " --socket daemon.sock > ready2 2>&1 & echo $! > pid2; " +
                               "while ! grep -q ready ready2 2>/dev/null; do sleep 0.01; done; ";
   Result r = Sh("printf 1 > /fern/a && cat /fern/a && " + restart +
