@@ -2,8 +2,8 @@
 // and encode with every shard's CRC (the daemon's put path: encode_crc_fused,
 // next to its two-pass baseline encode_crc_separate), per backend, warm (one
 // stripe, cache-resident) and cold (cycling through a working set far larger
-// than the caches). The raw-kernel and memcpy
-// baselines, with ratios, are ec_bench encode's job; these track regressions.
+// than the caches). The raw-kernel and memcpy baselines, with ratios, are
+// ec_bench encode's job; these track regressions.
 //   build/bin/ec_micro_bench --benchmark_filter=encode
 #include <benchmark/benchmark.h>
 
@@ -67,8 +67,7 @@ void BM_Coder(benchmark::State& state, Op op, std::string backend, std::string t
     Status st;
     switch (op) {
       case Op::kEncode:
-        st = coder->Encode({const_cast<const uint8_t**>(v.data()), size_t(k)},
-                           std::span(v).subspan(k), len);
+        st = coder->Encode(data, std::span(v).subspan(k), len);
         break;
       case Op::kDecode:
         st = coder->Decode(v, present, lost, len);
@@ -117,6 +116,17 @@ void Register() {
   for (bool cold : {false, true}) {
     const char* temp = cold ? "cold" : "warm";
     for (auto v : variants) {
+      // Per (k, m): one 64 KiB stripe warm, or the technique's smallest
+      // legal length when that is larger (cauchy_good: 8 packets of 16 KiB).
+      std::vector<std::vector<int64_t>> args;
+      for (auto km : std::vector<std::pair<int, int>>{{4, 2}, {8, 2}, {10, 4}}) {
+        if (std::string_view(v.technique) == "liber8tion" && km.second != 2) continue;
+        int64_t len = cold ? (1 << 20) : (64 << 10);
+        auto c = MakeErasureCoder(
+            {.backend = v.backend, .technique = v.technique, .k = km.first, .m = km.second});
+        if (c.ok()) len = std::max<int64_t>(len, int64_t((*c)->alignment()));
+        args.push_back({km.first, km.second, len});
+      }
       std::string suffix = std::string("/") + v.backend + "/" + v.technique + "/" + temp;
       for (auto [op, name] : {std::pair{Op::kEncode, "encode"}, std::pair{Op::kDecode, "decode"},
                               std::pair{Op::kDelta, "delta"},
@@ -125,16 +135,7 @@ void Register() {
         auto* b = benchmark::RegisterBenchmark((std::string(name) + suffix).c_str(), BM_Coder, op,
                                                v.backend, v.technique, cold);
         b->ArgNames({"k", "m", "bytes"});
-        for (auto km : std::vector<std::pair<int, int>>{{4, 2}, {8, 2}, {10, 4}}) {
-          if (std::string_view(v.technique) == "liber8tion" && km.second != 2) continue;
-          // Warm: one 64 KiB stripe, or the technique's smallest legal
-          // length when that is larger (cauchy_good: 8 packets of 16 KiB).
-          int64_t len = cold ? (1 << 20) : (64 << 10);
-          auto c = MakeErasureCoder(
-              {.backend = v.backend, .technique = v.technique, .k = km.first, .m = km.second});
-          if (c.ok()) len = std::max<int64_t>(len, int64_t((*c)->alignment()));
-          b->Args({km.first, km.second, len});
-        }
+        for (const auto& a : args) b->Args(a);
       }
     }
     benchmark::RegisterBenchmark((std::string("crc32c/default/") + temp).c_str(), BM_Crc32c,
