@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -65,13 +66,18 @@ class Cluster {
   }
 
   // GB/s of one get, the bytes compared with `expect` afterwards, or -1.
-  double Get(const uint8_t* expect, uint64_t size) {
+  // into < 0: the daemon's reply memfd, filled with fresh pages (what the
+  // preload library maps); else GET with kGetInto into that memfd, whose
+  // pages the caller already has (as the tmpfs read baseline's buffer).
+  double Get(const uint8_t* expect, uint64_t size, int into = -1) {
     client::Request req = ClientRequest(client::Op::kGet, "/bench/file");
+    if (into >= 0) req.flags = client::kGetInto;
     client::Reply reply;
     int fd = -1;
     const auto t0 = Clock::now();
-    int rc = ClientRoundtrip(sock(0), req, -1, &reply, &fd);
+    int rc = ClientRoundtrip(sock(0), req, into, &reply, into >= 0 ? nullptr : &fd);
     const double s = Seconds(t0);
+    if (into >= 0) fd = dup(into);
     if (rc != 0 || reply.err != 0 || fd < 0 || reply.size != size) {
       std::fprintf(stderr, "ec_bench cluster: get: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
       if (fd >= 0) close(fd);
@@ -138,8 +144,11 @@ int RunCluster(const std::vector<std::string>& args) {
           "Starts a local cluster (fern-ec local start, data on /dev/shm, parity and\n"
           "metadata under --disk-dir), writes and reads --size bytes through node 0,\n"
           "kills m nodes and reads degraded, then repeats the write and read with m=0;\n"
-          "baselines: a fresh tmpfs file and a disk file + fsync, same run. Every read\n"
-          "is compared with what was written. Each cluster's daemons first finish\n"
+          "baselines: a fresh tmpfs file and a disk file + fsync, same run. Reads land\n"
+          "in memory the reader already has (GET into a memfd, as the baselines read\n"
+          "into a touched buffer); ec_read_reply_memfd_gbps is the healthy read into\n"
+          "the daemon's fresh reply memfd instead. Every read is compared with what\n"
+          "was written. Each cluster's daemons first finish\n"
           "preparing their parity slabs (written once in the background after a\n"
           "daemon's first start), unless --cold-parity.",
           args, &o);
@@ -162,8 +171,24 @@ int RunCluster(const std::vector<std::string>& args) {
     return 1;
   }
   AlignedBuffer scratch = AllocateTouched(o.size, 1);
+  // Where reads land: memory the reader already has, as `scratch` is for
+  // the tmpfs and disk reads. Scrubbed between reads, so a read that wrote
+  // nothing cannot pass.
+  int dest = memfd_create("ec-bench-cluster-read", MFD_CLOEXEC);
+  if (dest < 0 || fallocate(dest, 0, 0, static_cast<off_t>(o.size)) != 0) {
+    std::fprintf(stderr, "ec_bench cluster: cannot allocate %llu bytes to read into\n",
+                 static_cast<unsigned long long>(o.size));
+    return 1;
+  }
+  auto read_into = [&, zeros = std::vector<uint8_t>(1 << 20)](Cluster& c) {
+    for (uint64_t at = 0; at < o.size; at += zeros.size()) {
+      const size_t n = std::min<uint64_t>(zeros.size(), o.size - at);
+      if (pwrite(dest, zeros.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) return -1.0;
+    }
+    return c.Get(data.get(), o.size, dest);
+  };
 
-  std::vector<double> tmpfs_w, tmpfs_r, disk_w, disk_r, ec_w, ec_r, deg_r, st_w, st_r;
+  std::vector<double> tmpfs_w, tmpfs_r, disk_w, disk_r, ec_w, ec_r, ec_r_fresh, deg_r, st_w, st_r;
   bool failed = false;
   auto keep = [&](std::vector<double>& v, double x) {
     if (x < 0) failed = true;
@@ -182,28 +207,30 @@ int RunCluster(const std::vector<std::string>& args) {
     if (!ec.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the cluster\n"), 1;
     for (int r = 0; r < o.rounds; ++r) {
       keep(ec_w, ec.Put(memfd, o.size));
-      keep(ec_r, ec.Get(data.get(), o.size));
+      keep(ec_r, read_into(ec));
+      keep(ec_r_fresh, ec.Get(data.get(), o.size));
     }
     // Degraded: m nodes other than the gateway die; the first read notices
     // (connection errors), the measured ones run degraded throughout.
     for (int i = 0; i < o.m; ++i) ec.Kill(o.nodes - 1 - i);
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    if (ec.Get(data.get(), o.size) < 0) failed = true;
-    for (int r = 0; r < o.rounds; ++r) keep(deg_r, ec.Get(data.get(), o.size));
+    if (read_into(ec) < 0) failed = true;
+    for (int r = 0; r < o.rounds; ++r) keep(deg_r, read_into(ec));
   }
   {
     Cluster st(o, 0, "stripe");
     if (!st.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the m=0 cluster\n"), 1;
     for (int r = 0; r < o.rounds; ++r) {
       keep(st_w, st.Put(memfd, o.size));
-      keep(st_r, st.Get(data.get(), o.size));
+      keep(st_r, read_into(st));
     }
   }
   close(memfd);
+  close(dest);
   std::filesystem::remove_all(o.root);
 
   const double k = o.k, n = o.k + o.m;
-  const double ecw = Median(ec_w), ecr = Median(ec_r), degr = Median(deg_r), stw = Median(st_w),
+  const double ecw = Median(ec_w), ecr = Median(ec_r), ecr_fresh = Median(ec_r_fresh), degr = Median(deg_r), stw = Median(st_w),
                str = Median(st_r), tw = Median(tmpfs_w), tr = Median(tmpfs_r), dw = Median(disk_w),
                dr = Median(disk_r);
   const double protection_ratio = ecw / (k / n * stw);
@@ -223,6 +250,7 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("parity_slabs", o.cold_parity ? "cold" : "prepared")
       .Add("ec_write_gbps", ecw)
       .Add("ec_read_gbps", ecr)
+      .Add("ec_read_reply_memfd_gbps", ecr_fresh)
       .Add("ec_degraded_read_gbps", degr)
       .Add("stripe_write_gbps", stw)
       .Add("stripe_read_gbps", str)
@@ -236,6 +264,7 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("ratio_ec_write_vs_disk_fsync_write", ecw / dw)
       .Add("ec_parity_write_gbps", parity)
       .Add("ratio_ec_parity_vs_disk_fsync_write", parity / dw)
+      .Add("ratio_ec_read_vs_tmpfs_read", ecr / tr)
       .Add("ratio_degraded_vs_healthy_read", degr / ecr)
       .Add("target_protection_0_9_met", protection_ratio >= 0.9)
       .Add("target_write_vs_tmpfs_0_5_met", ecw / tw >= 0.5)
@@ -246,12 +275,14 @@ int RunCluster(const std::vector<std::string>& args) {
   } else {
     std::printf("cluster %d nodes k=%d m=%d, %llu MiB, median of %d (cpu: %s)\n", o.nodes, o.k, o.m,
                 static_cast<unsigned long long>(o.size >> 20), o.rounds, cpu.model.c_str());
-    std::printf("  EC write %.2f GB/s  read %.2f  degraded read %.2f\n", ecw, ecr, degr);
+    std::printf("  EC write %.2f GB/s  read %.2f (into a fresh reply memfd %.2f)  degraded read %.2f\n", ecw, ecr,
+                ecr_fresh, degr);
     std::printf("  m=0 write %.2f GB/s  read %.2f\n", stw, str);
     std::printf("  tmpfs write %.2f read %.2f   disk+fsync write %.2f read %.2f\n", tw, tr, dw, dr);
     std::printf("  EC parity made durable %.2f GB/s = %.2f x disk+fsync write\n", parity, parity / dw);
     std::printf("  EC write / (k/(k+m) x stripe write) = %.2f (target 0.9)\n", protection_ratio);
     std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
+    std::printf("  EC read / tmpfs read = %.2f\n", ecr / tr);
     std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);
     std::printf("  every read verified: %s\n", failed ? "NO (see errors above)" : "yes");
   }

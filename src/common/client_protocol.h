@@ -22,7 +22,14 @@
 //          queued before it finished; the unreported failure of an async
 //          commit under path, if any ("/" = every path).
 //   GET    {path}                               -> {size, version, attrs} + sealed memfd
-//          read permission needed.
+//          read permission needed. flags & kGetInto, with a descriptor (a
+//          regular file or memfd open for writing, not O_APPEND): the daemon
+//          sizes it to the file with ftruncate and writes the bytes into it
+//          with pwrite; the reply has no descriptor. Memory the caller keeps
+//          and reuses skips the daemon allocating fresh reply pages (the cost
+//          of a large read); the CLI's get writes straight into its output.
+//          A failed write (ENOSPC, EFBIG, EPERM of a sealed memfd) fails the
+//          GET with that errno and leaves the descriptor partly written.
 //   STAT   {path}                               -> {size, version, attrs}
 //          directories are explicit (MKDIR) or implicit (a prefix of a file).
 //   ACCESS {path, flags = R_OK|W_OK|X_OK mask, 0 = F_OK}
@@ -90,6 +97,8 @@ enum class Op : uint16_t {
 
 // Request.flags of PUT.
 inline constexpr uint32_t kPutAsync = 1;
+// GET flags.
+inline constexpr uint32_t kGetInto = 1;
 // Request.flags of INSPECT.
 inline constexpr uint32_t kInspectText = 1;
 // Request.flags of SCRUB.
@@ -118,7 +127,7 @@ struct Request {
   uint16_t version = kVersion;
   uint16_t op = 0;
   uint64_t size = 0;      // PUT: bytes in the memfd
-  uint32_t flags = 0;     // ACCESS: R_OK|W_OK|X_OK mask; PUT: kPutAsync
+  uint32_t flags = 0;     // ACCESS: R_OK|W_OK|X_OK mask; PUT: kPutAsync; GET: kGetInto
   uint32_t mode = 0;      // PUT (new file), MKDIR: permission bits
   uint32_t path_len = 0;  // bytes of path used, < kMaxPath
   uint32_t path2_len = 0; // RENAME: bytes of path2 used

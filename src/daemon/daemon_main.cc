@@ -272,6 +272,7 @@ class Daemon {
     Add(ep, transport_->event_fd());
     Add(ep, node_->durable_event_fd());  // parity group commits finished
     Add(ep, node_->worker_event_fd());   // stripes encoded, ready to send
+    Add(ep, node_->writer_event_fd());   // stripes of a GET written into the caller's file
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
@@ -350,7 +351,7 @@ class Daemon {
         if (fd == listen_fd_) {
           Accept(ep);
         } else if (fd != transport_->event_fd() && fd != node_->durable_event_fd() &&
-                   fd != node_->worker_event_fd()) {
+                   fd != node_->worker_event_fd() && fd != node_->writer_event_fd()) {
           Serve(ep, fd);
         }
       }
@@ -434,6 +435,17 @@ class Daemon {
       return Put(conn, path, req.size, req.mode, (req.flags & client::kPutAsync) != 0, passed);
     }
     if (op == client::Op::kUpdate) return Update(conn, path, req.size, passed);
+    if (op == client::Op::kGet && (req.flags & client::kGetInto) != 0) {
+      if (passed < 0) {
+        return conn->Send(ErrorReply(InvalidArgumentError("GET into a file needs the file's descriptor")));
+      }
+      // Closed when the read is answered, or dropped unanswered.
+      auto into = std::shared_ptr<int>(new int(passed), [](int* f) {
+        close(*f);
+        delete f;
+      });
+      return commits_.After(path, [this, conn, path, into] { GetInto(conn, path, into); });
+    }
     if (passed >= 0) close(passed);
     auto reply_status = [conn](Status s) { conn->Send(s.ok() ? client::Reply{} : ErrorReply(s)); };
     const Caller& who = conn->caller;
@@ -584,6 +596,11 @@ class Daemon {
     return r;
   }
 
+  // The reply to a GET: the file's size, version and attributes.
+  static client::Reply InfoReply(const Node::FileInfo& f) {
+    return AttrReply(Attr{false, f.size, f.version, f.uid, f.gid, f.mode, f.mtime_ns});
+  }
+
   // Entries "T<name>\0" in a sealed memfd (a directory can outgrow any
   // fixed reply).
   void List(std::shared_ptr<Conn> conn, const std::string& dir) {
@@ -725,16 +742,39 @@ class Daemon {
         [conn, out](StatusOr<Node::FileInfo> got) {
           if (!got.ok()) return conn->Send(ErrorReply(got.status()));
           if (Status s = out->Seal(); !s.ok()) return conn->Send(ErrorReply(s));
-          client::Reply r;
-          r.mode = S_IFREG | (got->mode & 07777);
-          r.uid = got->uid;
-          r.gid = got->gid;
-          r.mtime_ns = got->mtime_ns;
-          r.size = got->size;
-          r.file_version = got->version;
-          conn->Send(r, out->fd);
+          conn->Send(InfoReply(*got), out->fd);
           // Our mapping goes when the last reference to `out` does, on the
           // releaser: unmapping a populated GiB takes ~0.1 s.
+        });
+  }
+
+  // GET with kGetInto: the file's bytes go into the caller's descriptor
+  // with pwrite (the node's writer thread), sized with ftruncate; the reply
+  // carries no descriptor. Whatever the caller opened for writing, as long
+  // as pwrite means offsets: a regular file or a memfd, not O_APPEND.
+  void GetInto(std::shared_ptr<Conn> conn, const std::string& path, std::shared_ptr<int> file) {
+    const int into = *file;
+    struct stat st {};
+    if (fstat(into, &st) != 0) return conn->Send(ErrorReply(FromErrno(errno, "GET into: fstat")));
+    if (!S_ISREG(st.st_mode)) {
+      return conn->Send(ErrorReply(InvalidArgumentError("GET into: the descriptor is not a regular file or memfd")));
+    }
+    const int fl = fcntl(into, F_GETFL);
+    if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY) {
+      return conn->Send(ErrorReply(FromErrno(EBADF, "GET into: the descriptor is not open for writing")));
+    }
+    if (fl & O_APPEND) {
+      return conn->Send(ErrorReply(InvalidArgumentError("GET into: the descriptor is O_APPEND (writes need offsets)")));
+    }
+    node_->GetToFile(
+        path, conn->caller,
+        [file](uint64_t size) -> StatusOr<std::shared_ptr<const int>> {
+          if (ftruncate(*file, static_cast<off_t>(size)) != 0) return FromErrno(errno, "GET into: size the file");
+          return std::shared_ptr<const int>(file);
+        },
+        [conn](StatusOr<Node::FileInfo> got) {
+          if (!got.ok()) return conn->Send(ErrorReply(got.status()));
+          conn->Send(InfoReply(*got));
         });
   }
 

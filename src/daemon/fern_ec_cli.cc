@@ -858,39 +858,42 @@ int Get(const std::vector<std::string>& args) {
   const std::string& path = call.first;
   const std::string& local = call.second;
   if (path.size() >= client::kMaxPath) return Fail("get: path too long");
-  client::Request req = MakeRequest(client::Op::kGet, path);
-  client::Reply reply;
-  int mfd = -1;
-  int rc = Roundtrip(call.sock, req, -1, &reply, &mfd);
-  if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
-  if (reply.err != 0) return ReplyFailed("get " + path, reply);
-  if (mfd < 0) return Fail("get: the daemon sent no data");
   // "-", a device (/dev/null) or a FIFO is written as it is; a regular file
   // is replaced atomically (temporary + fsync + rename), so a failed get
   // never leaves a partial file and never turns a device into a file.
   struct stat st {};
   const bool to_stdout = local == "-";
   const bool exists = !to_stdout && stat(local.c_str(), &st) == 0;
-  if (exists && S_ISDIR(st.st_mode)) {
-    close(mfd);
-    return Fail("get: " + local + " is a directory");
-  }
+  if (exists && S_ISDIR(st.st_mode)) return Fail("get: " + local + " is a directory");
+  client::Request req = MakeRequest(client::Op::kGet, path);
+  client::Reply reply;
   if (to_stdout || (exists && !S_ISREG(st.st_mode))) {
+    int mfd = -1;
+    int rc = Roundtrip(call.sock, req, -1, &reply, &mfd);
+    if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
+    if (reply.err != 0) return ReplyFailed("get " + path, reply);
+    if (mfd < 0) return Fail("get: the daemon sent no data");
     const int out = to_stdout ? STDOUT_FILENO : open(local.c_str(), O_WRONLY | O_CLOEXEC);
     int err = out < 0 ? errno : CopyOut(mfd, out, reply.size);
     close(mfd);
     if (out >= 0 && out != STDOUT_FILENO && close(out) != 0 && err == 0) err = errno;
     return err ? Fail("get: write " + local + ": " + std::strerror(err)) : 0;
   }
+  // The daemon writes the bytes straight into the temporary (GET with
+  // kGetInto): no reply memfd to fill and copy out of.
   const std::string tmp = local + ".fern-ec-tmp";
   const int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out < 0) {
-    const int err = errno;
-    close(mfd);
-    return Fail("get: " + tmp + ": " + std::strerror(err));
+  if (out < 0) return Fail("get: " + tmp + ": " + std::strerror(errno));
+  req.flags = client::kGetInto;
+  int rc = Roundtrip(call.sock, req, out, &reply, nullptr);
+  if (rc != 0 || reply.err != 0) {
+    close(out);
+    unlink(tmp.c_str());
+    if (rc != 0) return Fail("get: daemon at " + call.sock + ": " + std::strerror(rc));
+    return ReplyFailed("get " + path, reply);
   }
-  int err = CopyOut(mfd, out, reply.size);
-  close(mfd);
+  struct stat got {};
+  int err = fstat(out, &got) != 0 ? errno : static_cast<uint64_t>(got.st_size) != reply.size ? EIO : 0;
   if (err == 0 && fsync(out) != 0) err = errno;
   if (close(out) != 0 && err == 0) err = errno;
   if (err == 0 && rename(tmp.c_str(), local.c_str()) != 0) err = errno;

@@ -87,7 +87,9 @@ struct Node::GetOp {
   std::string path;
   wire::FileRecord record;
   std::function<void(StatusOr<FileInfo>)> done;
-  std::span<uint8_t> out;
+  std::span<uint8_t> out;  // GetInto: the caller's bytes
+  int out_fd = -1;         // GetToFile: written with pwrite, out stays empty
+  std::shared_ptr<const int> out_file;  // keeps out_fd open while writes run
   // Per stripe: the shard payloads that arrived intact.
   struct Stripe {
     std::vector<std::shared_ptr<void>> owners;
@@ -153,7 +155,10 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       geometry_(geometry),
       pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {
   if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
-  if (options.encode_on_worker) encoder_ = std::make_unique<WorkerThread>("fern-encode");
+  if (options.encode_on_worker) {
+    encoder_ = std::make_unique<WorkerThread>("fern-encode");
+    writer_ = std::make_unique<WorkerThread>("fern-get-write");
+  }
 }
 
 Node::~Node() = default;
@@ -170,6 +175,7 @@ void Node::FlushDurable() {
   PswSync();
   // Called every loop round: no syscall unless a job can have finished.
   if (encoder_ && encoder_->in_flight() > 0) encoder_->Drain();
+  if (writer_ && writer_->in_flight() > 0) writer_->Drain();
   if (!flusher_) return;
   for (auto& p : durable_pending_) {
     auto responder = std::make_shared<Responder>(std::move(p.responder));
@@ -194,6 +200,7 @@ void Node::FlushDurable() {
 
 int Node::durable_event_fd() const { return flusher_ ? flusher_->event_fd() : -1; }
 int Node::worker_event_fd() const { return encoder_ ? encoder_->event_fd() : -1; }
+int Node::writer_event_fd() const { return writer_ ? writer_->event_fd() : -1; }
 uint64_t Node::durable_batches() const { return flusher_ ? flusher_->batches() : 0; }
 uint64_t Node::durable_shards() const { return flusher_ ? flusher_->shards() : 0; }
 
@@ -654,7 +661,37 @@ void Node::Get(const std::string& path, std::function<void(StatusOr<FileData>)> 
 
 void Node::GetInto(const std::string& path, const Caller& caller, OutputAllocator output,
                    std::function<void(StatusOr<FileInfo>)> done) {
-  LookupRecord(path, [this, path, caller, output = std::move(output), done = std::move(done)](
+  StartGet(
+      path, caller,
+      [output = std::move(output)](GetOp* op, uint64_t size) -> Status {
+        auto out = output(size);
+        if (!out.ok()) return out.status();
+        if (out->size() != size) return InternalError("output buffer of the wrong size");
+        op->out = *out;
+        return Status();
+      },
+      std::move(done));
+}
+
+void Node::GetToFile(const std::string& path, const Caller& caller, FileAllocator output,
+                     std::function<void(StatusOr<FileInfo>)> done) {
+  StartGet(
+      path, caller,
+      [output = std::move(output)](GetOp* op, uint64_t size) -> Status {
+        auto fd = output(size);
+        if (!fd.ok()) return fd.status();
+        if (!*fd || **fd < 0) return InternalError("output file descriptor is not open");
+        op->out_file = *fd;
+        op->out_fd = **fd;
+        return Status();
+      },
+      std::move(done));
+}
+
+void Node::StartGet(const std::string& path, const Caller& caller,
+                    std::function<Status(GetOp*, uint64_t size)> setup,
+                    std::function<void(StatusOr<FileInfo>)> done) {
+  LookupRecord(path, [this, path, caller, setup = std::move(setup), done = std::move(done)](
                          StatusOr<RecordPtr> rec) {
     if (!rec.ok()) return done(rec.status());
     const auto& r = **rec;
@@ -664,18 +701,15 @@ void Node::GetInto(const std::string& path, const Caller& caller, OutputAllocato
       return done(UnimplementedError(path + " was written with a different layout (k=" +
                                      std::to_string(r.k()) + " m=" + std::to_string(r.m()) + ")"));
     }
-    auto out = output(r.size());
-    if (!out.ok()) return done(out.status());
-    if (out->size() != r.size()) return done(InternalError("output buffer of the wrong size"));
     auto op = std::make_shared<GetOp>();
     op->path = path;
     op->record = r;
     op->done = done;
-    op->out = *out;
+    if (Status s = setup(op.get(), r.size()); !s.ok()) return done(s);
     const uint64_t stripes = geometry_.StripeCount(r.size());
     op->stripes.resize(stripes);
     if (stripes == 0) return done(InfoOf(r));
-    PrefaultOutput(op);
+    if (op->out_fd < 0) PrefaultOutput(op);  // a file is written, never mapped
     IssueFetches(op);
   });
 }
@@ -747,7 +781,16 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
     ++st.pending;
     transport::CallOptions call{options_.rpc_timeout, nullptr};
-    if (i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
+    if (op->out_fd >= 0 && len <= options_.shard_size) {
+      // GetToFile: into a reused buffer whose pages are already there.
+      call.reply_sink = [this, len](NodeId, transport::MessageKind, std::string_view,
+                                    uint64_t n) -> StatusOr<ReceiveBuffer> {
+        if (n != len) return InvalidArgumentError("shard reply of unexpected length");
+        std::shared_ptr<uint8_t> buf = TakeReplyBuffer();
+        if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
+        return ReceiveBuffer{std::span<uint8_t>(buf.get(), n), buf};
+      };
+    } else if (op->out_fd < 0 && i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
       // A whole data shard lands in its place in the output. If it turns out
       // corrupt, decode overwrites it below.
       uint8_t* dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
@@ -840,6 +883,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
       if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("decode stripe " + std::to_string(stripe));
     }
   }
+  if (op->failure.ok() && op->out_fd >= 0) return WriteStripeOut(op, stripe);
   if (op->failure.ok()) {
     for (int i = 0; i < k; ++i) {
       const size_t have = geometry_.ShardDataBytes(size, stripe, i);
@@ -853,13 +897,92 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   IssueFetches(op);
 }
 
+// A shard-sized buffer for a GetToFile reply, from the pool when one is
+// free; it returns there when its last owner lets go (any thread).
+std::shared_ptr<uint8_t> Node::TakeReplyBuffer() {
+  uint8_t* p = nullptr;
+  {
+    std::lock_guard<std::mutex> l(reply_pool_->mu);
+    if (!reply_pool_->free.empty()) {
+      p = reply_pool_->free.back();
+      reply_pool_->free.pop_back();
+    }
+  }
+  if (!p) {
+    const size_t n = (options_.shard_size + 63) / 64 * 64;
+    p = static_cast<uint8_t*>(std::aligned_alloc(64, n));
+    if (!p) return nullptr;
+    std::memset(p, 0, n);  // its pages, once
+  }
+  return std::shared_ptr<uint8_t>(p, [pool = reply_pool_](uint8_t* q) {
+    std::lock_guard<std::mutex> l(pool->mu);
+    if (pool->free.size() < ReplyPool::kKeep) {
+      pool->free.push_back(q);
+    } else {
+      std::free(q);
+    }
+  });
+}
+
+Node::ReplyPool::~ReplyPool() {
+  for (uint8_t* p : free) std::free(p);
+}
+
+// GetToFile: the stripe's data bytes go into the output file with pwrite, on
+// the worker when there is one; the stripe stays in flight until they have.
+void Node::WriteStripeOut(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  struct Piece {
+    const uint8_t* p;
+    size_t n;
+    uint64_t off;
+  };
+  auto job = std::make_shared<std::pair<std::vector<Piece>, int>>();
+  for (int i = 0; i < options_.k; ++i) {
+    const size_t have = geometry_.ShardDataBytes(op->record.size(), stripe, i);
+    if (have) job->first.push_back({st.shards[i].data(), have, geometry_.FileOffset({stripe, i, 0})});
+  }
+  auto owners = std::make_shared<std::vector<std::shared_ptr<void>>>(std::move(st.owners));
+  st.shards.clear();
+  st.owners.clear();
+  // The write holds the shard buffers and the file too: a worker that is
+  // shutting down runs its queued jobs and drops their completions.
+  auto write = [file = op->out_file, job, owners] {
+    const int fd = *file;
+    for (const Piece& piece : job->first) {
+      size_t done = 0;
+      while (done < piece.n) {
+        const ssize_t w = pwrite(fd, piece.p + done, piece.n - done, static_cast<off_t>(piece.off + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          job->second = w < 0 ? errno : EIO;
+          return;
+        }
+        done += static_cast<size_t>(w);
+      }
+    }
+  };
+  auto after = [this, op, job, owners] {
+    if (job->second != 0 && op->failure.ok()) {
+      op->failure = FromErrno(job->second, "read " + op->path + ": write the file out");
+    }
+    --op->in_flight;
+    IssueFetches(op);
+  };
+  if (!writer_) {
+    write();
+    return after();
+  }
+  writer_->Submit(std::move(write), std::move(after));
+}
+
 // Keeps kGetWindow stripes in flight: all at once would queue every
 // shard of a large file behind each other and past the RPC deadline.
 void Node::IssueFetches(const std::shared_ptr<GetOp>& op) {
   while (op->failure.ok() && op->next_stripe < op->stripes.size() &&
          op->in_flight < kGetWindow) {
     const uint64_t next = op->next_stripe + 1;
-    const uint64_t end = next < op->stripes.size() ? geometry_.FileOffset({next, 0, 0}) : op->out.size();
+    const uint64_t end = next < op->stripes.size() ? geometry_.FileOffset({next, 0, 0}) : op->record.size();
     if (end > op->ready) break;  // its pages are not allocated yet
     ++op->in_flight;
     FetchStripe(op, op->next_stripe++, false);

@@ -47,6 +47,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -185,6 +186,8 @@ class Node {
   // Readable when encoded stripes wait for FlushDurable to send them; -1
   // without encode_on_worker.
   int worker_event_fd() const;
+  // Readable when GetToFile writes finished (FlushDurable runs them on).
+  int writer_event_fd() const;
   // Parity group commits so far: batches and the shards in them.
   uint64_t durable_batches() const;
   uint64_t durable_shards() const;
@@ -237,6 +240,16 @@ class Node {
                std::function<void(StatusOr<FileInfo>)> done) {
     GetInto(path, Caller{}, std::move(output), std::move(done));
   }
+  // GetToFile: like GetInto, but `output` (called once the size is known)
+  // returns a file descriptor already `size` bytes long, shared so that it
+  // stays open while writes run: a caller's file or memfd (GET with kGetInto). The
+  // node receives shards into pooled buffers and writes the bytes with
+  // pwrite on a thread of its own (when encode_on_worker), so a slow file
+  // system stalls neither the event loop nor encoding. A failed write
+  // (ENOSPC, EFBIG) fails the read; the file is then partly written.
+  using FileAllocator = std::function<StatusOr<std::shared_ptr<const int>>(uint64_t size)>;
+  void GetToFile(const std::string& path, const Caller& caller, FileAllocator output,
+                 std::function<void(StatusOr<FileInfo>)> done);
 
   // fern-ec inspect: the newest version of `path`, and for every stripe
   // where each shard lives and whether it is there and matches its CRC
@@ -387,6 +400,11 @@ class Node {
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
   struct EncodedStripe;
+  // GetInto and GetToFile: `setup` points the op at its output once the
+  // record (and so the size) is known.
+  void StartGet(const std::string& path, const Caller& caller,
+                std::function<Status(GetOp*, uint64_t size)> setup,
+                std::function<void(StatusOr<FileInfo>)> done);
   void PrefaultOutput(const std::shared_ptr<GetOp>& op);
   Status SendStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe,
                     std::shared_ptr<uint8_t> buf, const EncodedStripe& e);
@@ -394,6 +412,15 @@ class Node {
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  void WriteStripeOut(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  struct ReplyPool {
+    static constexpr size_t kKeep = 256;  // shard buffers kept for reuse
+    std::mutex mu;
+    std::vector<uint8_t*> free;
+    ~ReplyPool();
+  };
+  std::shared_ptr<uint8_t> TakeReplyBuffer();
+  std::shared_ptr<ReplyPool> reply_pool_ = std::make_shared<ReplyPool>();
   std::vector<NodeId> StripeNodes(const wire::FileRecord& record, uint64_t stripe) const;
 
   const NodeOptions options_;
@@ -423,6 +450,8 @@ class Node {
   // With encode_on_worker. Declared after coder_ and pool_: destroyed (its
   // queued jobs finished) before what the jobs use.
   std::unique_ptr<WorkerThread> encoder_;
+  // GetToFile's writes into callers' files, with encode_on_worker.
+  std::unique_ptr<WorkerThread> writer_;
   // Parity shards received but not yet committed: a SHARD_DELETE that
   // overtakes its own shard (a put that timed out and cleans up) is applied
   // when the commit lands instead of being lost.

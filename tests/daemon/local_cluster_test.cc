@@ -240,6 +240,91 @@ TEST_F(LocalCluster, GetReplyMemfdIsSealedAgainstChange) {
   close(fd);
 }
 
+// GET with kGetInto: the daemon writes the file into the caller's own
+// descriptor (sized with ftruncate, no reply memfd); a descriptor it cannot
+// write as asked is refused with the errno a user would expect, and the
+// daemon keeps serving.
+TEST_F(LocalCluster, GetIntoCallersFileWritesTheBytesOrSaysWhyNot) {
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> bytes(3 * kStripe + 17);
+  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  WriteFile(work_ + "/in", bytes);
+  ASSERT_EQ(Sh(Cli() + " put " + work_ + "/in /ck/into --root " + root_), 0);
+  const std::string sock = root_ + "/node-1/sock";
+  auto get_into = [&](int into, fern::client::Reply* reply) {
+    fern::client::Request req = fern::client::MakeRequest(fern::client::Op::kGet, "/ck/into", 8);
+    req.flags = fern::client::kGetInto;
+    int fd = -1;
+    const int rc = fern::client::Roundtrip(sock.c_str(), req, into, reply, &fd, 30);
+    EXPECT_EQ(fd, -1) << "a GET into a file must not send a memfd back";
+    if (fd >= 0) close(fd);
+    return rc;
+  };
+  auto contents = [](int fd) {
+    struct stat st {};
+    fstat(fd, &st);
+    std::vector<uint8_t> got(st.st_size);
+    if (pread(fd, got.data(), got.size(), 0) != static_cast<ssize_t>(got.size())) got.clear();
+    return got;
+  };
+  // A memfd longer than the file and full of other bytes, reused twice.
+  const int mem = memfd_create("into", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(mem, 0);
+  std::vector<uint8_t> junk(5 * kStripe, 0xa5);
+  ASSERT_EQ(pwrite(mem, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+  for (int round = 0; round < 2; ++round) {
+    fern::client::Reply reply;
+    ASSERT_EQ(get_into(mem, &reply), 0);
+    ASSERT_EQ(reply.err, 0) << reply.message;
+    EXPECT_EQ(reply.size, bytes.size());
+    EXPECT_EQ(contents(mem), bytes) << "round " << round;
+  }
+  // A regular file opened for writing works the same.
+  const int file = open((work_ + "/out").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(file, 0);
+  {
+    fern::client::Reply reply;
+    ASSERT_EQ(get_into(file, &reply), 0);
+    ASSERT_EQ(reply.err, 0) << reply.message;
+    EXPECT_EQ(contents(file), bytes);
+  }
+  // What cannot be written as asked.
+  struct Case {
+    const char* what;
+    int fd;
+    int err;
+  };
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  const int read_only = open((work_ + "/out").c_str(), O_RDONLY | O_CLOEXEC);
+  const int append = open((work_ + "/out").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  const int no_grow = memfd_create("no-grow", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(fcntl(no_grow, F_ADD_SEALS, F_SEAL_GROW), 0);
+  // The right size already, but sealed against writes: ftruncate passes and
+  // the first pwrite fails, which must fail the read.
+  const int no_write = memfd_create("no-write", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(ftruncate(no_write, static_cast<off_t>(bytes.size())), 0);
+  ASSERT_EQ(fcntl(no_write, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  for (const Case& c : {Case{"no descriptor", -1, EINVAL}, Case{"a pipe", pipe_fds[1], EINVAL},
+                        Case{"read-only", read_only, EBADF}, Case{"O_APPEND", append, EINVAL},
+                        Case{"sealed against growing", no_grow, EPERM},
+                        Case{"sealed against writes", no_write, EPERM}}) {
+    fern::client::Reply reply;
+    ASSERT_EQ(get_into(c.fd, &reply), 0) << c.what;
+    EXPECT_EQ(reply.err, c.err) << c.what << ": " << reply.message;
+    EXPECT_NE(std::string(reply.message), "") << c.what;
+  }
+  EXPECT_EQ(contents(no_grow).size(), 0u);
+  for (int fd : {pipe_fds[0], pipe_fds[1], read_only, append, no_grow, no_write, file}) close(fd);
+  // Still serving, and the memfd still fills after the failures.
+  fern::client::Reply reply;
+  ASSERT_EQ(ftruncate(mem, 0), 0);
+  ASSERT_EQ(get_into(mem, &reply), 0);
+  ASSERT_EQ(reply.err, 0) << reply.message;
+  EXPECT_EQ(contents(mem), bytes);
+  close(mem);
+}
+
 TEST_F(LocalCluster, ClearErrorsForBadRequests) {
   const std::string out = work_ + "/x";
   EXPECT_EQ(Sh(Cli() + " get /ck/never-written " + out + " --root " + root_), 3);  // ENOENT
