@@ -262,6 +262,11 @@ class Daemon {
   }
 
   Status Run() {
+    // A write past RLIMIT_FSIZE (a `ulimit -f` the daemon was started under,
+    // or a GET into a caller's file) and a write to a closed pipe or socket
+    // must fail that write (EFBIG, EPIPE), not kill the node with a signal.
+    signal(SIGXFSZ, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);

@@ -3,6 +3,7 @@
 // with SIGKILL.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -316,6 +317,22 @@ TEST_F(LocalCluster, GetIntoCallersFileWritesTheBytesOrSaysWhyNot) {
   }
   EXPECT_EQ(contents(no_grow).size(), 0u);
   for (int fd : {pipe_fds[0], pipe_fds[1], read_only, append, no_grow, no_write, file}) close(fd);
+  // A file limit on the daemon (here set from outside, as `ulimit -f` would
+  // be inherited): the read fails with EFBIG, and the node lives on.
+  const int pid = NodePid(root_, 1);
+  ASSERT_GT(pid, 0);
+  rlimit old{};
+  ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, nullptr, &old), 0) << std::strerror(errno);
+  rlimit small{4096, old.rlim_max};  // the soft limit only: raising it back needs no privilege
+  ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, &small, nullptr), 0) << std::strerror(errno);
+  {
+    const int fresh = memfd_create("fresh", MFD_CLOEXEC);
+    fern::client::Reply reply;
+    ASSERT_EQ(get_into(fresh, &reply), 0) << "node 1 died of a file size limit";
+    EXPECT_EQ(reply.err, EFBIG) << reply.message;
+    close(fresh);
+  }
+  ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, &old, nullptr), 0) << std::strerror(errno);
   // Still serving, and the memfd still fills after the failures.
   fern::client::Reply reply;
   ASSERT_EQ(ftruncate(mem, 0), 0);
