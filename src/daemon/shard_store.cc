@@ -594,12 +594,22 @@ class FileShardStore final : public SlotStore {
     if (p == MAP_FAILED) return FromErrno(errno, "mmap " + path_);
     base_ = static_cast<uint8_t*>(p);
     // Huge pages where the filesystem allows them (a tmpfs mounted with
-    // huge=advise or always); a no-op elsewhere.
-    madvise(base_, map_len_, MADV_HUGEPAGE);
+    // huge=advise or always). Not on a disk store: there (ext4, Linux 6.x)
+    // it makes every fault read a whole 2 MiB around it, ignoring
+    // MADV_RANDOM, and header recovery read the entire slab.
+    if (options_.prefault) madvise(base_, map_len_, MADV_HUGEPAGE);
     if (options_.prefault && madvise(base_, map_len_, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
       return FromErrno(errno, "populate " + path_);
     }
-    if (!fresh) RecoverIndex();
+    if (!fresh) {
+      // Only each slot's header page is read. Readahead would read the
+      // shard data around it too: on a disk store that is the whole slab at
+      // every restart (838 MiB a node here), held in the page cache and
+      // then invalidated by each slot's first O_DIRECT write.
+      if (!options_.prefault) madvise(base_, map_len_, MADV_RANDOM);
+      RecoverIndex();
+      if (!options_.prefault) madvise(base_, map_len_, MADV_NORMAL);  // shard reads want readahead
+    }
     // On disk (not populated) every write goes through write(2): see WriteStaged.
     if (options_.durable && !options_.prefault) {
       stage_bytes_ = options_.slot_capacity;

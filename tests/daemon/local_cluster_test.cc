@@ -654,6 +654,55 @@ TEST(LocalStart, WaitPreparedReturnsWithParitySlabsWritten) {
   std::filesystem::remove_all(disk);
 }
 
+// A node restarting on its parity slab reads each slot's header, not the
+// shard data around it: readahead (and MADV_HUGEPAGE on ext4, which
+// overrides MADV_RANDOM) used to read the whole slab at every restart.
+TEST(LocalStart, RestartReadsParityHeadersNotTheWholeSlab) {
+  const std::string root = "/dev/shm/fern-lr-" + std::to_string(getpid());
+  const std::string disk = "/var/tmp/fern-lr-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(disk);
+  std::filesystem::create_directories(disk);
+  const std::string cli = FERN_EC_CLI, at = " --root " + root;
+  ASSERT_EQ(Sh(cli + " local start" + at + " --parity-root " + disk +
+               " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 32MiB --parity-capacity 256MiB"
+               " --wait-prepared"),
+            0);
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> a(3 * kStripe + 17);
+  fern::testing::FillRandom(rng, a.data(), a.size());
+  WriteFile(disk + "/a", a);
+  ASSERT_EQ(Sh(cli + " put " + disk + "/a /a" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 2" + at), 0);
+  // Whatever of the slab is cached goes, so the restart's reads reach the disk.
+  const std::string slab = disk + "/node-2/shards.slab";
+  const int fd = open(slab.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << slab << ": " << std::strerror(errno);
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  ASSERT_EQ(fdatasync(fd), 0);
+  ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  close(fd);
+  ASSERT_EQ(Sh(cli + " local restart 2" + at), 0);
+  const int pid = NodePid(root, 2);
+  ASSERT_GT(pid, 0);
+  uint64_t read_bytes = UINT64_MAX;
+  {
+    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
+    for (std::string key; io >> key;) {
+      if (key == "read_bytes:") io >> read_bytes;
+    }
+  }
+  // Headers are one 4 KiB page per 64 KiB slot: 1/16 of the slab.
+  EXPECT_LT(read_bytes, static_cast<uint64_t>(st.st_size) / 4)
+      << "node 2 read " << read_bytes << " bytes of its " << st.st_size << "-byte slab at restart";
+  ASSERT_EQ(Sh(cli + " get /a " + disk + "/a.out" + at + " --node 2"), 0);
+  EXPECT_EQ(ReadFile(disk + "/a.out"), a);
+  Sh(cli + " local stop" + at);
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(disk);
+}
+
 }  // namespace
 
 // ---- in-place updates (PSW) through real daemons and the preload ----------
