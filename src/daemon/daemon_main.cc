@@ -275,9 +275,9 @@ class Daemon {
     const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     const int ep = epoll_create1(EPOLL_CLOEXEC);
     Add(ep, transport_->event_fd());
-    Add(ep, node_->durable_event_fd());  // parity group commits finished
-    Add(ep, node_->worker_event_fd());   // stripes encoded, ready to send
-    Add(ep, node_->writer_event_fd());   // stripes of a GET written into the caller's file
+    // Parity commits, encoded stripes, GET stripes written: the loop round
+    // that wakes runs FlushDurable.
+    for (int fd : node_->event_fds()) Add(ep, fd);
     Add(ep, listen_fd_);
     Add(ep, sfd);
     Log(o_.node_id, "serving on " + o_.socket);
@@ -355,9 +355,8 @@ class Daemon {
         }
         if (fd == listen_fd_) {
           Accept(ep);
-        } else if (fd != transport_->event_fd() && fd != node_->durable_event_fd() &&
-                   fd != node_->worker_event_fd() && fd != node_->writer_event_fd()) {
-          Serve(ep, fd);
+        } else {
+          Serve(ep, fd);  // ignores what is not a client connection
         }
       }
     }

@@ -88,8 +88,9 @@ struct Node::GetOp {
   wire::FileRecord record;
   std::function<void(StatusOr<FileInfo>)> done;
   std::span<uint8_t> out;  // GetInto: the caller's bytes
-  int out_fd = -1;         // GetToFile: written with pwrite, out stays empty
-  std::shared_ptr<const int> out_file;  // keeps out_fd open while writes run
+  // GetToFile: the descriptor written with pwrite (out stays empty); shared
+  // so that it stays open while writes run.
+  std::shared_ptr<const int> out_file;
   // Per stripe: the shard payloads that arrived intact.
   struct Stripe {
     std::vector<std::shared_ptr<void>> owners;
@@ -198,9 +199,13 @@ void Node::FlushDurable() {
   if (flusher_->in_flight() > 0) flusher_->Drain();
 }
 
-int Node::durable_event_fd() const { return flusher_ ? flusher_->event_fd() : -1; }
-int Node::worker_event_fd() const { return encoder_ ? encoder_->event_fd() : -1; }
-int Node::writer_event_fd() const { return writer_ ? writer_->event_fd() : -1; }
+std::vector<int> Node::event_fds() const {
+  std::vector<int> fds;
+  if (flusher_) fds.push_back(flusher_->event_fd());
+  if (encoder_) fds.push_back(encoder_->event_fd());
+  if (writer_) fds.push_back(writer_->event_fd());
+  return fds;
+}
 uint64_t Node::durable_batches() const { return flusher_ ? flusher_->batches() : 0; }
 uint64_t Node::durable_shards() const { return flusher_ ? flusher_->shards() : 0; }
 
@@ -682,7 +687,6 @@ void Node::GetToFile(const std::string& path, const Caller& caller, FileAllocato
         if (!fd.ok()) return fd.status();
         if (!*fd || **fd < 0) return InternalError("output file descriptor is not open");
         op->out_file = *fd;
-        op->out_fd = **fd;
         return Status();
       },
       std::move(done));
@@ -709,7 +713,7 @@ void Node::StartGet(const std::string& path, const Caller& caller,
     const uint64_t stripes = geometry_.StripeCount(r.size());
     op->stripes.resize(stripes);
     if (stripes == 0) return done(InfoOf(r));
-    if (op->out_fd < 0) PrefaultOutput(op);  // a file is written, never mapped
+    if (!op->out_file) PrefaultOutput(op);  // a file is written, never mapped
     IssueFetches(op);
   });
 }
@@ -781,7 +785,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
     ++st.pending;
     transport::CallOptions call{options_.rpc_timeout, nullptr};
-    if (op->out_fd >= 0 && len <= options_.shard_size) {
+    if (op->out_file && len <= options_.shard_size) {
       // GetToFile: into a reused buffer whose pages are already there.
       call.reply_sink = [this, len](NodeId, transport::MessageKind, std::string_view,
                                     uint64_t n) -> StatusOr<ReceiveBuffer> {
@@ -790,7 +794,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
         if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
         return ReceiveBuffer{std::span<uint8_t>(buf.get(), n), buf};
       };
-    } else if (op->out_fd < 0 && i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
+    } else if (!op->out_file && i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
       // A whole data shard lands in its place in the output. If it turns out
       // corrupt, decode overwrites it below.
       uint8_t* dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
@@ -883,7 +887,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
       if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("decode stripe " + std::to_string(stripe));
     }
   }
-  if (op->failure.ok() && op->out_fd >= 0) return WriteStripeOut(op, stripe);
+  if (op->failure.ok() && op->out_file) return WriteStripeOut(op, stripe);
   if (op->failure.ok()) {
     for (int i = 0; i < k; ++i) {
       const size_t have = geometry_.ShardDataBytes(size, stripe, i);
@@ -910,9 +914,8 @@ std::shared_ptr<uint8_t> Node::TakeReplyBuffer() {
   }
   if (!p) {
     const size_t n = (options_.shard_size + 63) / 64 * 64;
-    p = static_cast<uint8_t*>(std::aligned_alloc(64, n));
+    p = static_cast<uint8_t*>(std::aligned_alloc(64, n));  // faulted in by its first receive
     if (!p) return nullptr;
-    std::memset(p, 0, n);  // its pages, once
   }
   return std::shared_ptr<uint8_t>(p, [pool = reply_pool_](uint8_t* q) {
     std::lock_guard<std::mutex> l(pool->mu);

@@ -89,13 +89,13 @@ struct NodeOptions {
   // batches (group commit: two disk flushes per batch, not two per shard,
   // and the loop keeps receiving meanwhile) and acknowledged by
   // FlushDurable(): the owner must call it after every Progress() and when
-  // durable_event_fd() is readable. false: each commits as it arrives.
+  // one of event_fds() is readable. false: each commits as it arrives.
   bool batch_durable_commits = false;
   // Stripes of a put are encoded and checksummed on a worker thread while
   // the loop sends earlier ones, and a get's output pages are allocated
   // there ahead of its fetches (the daemon); false: inline, in the loop
   // (deterministic, for the seeded loopback tests). With a worker the owner
-  // must call FlushDurable() when worker_event_fd() is readable.
+  // must call FlushDurable() when one of event_fds() is readable.
   bool encode_on_worker = false;
   // Nonzero: file ids come from this seed and a counter instead of the
   // clock, so a seeded test's placement (and so its run) replays exactly.
@@ -181,13 +181,10 @@ class Node {
   // acknowledges those it committed (NodeOptions::batch_durable_commits).
   // Never blocks.
   void FlushDurable();
-  // Readable when FlushDurable has acknowledgements to send; -1 without batching.
-  int durable_event_fd() const;
-  // Readable when encoded stripes wait for FlushDurable to send them; -1
-  // without encode_on_worker.
-  int worker_event_fd() const;
-  // Readable when GetToFile writes finished (FlushDurable runs them on).
-  int writer_event_fd() const;
+  // The eventfds of the node's threads (the parity flusher with batching;
+  // the encoder and the GetToFile writer with encode_on_worker): readable
+  // when FlushDurable has finished work to carry on. Empty with neither.
+  std::vector<int> event_fds() const;
   // Parity group commits so far: batches and the shards in them.
   uint64_t durable_batches() const;
   uint64_t durable_shards() const;
