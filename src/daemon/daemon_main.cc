@@ -58,6 +58,7 @@ struct Options {
   double rpc_timeout_s = 10;
   int spin_us = 50;
   int keep_versions = 2;
+  std::string coder = "auto";
   bool encode_inline = false;
   bool prepare_parity = true;
   double dead_after_s = 10;
@@ -244,6 +245,7 @@ class Daemon {
     FERN_ASSIGN_OR_RETURN(transport_, transport::UcxTransport::Create(uo));
     FERN_ASSIGN_OR_RETURN(
         node_, Node::Create({.id = uo.self, .k = o_.k, .m = o_.m, .shard_size = o_.shard_size,
+                             .backend = o_.coder,
                              .placement_seed = o_.placement_seed,
                              .rpc_timeout = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.rpc_timeout_s * 1000)),
@@ -280,7 +282,7 @@ class Daemon {
     for (int fd : node_->event_fds()) Add(ep, fd);
     Add(ep, listen_fd_);
     Add(ep, sfd);
-    Log(o_.node_id, "serving on " + o_.socket);
+    Log(o_.node_id, "serving on " + o_.socket + " (erasure coding: " + std::string(node_->coder_backend()) + ")");
     if (std::string note = ShmemHugePagesNote(); !note.empty()) Log(o_.node_id, note);
     // A repair pass shortly after start (peers may still be starting): a
     // node back with an empty tmpfs rebuilds its shards. Retried with
@@ -841,6 +843,9 @@ int main(int argc, char** argv) {
                "seconds without a heartbeat before a peer is declared dead (a killed peer is "
                "seen at once through its connection)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
+  flags.String("coder", &o.coder,
+               "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "
+               "gfni, isal or jerasure; all write the same parity bytes");
   flags.Bool("encode-inline", &o.encode_inline,
              "encode and checksum put stripes, and allocate get buffers, in the event loop "
              "instead of on a worker thread");

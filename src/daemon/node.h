@@ -78,7 +78,7 @@ struct NodeOptions {
   int k = 4;
   int m = 2;
   uint64_t shard_size = 1 << 20;
-  std::string backend = "auto";
+  std::string backend = "auto";  // ec::CoderOptions::backend
   std::string technique = "reed_sol_van";
   uint64_t placement_seed = 0;
   Duration rpc_timeout = std::chrono::seconds(10);
@@ -155,6 +155,8 @@ class Node {
   using MembershipCallback = std::function<void(NodeId peer, bool alive, const std::string& why)>;
   void OnMembershipChange(MembershipCallback cb) { on_membership_ = std::move(cb); }
   const placement::ClusterView& view() const { return view_; }
+  // The erasure-coding backend in use ("gfni", "isal", "jerasure").
+  std::string_view coder_backend() const { return coder_->backend(); }
   NodeId id() const { return options_.id; }
   size_t records_owned() const { return records_.size(); }
 

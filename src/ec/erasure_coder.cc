@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <vector>
 
 #include "ec/crc32c.h"
 #include "ec/matrix_coder.h"
@@ -15,11 +16,15 @@ namespace {
 constexpr size_t kDefaultPacketSize = 16384;
 constexpr size_t kMaxPacketSize = 1 << 20;
 
+std::vector<std::string_view> BuildBackends() {
+  std::vector<std::string_view> v = {"jerasure"};
 #ifdef FERN_HAVE_ISAL
-constexpr std::array<std::string_view, 3> kBackends = {"jerasure", "isal", "xor"};
-#else
-constexpr std::array<std::string_view, 2> kBackends = {"jerasure", "xor"};
+  v.push_back("isal");
 #endif
+  if (GfniAvailable()) v.push_back("gfni");
+  v.push_back("xor");
+  return v;
+}
 
 }  // namespace
 
@@ -29,7 +34,17 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions&) {
 }
 #endif
 
-std::span<const std::string_view> AvailableBackends() { return kBackends; }
+#ifndef FERN_HAVE_GFNI
+StatusOr<std::unique_ptr<ErasureCoder>> MakeGfniCoder(const CoderOptions&) {
+  return UnimplementedError("this build has no gfni backend (not an x86-64 build)");
+}
+bool GfniAvailable() { return false; }
+#endif
+
+std::span<const std::string_view> AvailableBackends() {
+  static const std::vector<std::string_view> backends = BuildBackends();
+  return backends;
+}
 
 Status EncodeWithCrcs(const ErasureCoder& coder, std::span<const uint8_t* const> data,
                       std::span<uint8_t* const> parity, size_t len, std::span<uint32_t> crcs) {
@@ -79,8 +94,10 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& opt
     return InvalidArgumentError("packet size applies to techniques cauchy_good and liber8tion only");
   }
   if (o.backend == "auto") {
+    const bool matrix = o.technique == "reed_sol_van" || o.technique == "cauchy";
+    if (matrix && GfniAvailable()) return MakeGfniCoder(o);
 #ifdef FERN_HAVE_ISAL
-    if (o.technique == "reed_sol_van" || o.technique == "cauchy") return MakeIsalCoder(o);
+    if (matrix) return MakeIsalCoder(o);
 #endif
     if (o.technique == "xor") return MakeXorCoder(o);
     return MakeJerasureCoder(o);
@@ -88,8 +105,9 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& opt
   if (o.backend == "jerasure") return MakeJerasureCoder(o);
   if (o.backend == "isal") return MakeIsalCoder(o);
   if (o.backend == "xor") return MakeXorCoder(o);
+  if (o.backend == "gfni") return MakeGfniCoder(o);
   return InvalidArgumentError("unknown erasure-coding backend '" + o.backend +
-                              "' (jerasure, isal, xor, auto)");
+                              "' (jerasure, isal, gfni, xor, auto)");
 }
 
 }  // namespace fern::ec

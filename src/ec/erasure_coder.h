@@ -27,8 +27,10 @@
 //                 packet layout as cauchy_good, its own format, Jerasure only.
 //   xor           m=1, P0 = D0 ^ ... ^ Dk-1 (the test oracle; byte-identical to
 //                 reed_sol_van with m=1).
-// The Jerasure and ISA-L backends produce byte-identical parity for
-// reed_sol_van and cauchy, because they are fed the same matrix.
+// The Jerasure, ISA-L and gfni backends produce byte-identical parity for
+// reed_sol_van and cauchy, because they are fed the same matrix. gfni is
+// fern-ec's own kernel (GF2P8AFFINEQB, one 8x8 bit-matrix per coefficient) on
+// CPUs with GFNI and AVX-512BW; AvailableBackends() lists it only there.
 //
 // Buffers: the caller allocates and owns every shard buffer; the coder never
 // keeps a pointer past the call. Any alignment is accepted (misaligned buffers
@@ -81,7 +83,7 @@ class ShardSet {
 };
 
 struct CoderOptions {
-  std::string backend = "auto";  // "jerasure", "isal", "xor", or "auto"
+  std::string backend = "auto";  // "jerasure", "isal", "gfni", "xor", or "auto"
   std::string technique = "reed_sol_van";
   int k = 4;
   int m = 2;
@@ -146,10 +148,11 @@ Status EncodeWithCrcs(const ErasureCoder& coder, std::span<const uint8_t* const>
                       std::span<uint8_t* const> parity, size_t len, std::span<uint32_t> crcs);
 
 // Builds a coder. backend "auto" picks the fastest backend available for the
-// technique (ISA-L when built in, for reed_sol_van and cauchy).
+// technique: for reed_sol_van and cauchy gfni where the CPU has it, else
+// ISA-L when built in, else Jerasure.
 StatusOr<std::unique_ptr<ErasureCoder>> MakeErasureCoder(const CoderOptions& options);
 
-// Backends compiled into this build, e.g. {"jerasure", "isal", "xor"}.
+// Backends this build and this CPU offer, e.g. {"jerasure", "isal", "gfni", "xor"}.
 std::span<const std::string_view> AvailableBackends();
 
 // True when gf-complete's SIMD (SSSE3) region multiply for w=8 is active in

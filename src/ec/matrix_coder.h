@@ -99,6 +99,9 @@ StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int 
 StatusOr<std::unique_ptr<ErasureCoder>> MakeJerasureCoder(const CoderOptions& options);
 StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions& options);
 StatusOr<std::unique_ptr<ErasureCoder>> MakeXorCoder(const CoderOptions& options);
+StatusOr<std::unique_ptr<ErasureCoder>> MakeGfniCoder(const CoderOptions& options);
+// True when this build has the gfni backend and this CPU can run it.
+bool GfniAvailable();
 
 // Makes gf-complete's w=8 field with the SIMD split-table region multiply and
 // installs it into Jerasure, once per process. Must run before any Jerasure

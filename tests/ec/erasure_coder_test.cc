@@ -399,10 +399,10 @@ std::vector<Variant> AllVariants() {
       {"jerasure", "xor"},
   };
   for (auto b : AvailableBackends()) {
-    if (b == "isal") {
-      v.push_back({"isal", "reed_sol_van"});
-      v.push_back({"isal", "cauchy"});
-      v.push_back({"isal", "xor"});
+    if (b == "isal" || b == "gfni") {
+      v.push_back({std::string(b), "reed_sol_van"});
+      v.push_back({std::string(b), "cauchy"});
+      v.push_back({std::string(b), "xor"});
     }
   }
   return v;
@@ -411,26 +411,30 @@ std::vector<Variant> AllVariants() {
 INSTANTIATE_TEST_SUITE_P(AllBackends, ErasureCoderTest, ::testing::ValuesIn(AllVariants()),
                          VariantName);
 
-bool HaveIsal() {
+bool HaveBackend(std::string_view name) {
   auto b = AvailableBackends();
-  return std::find(b.begin(), b.end(), "isal") != b.end();
+  return std::find(b.begin(), b.end(), name) != b.end();
 }
+bool HaveIsal() { return HaveBackend("isal"); }
 
-// Jerasure and ISA-L fed the same matrix must write the same parity bytes, so
-// either backend can read what the other wrote.
-TEST(CrossBackend, JerasureAndIsalParityIdentical) {
-  if (!HaveIsal()) GTEST_SKIP() << "built without ISA-L";
+// `backend` against Jerasure, fed the same matrix: the same parity bytes from
+// Encode and from ApplyDelta, and Jerasure's parity decodes with `backend`,
+// so either can read what the other wrote.
+void ExpectSameParityAsJerasure(const std::string& backend, const std::vector<std::pair<int, int>>& layouts,
+                                const std::vector<size_t>& fixed_lens) {
   auto rng = TestRng();
   for (std::string technique : {"reed_sol_van", "cauchy"}) {
-    for (auto [k, m] : std::vector<std::pair<int, int>>{{2, 1}, {4, 2}, {6, 3}, {8, 2}, {10, 4}, {12, 4}}) {
+    for (auto [k, m] : layouts) {
       CoderOptions o{.backend = "jerasure", .technique = technique, .k = k, .m = m};
       auto jer = MakeErasureCoder(o);
-      o.backend = "isal";
-      auto isal = MakeErasureCoder(o);
-      ASSERT_TRUE(jer.ok() && isal.ok());
-      EXPECT_EQ((*jer)->coding_matrix().cells, (*isal)->coding_matrix().cells);
-      for (size_t len : {size_t{1}, size_t{33}, size_t{4096}, size_t{1 << 20}, size_t(1 + rng() % 100000)}) {
-        SCOPED_TRACE(technique + " k=" + std::to_string(k) + " m=" + std::to_string(m) +
+      o.backend = backend;
+      auto other = MakeErasureCoder(o);
+      ASSERT_TRUE(jer.ok() && other.ok()) << other.status().ToString();
+      EXPECT_EQ((*jer)->coding_matrix().cells, (*other)->coding_matrix().cells);
+      std::vector<size_t> lens = fixed_lens;
+      lens.push_back(1 + rng() % 100000);
+      for (size_t len : lens) {
+        SCOPED_TRACE(backend + " " + technique + " k=" + std::to_string(k) + " m=" + std::to_string(m) +
                      " len=" + std::to_string(len));
         Stripe a(k, m, len, false), b(k, m, len, true);
         for (int i = 0; i < k; ++i) {
@@ -438,18 +442,42 @@ TEST(CrossBackend, JerasureAndIsalParityIdentical) {
           std::memcpy(b.shards[i].data(), a.shards[i].data(), len);
         }
         ASSERT_TRUE((*jer)->Encode(a.data(), a.parity(), len).ok());
-        ASSERT_TRUE((*isal)->Encode(b.data(), b.parity(), len).ok());
+        ASSERT_TRUE((*other)->Encode(b.data(), b.parity(), len).ok());
         for (int j = k; j < k + m; ++j) ASSERT_EQ(a.Bytes(j), b.Bytes(j)) << "parity " << j - k;
-        // Parity written by one backend decodes with the other.
+        // A change of the last data shard, its delta applied by each backend.
+        std::vector<uint8_t> delta(len);
+        FillRandom(rng, delta.data(), len);
+        ASSERT_TRUE((*jer)->ApplyDelta(k - 1, delta, a.parity()).ok());
+        ASSERT_TRUE((*other)->ApplyDelta(k - 1, delta, b.parity()).ok());
+        for (int j = k; j < k + m; ++j) ASSERT_EQ(a.Bytes(j), b.Bytes(j)) << "parity " << j - k << " after delta";
+        for (size_t i = 0; i < len; ++i) {
+          a.shards[k - 1].data()[i] ^= delta[i];
+          b.shards[k - 1].data()[i] ^= delta[i];
+        }
+        // Jerasure's stripe loses its first m shards; `backend` rebuilds them.
         ShardSet lost = ShardSet::FirstN(m);
         for (int i = 0; i < m; ++i) std::memset(a.shards[i].data(), 0, len);
         ShardSet present(ShardSet::FirstN(k + m).bits() & ~lost.bits());
         auto all = a.all();
-        ASSERT_TRUE((*isal)->Decode(all, present, lost, len).ok());
-        for (int i = 0; i < m; ++i) ASSERT_EQ(a.Bytes(i), b.Bytes(i));
+        ASSERT_TRUE((*other)->Decode(all, present, lost, len).ok());
+        for (int i = 0; i < m; ++i) ASSERT_EQ(a.Bytes(i), b.Bytes(i)) << "shard " << i;
       }
     }
   }
+}
+
+TEST(CrossBackend, JerasureAndIsalParityIdentical) {
+  if (!HaveIsal()) GTEST_SKIP() << "built without ISA-L";
+  ExpectSameParityAsJerasure("isal", {{2, 1}, {4, 2}, {6, 3}, {8, 2}, {10, 4}, {12, 4}},
+                             {1, 33, 4096, 1 << 20});
+}
+
+// The gfni kernel's length classes: under one 64-byte vector, whole 128-byte
+// steps, a masked tail; and output groups of 1 to 4 rows (m=9 is 4+4+1).
+TEST(CrossBackend, GfniParityIdenticalToJerasure) {
+  if (!HaveBackend("gfni")) GTEST_SKIP() << "this CPU lacks GFNI or AVX-512BW";
+  ExpectSameParityAsJerasure("gfni", {{1, 1}, {4, 2}, {5, 3}, {6, 5}, {10, 4}, {12, 9}},
+                             {1, 63, 64, 65, 127, 128, 129, 4096, 65536 + 191});
 }
 
 // reed_sol_van's first parity row is all ones, so with m=1 it is plain XOR:
@@ -509,12 +537,24 @@ TEST(Factory, RejectsBadOptionsClearly) {
   expect_invalid({.technique = "liber8tion", .k = 9, .m = 2}, "m=2 and k<=8");
   if (HaveIsal()) expect_invalid({.backend = "isal", .technique = "cauchy_good"}, "Jerasure only");
   if (HaveIsal()) expect_invalid({.backend = "isal", .technique = "liber8tion"}, "Jerasure only");
+  if (HaveBackend("gfni")) expect_invalid({.backend = "gfni", .technique = "cauchy_good"}, "Jerasure only");
 }
 
-TEST(Factory, AutoPicksIsalWhenBuilt) {
+TEST(Factory, AutoPicksTheFastestBackendAvailable) {
   auto c = MakeErasureCoder({.backend = "auto", .technique = "reed_sol_van"});
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ((*c)->backend(), HaveIsal() ? "isal" : "jerasure");
+  EXPECT_EQ((*c)->backend(), HaveBackend("gfni") ? "gfni" : HaveIsal() ? "isal" : "jerasure");
+  auto g = MakeErasureCoder({.backend = "auto", .technique = "cauchy_good"});
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ((*g)->backend(), "jerasure");
+}
+
+TEST(Factory, GfniOnACpuWithoutItSaysWhy) {
+  if (HaveBackend("gfni")) GTEST_SKIP() << "this CPU has GFNI and AVX-512BW";
+  auto c = MakeErasureCoder({.backend = "gfni", .technique = "reed_sol_van"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(c.status().message().find("gfni"), std::string_view::npos) << c.status().ToString();
 }
 
 // gf-complete silently falls back from ~8 to ~2.4 GB/s when its SSSE3 path is
