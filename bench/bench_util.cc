@@ -13,6 +13,8 @@
 #include <sstream>
 #include <thread>
 
+#include <unistd.h>
+
 namespace fern::bench {
 
 AlignedBuffer AllocateTouched(size_t bytes, uint8_t fill) {
@@ -79,6 +81,23 @@ CpuInfo DescribeCpu() {
     }
   }
   out.model = name.empty() ? "unknown" : name + " (family " + family + " model " + model + ")";
+  return out;
+}
+
+MachineCpu ReadMachineCpu() {
+  MachineCpu out;
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  // cpu user nice system idle iowait irq softirq steal ...
+  uint64_t f[8] = {};
+  if (!(in >> cpu) || cpu != "cpu") return out;
+  for (uint64_t& x : f) {
+    if (!(in >> x)) return MachineCpu{};
+  }
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  out.busy = static_cast<double>(f[0] + f[1] + f[2] + f[5] + f[6]) / tick;
+  out.idle = static_cast<double>(f[3] + f[4]) / tick;
+  out.steal = static_cast<double>(f[7]) / tick;
   return out;
 }
 

@@ -40,6 +40,20 @@ struct CpuInfo {
 };
 CpuInfo DescribeCpu();
 
+// The whole machine's CPU time so far, in core-seconds, from /proc/stat:
+// busy is user + nice + system + irq + softirq (what every process and the
+// kernel spent, the daemons of a local cluster included), steal what the
+// hypervisor took. The difference of two snapshots is what a run cost the
+// machine, a figure that noise in wall time (waits, a neighbour's load)
+// moves far less than it moves throughput. All zero if /proc/stat is
+// unreadable.
+struct MachineCpu {
+  double busy = 0;
+  double steal = 0;
+  double idle = 0;  // idle + iowait
+};
+MachineCpu ReadMachineCpu();
+
 // An ordered, flat JSON object.
 class Json {
  public:

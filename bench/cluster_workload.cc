@@ -49,15 +49,20 @@ class Cluster {
   std::string sock(int node) const { return local_.sock(node); }
   bool Kill(int node) { return local_.Kill(node); }
 
-  // GB/s of one put of the memfd, or -1.
-  double Put(int memfd, uint64_t size) {
+  // GB/s of one put of the memfd, or -1. Appends to *cpu the machine's busy
+  // and steal core-seconds during the put, per GiB put.
+  double Put(int memfd, uint64_t size, std::vector<MachineCpu>* cpu) {
     client::Request req = ClientRequest(client::Op::kPut, "/bench/file");
     req.size = size;
     req.mode = 0644;
     client::Reply reply;
+    const MachineCpu c0 = ReadMachineCpu();
     const auto t0 = Clock::now();
     int rc = ClientRoundtrip(sock(0), req, memfd, &reply, nullptr);
     const double s = Seconds(t0);
+    const MachineCpu c1 = ReadMachineCpu();
+    const double gib = static_cast<double>(size) / (1ull << 30);
+    cpu->push_back({(c1.busy - c0.busy) / gib, (c1.steal - c0.steal) / gib, (c1.idle - c0.idle) / gib});
     if (rc != 0 || reply.err != 0) {
       std::fprintf(stderr, "ec_bench cluster: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
       return -1;
@@ -148,9 +153,12 @@ int RunCluster(const std::vector<std::string>& args) {
           "in memory the reader already has (GET into a memfd, as the baselines read\n"
           "into a touched buffer); ec_read_reply_memfd_gbps is the healthy read into\n"
           "the daemon's fresh reply memfd instead. Every read is compared with what\n"
-          "was written. Each cluster's daemons first finish\n"
-          "preparing their parity slabs (written once in the background after a\n"
-          "daemon's first start), unless --cold-parity.",
+          "was written. Each put also counts the machine's CPU time (/proc/stat, all\n"
+          "processes: busy, steal and idle core-seconds per GiB), so EC and m=0 can be\n"
+          "compared by what they cost as well as by how fast they ran. Each\n"
+          "cluster's daemons first finish preparing their parity slabs (written\n"
+          "once in the background after a daemon's first start), unless\n"
+          "--cold-parity.",
           args, &o);
       rc >= 0) {
     return rc;
@@ -189,6 +197,7 @@ int RunCluster(const std::vector<std::string>& args) {
   };
 
   std::vector<double> tmpfs_w, tmpfs_r, disk_w, disk_r, ec_w, ec_r, ec_r_fresh, deg_r, st_w, st_r;
+  std::vector<MachineCpu> ec_w_cpu, st_w_cpu;
   bool failed = false;
   auto keep = [&](std::vector<double>& v, double x) {
     if (x < 0) failed = true;
@@ -206,7 +215,7 @@ int RunCluster(const std::vector<std::string>& args) {
     Cluster ec(o, o.m, "ec");
     if (!ec.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the cluster\n"), 1;
     for (int r = 0; r < o.rounds; ++r) {
-      keep(ec_w, ec.Put(memfd, o.size));
+      keep(ec_w, ec.Put(memfd, o.size, &ec_w_cpu));
       keep(ec_r, read_into(ec));
       keep(ec_r_fresh, ec.Get(data.get(), o.size));
     }
@@ -221,7 +230,7 @@ int RunCluster(const std::vector<std::string>& args) {
     Cluster st(o, 0, "stripe");
     if (!st.ok()) return std::fprintf(stderr, "ec_bench cluster: cannot start the m=0 cluster\n"), 1;
     for (int r = 0; r < o.rounds; ++r) {
-      keep(st_w, st.Put(memfd, o.size));
+      keep(st_w, st.Put(memfd, o.size, &st_w_cpu));
       keep(st_r, read_into(st));
     }
   }
@@ -234,6 +243,15 @@ int RunCluster(const std::vector<std::string>& args) {
                str = Median(st_r), tw = Median(tmpfs_w), tr = Median(tmpfs_r), dw = Median(disk_w),
                dr = Median(disk_r);
   const double protection_ratio = ecw / (k / n * stw);
+  // The same target in machine CPU: an EC write may cost at most
+  // (k+m)/k / 0.9 times the core-seconds of the striping-only write.
+  auto median_of = [](const std::vector<MachineCpu>& v, double MachineCpu::*f) {
+    std::vector<double> x;
+    for (const MachineCpu& c : v) x.push_back(c.*f);
+    return Median(x);
+  };
+  const double ec_busy = median_of(ec_w_cpu, &MachineCpu::busy), st_busy = median_of(st_w_cpu, &MachineCpu::busy);
+  const double cpu_ratio = st_busy > 0 ? ec_busy / st_busy : 0;
   // The parity the EC write made durable per second, next to the disk's own
   // write + fsync: near 1, the disk bounds the protected write.
   const double parity = ecw * o.m / k;
@@ -260,6 +278,14 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("disk_fsync_write_gbps", dw)
       .Add("disk_read_gbps", dr)
       .Add("ratio_ec_write_vs_kn_stripe_write", protection_ratio)
+      .Add("ec_write_busy_core_s_per_gib", ec_busy)
+      .Add("ec_write_steal_core_s_per_gib", median_of(ec_w_cpu, &MachineCpu::steal))
+      .Add("ec_write_idle_core_s_per_gib", median_of(ec_w_cpu, &MachineCpu::idle))
+      .Add("stripe_write_busy_core_s_per_gib", st_busy)
+      .Add("stripe_write_steal_core_s_per_gib", median_of(st_w_cpu, &MachineCpu::steal))
+      .Add("stripe_write_idle_core_s_per_gib", median_of(st_w_cpu, &MachineCpu::idle))
+      .Add("ratio_ec_write_busy_vs_stripe_write_busy", cpu_ratio)
+      .Add("ec_write_busy_allowed_ratio", n / k / 0.9)
       .Add("ratio_ec_write_vs_tmpfs_write", ecw / tw)
       .Add("ratio_ec_write_vs_disk_fsync_write", ecw / dw)
       .Add("ec_parity_write_gbps", parity)
@@ -281,6 +307,11 @@ int RunCluster(const std::vector<std::string>& args) {
     std::printf("  tmpfs write %.2f read %.2f   disk+fsync write %.2f read %.2f\n", tw, tr, dw, dr);
     std::printf("  EC parity made durable %.2f GB/s = %.2f x disk+fsync write\n", parity, parity / dw);
     std::printf("  EC write / (k/(k+m) x stripe write) = %.2f (target 0.9)\n", protection_ratio);
+    std::printf("  machine CPU per GiB written: EC %.2f busy core-s (steal %.2f, idle %.2f), m=0 %.2f (steal %.2f, "
+                "idle %.2f); EC / m=0 = %.2f (the target allows %.2f)\n",
+                ec_busy, median_of(ec_w_cpu, &MachineCpu::steal), median_of(ec_w_cpu, &MachineCpu::idle), st_busy,
+                median_of(st_w_cpu, &MachineCpu::steal), median_of(st_w_cpu, &MachineCpu::idle), cpu_ratio,
+                n / k / 0.9);
     std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
     std::printf("  EC read / tmpfs read = %.2f\n", ecr / tr);
     std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);
