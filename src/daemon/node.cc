@@ -154,7 +154,7 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       placement_(placement),
       coder_(std::move(coder)),
       geometry_(geometry),
-      pool_(std::make_unique<BufferPool>((options.m + options.k) * options.shard_size)) {
+      pool_(std::make_shared<BufferPool>((options.m + options.k) * options.shard_size)) {
   if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
   if (options.encode_on_worker) {
     encoder_ = std::make_unique<WorkerThread>("fern-encode");
@@ -552,8 +552,13 @@ Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   return Status();
 }
 
-// Sends the k+m shards of an encoded stripe; the last reply returns `buf`
-// to the pool and lets the next stripe go. On an error nothing was sent.
+// Sends the k+m shards of an encoded stripe; the last reply lets the next
+// stripe go. `buf` returns to the pool as soon as the transport has sent
+// every shard in it (the sends' payloads own it), which for parity is well
+// before the reply, sent only once the parity is on disk: recycled buffers
+// then are still in the CPU's cache when the next stripe is encoded into
+// them and sent. Nothing is ever resent from `buf` (a failed shard fails the
+// put). On an error nothing was sent.
 Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::shared_ptr<uint8_t> buf,
                         const EncodedStripe& e) {
   FERN_RETURN_IF_ERROR(e.status);
@@ -566,27 +571,42 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     moved->set_stripe(s);
     for (NodeId id : where.shards) moved->add_nodes(id.value);
   }
+  // Released on the loop thread (send completions run in Progress), when the
+  // last send out of `buf` completes.
+  struct Lease {
+    std::weak_ptr<BufferPool> pool;
+    std::shared_ptr<uint8_t> buf;
+    ~Lease() {
+      if (auto p = pool.lock()) p->Give(std::move(buf));
+    }
+  };
+  // Filled in place: a temporary Lease would hand `buf` back as it died.
+  auto lease = std::make_shared<Lease>();
+  lease->pool = pool_;
+  lease->buf = std::move(buf);
+  const uint8_t* const buf_begin = lease->buf.get();
+  const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
   auto left = std::make_shared<int>(n);
   for (int i = 0; i < n; ++i) {
     const uint8_t* bytes = i < k ? e.data[i] : e.parity[i - k];
+    const bool in_buf = bytes >= buf_begin && bytes < buf_end;  // parity, or a padded data shard
     wire::ShardPut put;
     SetId(put.mutable_id(), file_id, version, s, i);
     put.set_length(len);
     put.set_crc32c(e.crcs[i]);
     put.set_durable(i >= k);
     const NodeId to = where.shards[i];
-    // `buf` and the op (which holds the caller's bytes) live until the reply:
-    // a reply means the peer has every byte, so the buffer is free again.
+    // The op (which holds the caller's bytes) lives until the reply.
+    std::shared_ptr<const void> owner = in_buf ? std::shared_ptr<const void>(lease) : op;
     transport_->Call(
-        to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, op)},
+        to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, std::move(owner))},
         {options_.rpc_timeout, nullptr},
-        [this, op, buf, left, to, s, i](StatusOr<InMessage> r) {
+        [this, op, left, to, s, i](StatusOr<InMessage> r) {
           if (!r.ok() && op->failure.ok()) {
             op->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
                                                  std::to_string(i) + " on " + to.ToString());
           }
           if (--*left > 0) return;
-          pool_->Give(buf);
           --op->stripes_in_flight;
           IssueStripes(op);
         });

@@ -439,7 +439,9 @@ class Node {
   TimePoint now_{};
   std::map<uint32_t, TimePoint> last_heard_;
   MembershipCallback on_membership_;
-  std::unique_ptr<BufferPool> pool_;
+  // Shared so that a buffer still held by the transport (an outgoing
+  // payload) can find its pool, or find it gone.
+  std::shared_ptr<BufferPool> pool_;
   struct DurablePending {
     ShardStore::PendingCommit commit;
     transport::Responder responder;

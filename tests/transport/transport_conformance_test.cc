@@ -2,9 +2,11 @@
 // real transport_peer process over UCX_TLS=tcp (killed with SIGKILL), and the
 // in-process loopback network. Each test drives a client (node 1) against a
 // peer (node 2) running tests/transport/peer_handlers.h.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -156,6 +158,43 @@ TEST_P(TransportConformance, PayloadsArriveBitExact) {
     ASSERT_EQ(r->payload.size(), n);
     EXPECT_EQ(ec::Crc32c(r->payload), crc);
     EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), r->payload.begin()));
+  }
+}
+
+// The contract callers build on (transport.h, Buffers): once the transport
+// lets go of a payload's owner, it no longer reads the bytes, so the owner
+// may recycle them at once. Each owner here overwrites its bytes when
+// released; the peer echoes what it received, which must be what was sent.
+TEST_P(TransportConformance, PayloadBytesAreNotReadAfterTheOwnerIsReleased) {
+  auto rng = TestRng();
+  for (size_t n : {size_t{8193}, size_t{64} << 10, size_t{1} << 20, size_t{4} << 20}) {
+    SCOPED_TRACE("payload " + std::to_string(n));
+    constexpr int kCalls = 8;
+    std::vector<std::vector<uint8_t>> sent;
+    int done = 0, released = 0;
+    std::vector<std::optional<StatusOr<InMessage>>> replies(kCalls);
+    for (int i = 0; i < kCalls; ++i) {
+      sent.push_back(RandomBytes(rng, n));
+      auto bytes = std::make_shared<std::vector<uint8_t>>(sent.back());
+      // Recycled on release: what a pool does with a buffer it gets back.
+      std::shared_ptr<const void> owner(bytes.get(), [bytes, &released](const void*) {
+        std::fill(bytes->begin(), bytes->end(), uint8_t{0xAB});
+        ++released;
+      });
+      client().Call(kPeer, Echo("p", Payload::View(*bytes, std::move(owner))), CallOptions{60s, nullptr},
+                    [&, i](StatusOr<InMessage> r) {
+                      replies[i] = std::move(r);
+                      ++done;
+                    });
+    }
+    ASSERT_TRUE(h_->Run([&] { return done == kCalls; }, 60s));
+    EXPECT_EQ(released, kCalls);
+    for (int i = 0; i < kCalls; ++i) {
+      ASSERT_TRUE(replies[i]->ok()) << replies[i]->status().ToString();
+      ASSERT_EQ((*replies[i])->payload.size(), n);
+      EXPECT_TRUE(std::equal(sent[i].begin(), sent[i].end(), (*replies[i])->payload.begin()))
+          << "call " << i << ": the peer received bytes overwritten after the owner's release";
+    }
   }
 }
 
