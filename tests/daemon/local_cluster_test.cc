@@ -584,6 +584,59 @@ TEST_F(LocalCluster, MalformedClientRequestsAreRefused) {
   EXPECT_EQ(ReadFile(work_ + "/small.out"), (std::vector<uint8_t>{9, 8, 7}));
 }
 
+// The last backend a node's log says it codes with.
+std::string CoderInLog(const std::string& root, int node) {
+  std::ifstream log(root + "/node-" + std::to_string(node) + "/log");
+  std::string line, coder;
+  static const std::regex re("erasure coding: ([a-z]+)\\)");
+  for (std::smatch m; std::getline(log, line);) {
+    if (std::regex_search(line, m, re)) coder = m[1];
+  }
+  return coder;
+}
+
+// Nodes of one cluster may code with different backends (CPUs with and
+// without GFNI pick different ones under `auto`): every backend writes the
+// same parity, so a stripe encoded by one decodes on another. Node 0 is
+// restarted from Jerasure onto the machine's own pick; two other nodes die,
+// and each file is read degraded through a node of the other backend.
+TEST(LocalStart, NodesWithDifferentCodersReadEachOthersStripes) {
+  const std::string root = "/dev/shm/fern-lx-" + std::to_string(getpid());
+  const std::string work = ::testing::TempDir() + "/fern-lx-work-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(work);
+  const std::string cli = FERN_EC_CLI, at = " --root " + root;
+  ASSERT_EQ(Sh("FERN_EC_CODER=jerasure " + cli + " local start" + at +
+               " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"),
+            0);
+  ASSERT_EQ(CoderInLog(root, 0), "jerasure");
+  auto rng = fern::testing::TestRng();
+  std::vector<uint8_t> a(4u << 20), b(3u << 20);
+  fern::testing::FillRandom(rng, a.data(), a.size());
+  fern::testing::FillRandom(rng, b.data(), b.size());
+  WriteFile(work + "/a", a);
+  WriteFile(work + "/b", b);
+  ASSERT_EQ(Sh(cli + " put " + work + "/a /mix/a" + at + " --node 0"), 0);  // Jerasure's parity
+  ASSERT_EQ(Sh("FERN_EC_CODER=auto " + cli + " local restart 0" + at), 0);
+  const std::string mine = CoderInLog(root, 0);
+  ASSERT_NE(mine, "jerasure") << "the restarted node kept Jerasure: nothing is mixed";
+  ASSERT_FALSE(mine.empty());
+  ASSERT_EQ(Sh(cli + " put " + work + "/b /mix/b" + at + " --node 0"), 0);  // the node's own pick
+  const int x = 2 + static_cast<int>(rng() % 4), y = 2 + static_cast<int>((x - 2 + 1 + rng() % 3) % 4);
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(x) + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(y) + at), 0);
+  SCOPED_TRACE("nodes " + std::to_string(x) + " and " + std::to_string(y) + " killed; node 0 codes with " + mine);
+  std::filesystem::remove(work + "/out");
+  ASSERT_EQ(Sh(cli + " get /mix/a " + work + "/out" + at + " --node 0"), 0);
+  EXPECT_EQ(ReadFile(work + "/out"), a) << mine << " decoding Jerasure's parity";
+  std::filesystem::remove(work + "/out");
+  ASSERT_EQ(Sh(cli + " get /mix/b " + work + "/out" + at + " --node 1"), 0);
+  EXPECT_EQ(ReadFile(work + "/out"), b) << "Jerasure decoding " << mine << "'s parity";
+  Sh(cli + " local stop" + at);
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(work);
+}
+
 // A start that runs out of --timeout says so and what takes the time,
 // fails, and leaves no daemon behind. (No daemon answers within 1 ms of
 // being forked: UCX alone takes longer to come up.)
