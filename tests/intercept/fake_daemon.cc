@@ -31,6 +31,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -454,10 +455,6 @@ class Server {
   FILE* log_;
 };
 
-volatile sig_atomic_t g_stop = 0;
-
-void OnSignal(int) { g_stop = 1; }
-
 int Usage() {
   std::fprintf(stderr, "usage: fern_fake_daemon --socket PATH [--capacity BYTES] [--log FILE]\n");
   return 2;
@@ -493,10 +490,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  // SIGTERM and SIGINT are read from a signalfd in the poll set, as the real
+  // daemon does. (A handler setting a flag was lost now and then under
+  // ThreadSanitizer, which defers signals: the daemon never stopped and a
+  // test waiting for it hung.)
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+  const int stop_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+  if (stop_fd < 0) {
+    std::perror("fern_fake_daemon: signalfd");
+    return 1;
+  }
 
   addr.sun_family = AF_UNIX;
   std::strcpy(addr.sun_path, socket_path.c_str());
@@ -512,10 +519,11 @@ int main(int argc, char** argv) {
 
   Server server(capacity, log);
   std::map<int, Caller> conns;
-  while (!g_stop) {
-    std::vector<pollfd> fds{{listen_fd, POLLIN, 0}};
+  for (;;) {
+    std::vector<pollfd> fds{{listen_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     for (const auto& [fd, caller] : conns) fds.push_back({fd, POLLIN, 0});
-    if (poll(fds.data(), fds.size(), 200) < 0) continue;
+    if (poll(fds.data(), fds.size(), -1) < 0) continue;
+    if (fds[1].revents & POLLIN) break;
     if (fds[0].revents & POLLIN) {
       const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
       ucred cred{};
@@ -526,7 +534,7 @@ int main(int argc, char** argv) {
         close(fd);
       }
     }
-    for (size_t i = 1; i < fds.size(); ++i) {
+    for (size_t i = 2; i < fds.size(); ++i) {
       if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       const int fd = fds[i].fd;
       if (!server.Serve(fd, conns[fd])) {
