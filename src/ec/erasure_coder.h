@@ -30,7 +30,8 @@
 // The Jerasure, ISA-L and gfni backends produce byte-identical parity for
 // reed_sol_van and cauchy, because they are fed the same matrix. gfni is
 // fern-ec's own kernel (GF2P8AFFINEQB, one 8x8 bit-matrix per coefficient) on
-// CPUs with GFNI and AVX-512BW; AvailableBackends() lists it only there.
+// CPUs with GFNI and AVX-512BW; AvailableBackends() lists it only there
+// (and not with FERN_DISABLE_GFNI set, which tests the fallback).
 //
 // Buffers: the caller allocates and owns every shard buffer; the coder never
 // keeps a pointer past the call. Any alignment is accepted (misaligned buffers
