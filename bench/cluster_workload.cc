@@ -62,7 +62,9 @@ class Cluster {
     const double s = Seconds(t0);
     const MachineCpu c1 = ReadMachineCpu();
     const double gib = static_cast<double>(size) / (1ull << 30);
-    cpu->push_back({(c1.busy - c0.busy) / gib, (c1.steal - c0.steal) / gib, (c1.idle - c0.idle) / gib});
+    if (rc == 0 && reply.err == 0 && c0.busy > 0 && c1.busy >= c0.busy) {
+      cpu->push_back({(c1.busy - c0.busy) / gib, (c1.steal - c0.steal) / gib, (c1.idle - c0.idle) / gib});
+    }
     if (rc != 0 || reply.err != 0) {
       std::fprintf(stderr, "ec_bench cluster: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
       return -1;

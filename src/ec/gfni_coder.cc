@@ -102,7 +102,10 @@ FERN_GFNI_TARGET void RunGroup(const uint8_t* const* in, int cols, uint8_t* cons
 
 class GfniKernel final : public Kernel {
  public:
+  // REQUIRES: m.cols <= kMaxShards (RunGroup's local arrays); the factory
+  // never builds a larger stripe.
   explicit GfniKernel(const gf256::Matrix& m) : rows_(m.rows), cols_(m.cols), affine_(m.cells.size()) {
+    if (m.cols > kMaxShards) std::abort();
     std::transform(m.cells.begin(), m.cells.end(), affine_.begin(), AffineOf);
   }
 
@@ -137,10 +140,13 @@ class GfniKernel final : public Kernel {
 }  // namespace
 
 bool GfniAvailable() {
-  // FERN_DISABLE_GFNI=1 acts as a CPU without them (a second ctest run
-  // proves the fallback on machines that have them).
-  static const bool ok = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("avx512bw") && std::getenv("FERN_DISABLE_GFNI") == nullptr;
+  // FERN_DISABLE_GFNI set (to anything) acts as a CPU without them (a
+  // second ctest run proves the fallback on machines that have them).
+  static const bool ok = [] {
+    __builtin_cpu_init();  // in case this runs before libgcc's own constructor
+    return __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && std::getenv("FERN_DISABLE_GFNI") == nullptr;
+  }();
   return ok;
 }
 

@@ -606,6 +606,14 @@ TEST(LocalStart, NodesWithDifferentCodersReadEachOthersStripes) {
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(work);
   const std::string cli = FERN_EC_CLI, at = " --root " + root;
+  struct Cleanup {  // every exit, the failed ASSERTs' too
+    std::string stop, root, work;
+    ~Cleanup() {
+      Sh(stop);
+      std::filesystem::remove_all(root);
+      std::filesystem::remove_all(work);
+    }
+  } cleanup{cli + " local stop" + at, root, work};
   ASSERT_EQ(Sh("FERN_EC_CODER=jerasure " + cli + " local start" + at +
                " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"),
             0);
@@ -619,8 +627,8 @@ TEST(LocalStart, NodesWithDifferentCodersReadEachOthersStripes) {
   ASSERT_EQ(Sh(cli + " put " + work + "/a /mix/a" + at + " --node 0"), 0);  // Jerasure's parity
   ASSERT_EQ(Sh("FERN_EC_CODER=auto " + cli + " local restart 0" + at), 0);
   const std::string mine = CoderInLog(root, 0);
-  ASSERT_NE(mine, "jerasure") << "the restarted node kept Jerasure: nothing is mixed";
-  ASSERT_FALSE(mine.empty());
+  ASSERT_FALSE(mine.empty()) << "node 0 logged no backend after its restart";
+  if (mine == "jerasure") GTEST_SKIP() << "auto is Jerasure in this build (no ISA-L, no GFNI): nothing to mix";
   ASSERT_EQ(Sh(cli + " put " + work + "/b /mix/b" + at + " --node 0"), 0);  // the node's own pick
   const int x = 2 + static_cast<int>(rng() % 4), y = 2 + static_cast<int>((x - 2 + 1 + rng() % 3) % 4);
   ASSERT_EQ(Sh(cli + " local kill " + std::to_string(x) + at), 0);
@@ -632,9 +640,6 @@ TEST(LocalStart, NodesWithDifferentCodersReadEachOthersStripes) {
   std::filesystem::remove(work + "/out");
   ASSERT_EQ(Sh(cli + " get /mix/b " + work + "/out" + at + " --node 1"), 0);
   EXPECT_EQ(ReadFile(work + "/out"), b) << "Jerasure decoding " << mine << "'s parity";
-  Sh(cli + " local stop" + at);
-  std::filesystem::remove_all(root);
-  std::filesystem::remove_all(work);
 }
 
 // A start that runs out of --timeout says so and what takes the time,

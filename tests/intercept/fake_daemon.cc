@@ -494,6 +494,8 @@ int main(int argc, char** argv) {
   // daemon does. (A handler setting a flag was lost now and then under
   // ThreadSanitizer, which defers signals: the daemon never stopped and a
   // test waiting for it hung.)
+  signal(SIGTERM, SIG_DFL);  // an inherited SIG_IGN would discard them before the signalfd
+  signal(SIGINT, SIG_DFL);
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
