@@ -45,29 +45,32 @@ Node::FileInfo InfoOf(const wire::FileRecord& r) {
 
 }  // namespace
 
-// Reusable stripe buffers (m parity shards plus k padded data shards) so a
-// put neither zero-fills nor faults in fresh pages per stripe.
-class Node::BufferPool {
- public:
-  explicit BufferPool(size_t bytes) : bytes_(bytes) {}
-  std::shared_ptr<uint8_t> Take() {
-    if (free_.empty()) {
-      return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(std::aligned_alloc(64, bytes_)),
-                                      [](uint8_t* p) { std::free(p); });
-    }
-    auto b = std::move(free_.back());
-    free_.pop_back();
-    return b;
-  }
-  void Give(std::shared_ptr<uint8_t> b) {
-    if (b && free_.size() < kKeep) free_.push_back(std::move(b));
-  }
+Node::BufferPool::~BufferPool() {
+  for (uint8_t* p : free_) std::free(p);
+}
 
- private:
-  static constexpr size_t kKeep = 64;
-  const size_t bytes_;
-  std::vector<std::shared_ptr<uint8_t>> free_;
-};
+std::shared_ptr<uint8_t> Node::BufferPool::Take() {
+  uint8_t* p = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!free_.empty()) {
+      p = free_.back();
+      free_.pop_back();
+    }
+  }
+  if (!p) {
+    p = static_cast<uint8_t*>(std::aligned_alloc(64, bytes_));  // faulted in by its first use
+    if (!p) return nullptr;
+  }
+  return std::shared_ptr<uint8_t>(p, [pool = shared_from_this()](uint8_t* q) {
+    std::lock_guard<std::mutex> l(pool->mu_);
+    if (pool->free_.size() < pool->keep_) {
+      pool->free_.push_back(q);
+    } else {
+      std::free(q);
+    }
+  });
+}
 
 struct Node::PutOp {
   std::string path;
@@ -154,7 +157,8 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       placement_(placement),
       coder_(std::move(coder)),
       geometry_(geometry),
-      pool_(std::make_shared<BufferPool>((options.m + options.k) * options.shard_size)) {
+      stripe_pool_(std::make_shared<BufferPool>((options.m + options.k) * options.shard_size, 64)),
+      reply_pool_(std::make_shared<BufferPool>((options.shard_size + 63) / 64 * 64, 256)) {
   if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
   if (options.encode_on_worker) {
     encoder_ = std::make_unique<WorkerThread>("fern-encode");
@@ -506,7 +510,7 @@ struct Node::EncodedStripe {
 Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   const uint64_t size = op->bytes.size();
   const int k = options_.k;
-  std::shared_ptr<uint8_t> buf = pool_->Take();  // m parity + k padded shards
+  std::shared_ptr<uint8_t> buf = stripe_pool_->Take();  // m parity + k padded shards
   if (!buf) return ResourceExhaustedError("out of memory for stripe buffers");
   auto e = std::make_shared<EncodedStripe>();
   e->len = geometry_.StripeShardLen(size, s);
@@ -535,17 +539,13 @@ Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   if (!encoder_) {
     encode();
     Status st = SendStripe(op, s, buf, *e);
-    if (!st.ok()) {
-      pool_->Give(buf);
-      --op->stripes_in_flight;
-    }
+    if (!st.ok()) --op->stripes_in_flight;
     return st;
   }
   encoder_->Submit(std::move(encode), [this, op, s, buf, e] {
     Status st = op->failure.ok() ? SendStripe(op, s, buf, *e) : op->failure;
     if (st.ok()) return;
     if (op->failure.ok()) op->failure = st;
-    pool_->Give(buf);
     --op->stripes_in_flight;
     IssueStripes(op);
   });
@@ -571,20 +571,7 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     moved->set_stripe(s);
     for (NodeId id : where.shards) moved->add_nodes(id.value);
   }
-  // Released on the loop thread (send completions run in Progress), when the
-  // last send out of `buf` completes.
-  struct Lease {
-    std::weak_ptr<BufferPool> pool;
-    std::shared_ptr<uint8_t> buf;
-    ~Lease() {
-      if (auto p = pool.lock()) p->Give(std::move(buf));
-    }
-  };
-  // Filled in place: a temporary Lease would hand `buf` back as it died.
-  auto lease = std::make_shared<Lease>();
-  lease->pool = pool_;
-  lease->buf = std::move(buf);
-  const uint8_t* const buf_begin = lease->buf.get();
+  const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
   auto left = std::make_shared<int>(n);
   for (int i = 0; i < n; ++i) {
@@ -597,7 +584,7 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     put.set_durable(i >= k);
     const NodeId to = where.shards[i];
     // The op (which holds the caller's bytes) lives until the reply.
-    std::shared_ptr<const void> owner = in_buf ? std::shared_ptr<const void>(lease) : op;
+    std::shared_ptr<const void> owner = in_buf ? std::shared_ptr<const void>(buf) : op;
     transport_->Call(
         to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, std::move(owner))},
         {options_.rpc_timeout, nullptr},
@@ -810,7 +797,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
       call.reply_sink = [this, len](NodeId, transport::MessageKind, std::string_view,
                                     uint64_t n) -> StatusOr<ReceiveBuffer> {
         if (n != len) return InvalidArgumentError("shard reply of unexpected length");
-        std::shared_ptr<uint8_t> buf = TakeReplyBuffer();
+        std::shared_ptr<uint8_t> buf = reply_pool_->Take();
         if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
         return ReceiveBuffer{std::span<uint8_t>(buf.get(), n), buf};
       };
@@ -919,36 +906,6 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   st.owners.clear();
   --op->in_flight;
   IssueFetches(op);
-}
-
-// A shard-sized buffer for a GetToFile reply, from the pool when one is
-// free; it returns there when its last owner lets go (any thread).
-std::shared_ptr<uint8_t> Node::TakeReplyBuffer() {
-  uint8_t* p = nullptr;
-  {
-    std::lock_guard<std::mutex> l(reply_pool_->mu);
-    if (!reply_pool_->free.empty()) {
-      p = reply_pool_->free.back();
-      reply_pool_->free.pop_back();
-    }
-  }
-  if (!p) {
-    const size_t n = (options_.shard_size + 63) / 64 * 64;
-    p = static_cast<uint8_t*>(std::aligned_alloc(64, n));  // faulted in by its first receive
-    if (!p) return nullptr;
-  }
-  return std::shared_ptr<uint8_t>(p, [pool = reply_pool_](uint8_t* q) {
-    std::lock_guard<std::mutex> l(pool->mu);
-    if (pool->free.size() < ReplyPool::kKeep) {
-      pool->free.push_back(q);
-    } else {
-      std::free(q);
-    }
-  });
-}
-
-Node::ReplyPool::~ReplyPool() {
-  for (uint8_t* p : free) std::free(p);
 }
 
 // GetToFile: the stripe's data bytes go into the output file with pwrite, on

@@ -361,7 +361,23 @@ class Node {
  private:
   struct PutOp;
   struct GetOp;
-  class BufferPool;
+  // Reused 64-byte-aligned buffers of one size, so a put's stripes and a
+  // get's shard replies neither fault in nor zero-fill fresh pages. A taken
+  // buffer returns to the pool when its last owner lets go, on any thread
+  // (the pool lives as long as any of its buffers); beyond `keep` idle ones
+  // it is freed. Thread-safe.
+  class BufferPool : public std::enable_shared_from_this<BufferPool> {
+   public:
+    BufferPool(size_t bytes, size_t keep) : bytes_(bytes), keep_(keep) {}
+    ~BufferPool();
+    std::shared_ptr<uint8_t> Take();  // nullptr when out of memory
+
+   private:
+    const size_t bytes_;
+    const size_t keep_;
+    std::mutex mu_;
+    std::vector<uint8_t*> free_;  // guarded by mu_
+  };
   // Stripes a put keeps encoded and in flight (each holds m parity buffers
   // of the pool), and stripes a get keeps being fetched. Measured with
   // ec_bench cluster (docs/performance.md): puts gained up to 24, gets to 48.
@@ -412,14 +428,6 @@ class Node {
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
   void WriteStripeOut(const std::shared_ptr<GetOp>& op, uint64_t stripe);
-  struct ReplyPool {
-    static constexpr size_t kKeep = 256;  // shard buffers kept for reuse
-    std::mutex mu;
-    std::vector<uint8_t*> free;
-    ~ReplyPool();
-  };
-  std::shared_ptr<uint8_t> TakeReplyBuffer();
-  std::shared_ptr<ReplyPool> reply_pool_ = std::make_shared<ReplyPool>();
   std::vector<NodeId> StripeNodes(const wire::FileRecord& record, uint64_t stripe) const;
 
   const NodeOptions options_;
@@ -439,16 +447,17 @@ class Node {
   TimePoint now_{};
   std::map<uint32_t, TimePoint> last_heard_;
   MembershipCallback on_membership_;
-  // Shared so that a buffer still held by the transport (an outgoing
-  // payload) can find its pool, or find it gone.
-  std::shared_ptr<BufferPool> pool_;
+  // Stripe buffers (m parity + k padded data shards): one returns as soon
+  // as the transport has sent its last shard (see SendStripe).
+  std::shared_ptr<BufferPool> stripe_pool_;
+  std::shared_ptr<BufferPool> reply_pool_;  // GetToFile's shard replies
   struct DurablePending {
     ShardStore::PendingCommit commit;
     transport::Responder responder;
   };
   std::vector<DurablePending> durable_pending_;
   std::unique_ptr<DurableFlusher> flusher_;  // with batch_durable_commits
-  // With encode_on_worker. Declared after coder_ and pool_: destroyed (its
+  // With encode_on_worker. Declared after coder_ and the pools: destroyed (its
   // queued jobs finished) before what the jobs use.
   std::unique_ptr<WorkerThread> encoder_;
   // GetToFile's writes into callers' files, with encode_on_worker.
