@@ -33,6 +33,7 @@
 #include "common/client_protocol.h"
 #include "common/flags.h"
 #include "common/json.h"
+#include "common/stop_signals.h"
 #include "daemon/commit_queue.h"
 #include "daemon/node.h"
 #include "daemon/reports.h"
@@ -269,12 +270,7 @@ class Daemon {
     // must fail that write (EFBIG, EPIPE), not kill the node with a signal.
     signal(SIGXFSZ, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    FERN_ASSIGN_OR_RETURN(const int sfd, StopSignalFd());
     const int ep = epoll_create1(EPOLL_CLOEXEC);
     Add(ep, transport_->event_fd());
     // Parity commits, encoded stripes, GET stripes written: the loop round

@@ -31,7 +31,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -47,6 +46,7 @@
 #include <vector>
 
 #include "common/client_protocol.h"
+#include "common/stop_signals.h"
 
 namespace {
 
@@ -494,18 +494,12 @@ int main(int argc, char** argv) {
   // daemon does. (A handler setting a flag was lost now and then under
   // ThreadSanitizer, which defers signals: the daemon never stopped and a
   // test waiting for it hung.)
-  signal(SIGTERM, SIG_DFL);  // an inherited SIG_IGN would discard them before the signalfd
-  signal(SIGINT, SIG_DFL);
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
-  const int stop_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
-  if (stop_fd < 0) {
-    std::perror("fern_fake_daemon: signalfd");
+  auto stop = fern::StopSignalFd();
+  if (!stop.ok()) {
+    std::fprintf(stderr, "fern_fake_daemon: %s\n", stop.status().ToString().c_str());
     return 1;
   }
+  const int stop_fd = *stop;
 
   addr.sun_family = AF_UNIX;
   std::strcpy(addr.sun_path, socket_path.c_str());
