@@ -253,6 +253,9 @@ int RunCluster(const std::vector<std::string>& args) {
     return Median(x);
   };
   const double ec_busy = median_of(ec_w_cpu, &MachineCpu::busy), st_busy = median_of(st_w_cpu, &MachineCpu::busy);
+  const double ec_steal = median_of(ec_w_cpu, &MachineCpu::steal), st_steal = median_of(st_w_cpu, &MachineCpu::steal);
+  const double ec_idle = median_of(ec_w_cpu, &MachineCpu::idle), st_idle = median_of(st_w_cpu, &MachineCpu::idle);
+  const double cpu_allowed = n / k / 0.9;
   const double cpu_ratio = st_busy > 0 ? ec_busy / st_busy : 0;
   // The parity the EC write made durable per second, next to the disk's own
   // write + fsync: near 1, the disk bounds the protected write.
@@ -281,13 +284,13 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("disk_read_gbps", dr)
       .Add("ratio_ec_write_vs_kn_stripe_write", protection_ratio)
       .Add("ec_write_busy_core_s_per_gib", ec_busy)
-      .Add("ec_write_steal_core_s_per_gib", median_of(ec_w_cpu, &MachineCpu::steal))
-      .Add("ec_write_idle_core_s_per_gib", median_of(ec_w_cpu, &MachineCpu::idle))
+      .Add("ec_write_steal_core_s_per_gib", ec_steal)
+      .Add("ec_write_idle_core_s_per_gib", ec_idle)
       .Add("stripe_write_busy_core_s_per_gib", st_busy)
-      .Add("stripe_write_steal_core_s_per_gib", median_of(st_w_cpu, &MachineCpu::steal))
-      .Add("stripe_write_idle_core_s_per_gib", median_of(st_w_cpu, &MachineCpu::idle))
+      .Add("stripe_write_steal_core_s_per_gib", st_steal)
+      .Add("stripe_write_idle_core_s_per_gib", st_idle)
       .Add("ratio_ec_write_busy_vs_stripe_write_busy", cpu_ratio)
-      .Add("ec_write_busy_allowed_ratio", n / k / 0.9)
+      .Add("ec_write_busy_allowed_ratio", cpu_allowed)
       .Add("ratio_ec_write_vs_tmpfs_write", ecw / tw)
       .Add("ratio_ec_write_vs_disk_fsync_write", ecw / dw)
       .Add("ec_parity_write_gbps", parity)
@@ -311,9 +314,7 @@ int RunCluster(const std::vector<std::string>& args) {
     std::printf("  EC write / (k/(k+m) x stripe write) = %.2f (target 0.9)\n", protection_ratio);
     std::printf("  machine CPU per GiB written: EC %.2f busy core-s (steal %.2f, idle %.2f), m=0 %.2f (steal %.2f, "
                 "idle %.2f); EC / m=0 = %.2f (the target allows %.2f)\n",
-                ec_busy, median_of(ec_w_cpu, &MachineCpu::steal), median_of(ec_w_cpu, &MachineCpu::idle), st_busy,
-                median_of(st_w_cpu, &MachineCpu::steal), median_of(st_w_cpu, &MachineCpu::idle), cpu_ratio,
-                n / k / 0.9);
+                ec_busy, ec_steal, ec_idle, st_busy, st_steal, st_idle, cpu_ratio, cpu_allowed);
     std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
     std::printf("  EC read / tmpfs read = %.2f\n", ecr / tr);
     std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);

@@ -157,14 +157,8 @@ StatusOr<std::unique_ptr<ErasureCoder>> MakeGfniCoder(const CoderOptions& option
             ? "backend gfni is disabled (FERN_DISABLE_GFNI is set)"
             : "backend gfni needs a CPU with GFNI and AVX-512BW; this one lacks them");
   }
-  if (options.technique == "cauchy_good" || options.technique == "liber8tion") {
-    return InvalidArgumentError("technique " + options.technique +
-                                " (bit-matrix schedule) is Jerasure only; gfni offers reed_sol_van, cauchy and xor");
-  }
-  FERN_ASSIGN_OR_RETURN(gf256::Matrix coding, MakeCodingMatrix(options.technique, options.k, options.m));
-  return std::unique_ptr<ErasureCoder>(new MatrixCoder(
-      "gfni", options.technique, 1, std::move(coding),
-      [](const gf256::Matrix& m) { return std::make_unique<GfniKernel>(m); }));
+  return MakeByteMatrixCoder("gfni", options,
+                             [](const gf256::Matrix& m) { return std::make_unique<GfniKernel>(m); });
 }
 
 }  // namespace fern::ec

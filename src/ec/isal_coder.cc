@@ -42,16 +42,8 @@ class IsalKernel final : public Kernel {
 }  // namespace
 
 StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions& options) {
-  if (options.technique == "cauchy_good" || options.technique == "liber8tion") {
-    return InvalidArgumentError(
-        "technique " + options.technique + " (bit-matrix schedule) is Jerasure only; "
-        "ISA-L offers reed_sol_van and cauchy with identical parity");
-  }
-  FERN_ASSIGN_OR_RETURN(gf256::Matrix coding,
-                        MakeCodingMatrix(options.technique, options.k, options.m));
-  return std::unique_ptr<ErasureCoder>(new MatrixCoder(
-      "isal", options.technique, 1, std::move(coding),
-      [](const gf256::Matrix& m) { return std::make_unique<IsalKernel>(m); }));
+  return MakeByteMatrixCoder("isal", options,
+                             [](const gf256::Matrix& m) { return std::make_unique<IsalKernel>(m); });
 }
 
 }  // namespace fern::ec

@@ -168,4 +168,15 @@ size_t MatrixCoder::cached_plans() const {
   return plans_.size();
 }
 
+StatusOr<std::unique_ptr<ErasureCoder>> MakeByteMatrixCoder(std::string backend, const CoderOptions& options,
+                                                             KernelMaker make_kernel) {
+  if (options.technique == "cauchy_good" || options.technique == "liber8tion") {
+    return InvalidArgumentError("technique " + options.technique + " (bit-matrix schedule) is Jerasure only; " +
+                                backend + " offers reed_sol_van, cauchy and xor with identical parity");
+  }
+  FERN_ASSIGN_OR_RETURN(gf256::Matrix coding, MakeCodingMatrix(options.technique, options.k, options.m));
+  return std::unique_ptr<ErasureCoder>(
+      new MatrixCoder(std::move(backend), options.technique, 1, std::move(coding), std::move(make_kernel)));
+}
+
 }  // namespace fern::ec

@@ -95,6 +95,12 @@ class MatrixCoder final : public ErasureCoder {
 // m x k over GF(2^8), or (8m) x (8k) over GF(2) for liber8tion.
 StatusOr<gf256::Matrix> MakeCodingMatrix(std::string_view technique, int k, int m);
 
+// A backend that runs the byte-matrix techniques (reed_sol_van, cauchy, xor)
+// with `make_kernel`: refuses the bit-matrix ones (Jerasure's own), builds
+// the technique's coding matrix.
+StatusOr<std::unique_ptr<ErasureCoder>> MakeByteMatrixCoder(std::string backend, const CoderOptions& options,
+                                                             KernelMaker make_kernel);
+
 // Backend constructors (defined in each backend's file).
 StatusOr<std::unique_ptr<ErasureCoder>> MakeJerasureCoder(const CoderOptions& options);
 StatusOr<std::unique_ptr<ErasureCoder>> MakeIsalCoder(const CoderOptions& options);
