@@ -536,6 +536,7 @@ class Daemon {
              ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
     };
     const auto& r = node_->repair_progress();
+    const auto& d = node_->decode_stats();
     return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
            ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
            ", \"m\": " + std::to_string(o_.m) + ", \"records\": " +
@@ -553,6 +554,8 @@ class Daemon {
            ", \"missing\": " + std::to_string(r.shards_missing) +
            ", \"rebuilt\": " + std::to_string(r.shards_restored) +
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": " + JsonString(r.last_error) + "}" +
+           ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
+           ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            PswJson(node_->psw_stats()) + "}";
   }
 

@@ -101,6 +101,8 @@ struct Node::GetOp {
     ec::ShardSet present;
     ec::ShardSet tried;
     std::vector<uint64_t> seqs;  // each present shard's update seq (PSW)
+    std::vector<uint32_t> crcs;  // each present shard's CRC32C
+    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
     int pending = 0;
     bool parity_fetched = false;
     int refetches = 0;  // decodes refused because the shards' seqs differed
@@ -276,6 +278,7 @@ void Node::InstallHandlers() {
         auto pending = std::static_pointer_cast<PendingShard>(m.payload_owner);
         ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
         ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
+        meta.stripe_crcs.assign(put.stripe_crc32c().begin(), put.stripe_crc32c().end());
         DropPswShard(meta.key);  // replaced: an update in progress wrote to the old slot
         if (store == parity_ && options_.batch_durable_commits) {
           ++durable_in_flight_[meta.key].count;
@@ -292,6 +295,12 @@ void Node::InstallHandlers() {
         if (!put.ParseFromArray(header.data(), static_cast<int>(header.size())) ||
             put.length() != len) {
           return InvalidArgumentError("SHARD_PUT header does not describe its payload");
+        }
+        if (const int crcs = put.stripe_crc32c_size();
+            crcs != 0 && (crcs != options_.k || put.id().index() < static_cast<uint32_t>(options_.k))) {
+          return InvalidArgumentError("SHARD_PUT of shard " + std::to_string(put.id().index()) + " carries " +
+                                      std::to_string(crcs) + " stripe data CRCs; only a parity shard carries them, k=" +
+                                      std::to_string(options_.k));
         }
         ShardStore* store = put.id().index() < static_cast<uint32_t>(options_.k) ? data_ : parity_;
         auto pending = std::make_shared<PendingShard>();
@@ -313,6 +322,7 @@ void Node::InstallHandlers() {
     reply.set_crc32c(view->meta.crc32c);
     reply.set_seq(view->meta.seq);
     reply.set_epoch(view->meta.epoch);
+    for (uint32_t c : view->meta.stripe_crcs) reply.add_stripe_crc32c(c);
     if (get.verify_only()) return r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), {}});
     auto held = std::make_shared<ShardStore::View>(std::move(view).value());
     r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), Payload::View(held->data, held)});
@@ -582,6 +592,9 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     put.set_length(len);
     put.set_crc32c(e.crcs[i]);
     put.set_durable(i >= k);
+    if (i >= k) {
+      for (int d = 0; d < k; ++d) put.add_stripe_crc32c(e.crcs[d]);
+    }
     const NodeId to = where.shards[i];
     // The op (which holds the caller's bytes) lives until the reply.
     std::shared_ptr<const void> owner = in_buf ? std::shared_ptr<const void>(buf) : op;
@@ -779,6 +792,8 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     st.shards.resize(n);
     st.owners.resize(n);
     st.seqs.assign(n, 0);
+    st.crcs.assign(n, 0);
+    st.stripe_crcs.resize(n);
   }
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
   const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
@@ -823,6 +838,8 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            st.shards[i] = r->payload;
                            st.owners[i] = r->payload_owner;
                            st.seqs[i] = reply.seq();
+                           st.crcs[i] = reply.crc32c();
+                           st.stripe_crcs[i].assign(reply.stripe_crc32c().begin(), reply.stripe_crc32c().end());
                            st.present.insert(i);
                          }
                        }
@@ -889,9 +906,16 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
           want.insert(i);
         }
       }
-      ec::ShardSet present = st.present;
-      Status s = coder_->Decode(ptrs, present, want, len);
-      if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("decode stripe " + std::to_string(stripe));
+      bool verified = false;
+      Status s = internal::DecodeChecked(*coder_, ptrs, st.present, want, len, st.crcs, st.stripe_crcs, &verified);
+      ++decode_stats_.stripes;
+      if (verified) ++decode_stats_.verified;
+      if (!s.ok()) {
+        ++decode_stats_.rejected;
+        std::fprintf(stderr, "fern-ec: node %u: read %s: stripe %llu: %s\n", options_.id.value, op->path.c_str(),
+                     static_cast<unsigned long long>(stripe), s.ToString().c_str());
+        if (op->failure.ok()) op->failure = s.WithContext("read " + op->path + ": decode stripe " + std::to_string(stripe));
+      }
     }
   }
   if (op->failure.ok() && op->out_file) return WriteStripeOut(op, stripe);
@@ -904,6 +928,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   }
   st.shards.clear();
   st.owners.clear();
+  st.stripe_crcs.clear();
   --op->in_flight;
   IssueFetches(op);
 }

@@ -191,6 +191,16 @@ class Node {
   uint64_t durable_batches() const;
   uint64_t durable_shards() const;
   const RepairProgress& repair_progress() const { return repair_; }
+  // Stripes decoded by this node (degraded reads and repairs), how many of
+  // them the data CRCs a parity shard records confirmed, and how many
+  // decoded to bytes those CRCs refuse (the read or repair failed with
+  // DataLoss instead). Loop thread.
+  struct DecodeStats {
+    uint64_t stripes = 0;
+    uint64_t verified = 0;
+    uint64_t rejected = 0;
+  };
+  const DecodeStats& decode_stats() const { return decode_stats_; }
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
   // `owner`) until `done` runs.
@@ -443,6 +453,7 @@ class Node {
   std::unique_ptr<MetaStore> owned_meta_;  // when Create got none
   uint64_t file_id_counter_ = 0;
   RepairProgress repair_;
+  DecodeStats decode_stats_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);
   TimePoint now_{};
   std::map<uint32_t, TimePoint> last_heard_;

@@ -133,6 +133,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
     std::vector<std::span<uint8_t>> shards;
     std::vector<std::shared_ptr<void>> owners;
     std::vector<uint64_t> seqs, epochs;  // PSW: each shard's last update
+    std::vector<uint32_t> crcs;          // each present shard's CRC32C
+    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
     ec::ShardSet present;
     int pending = 1;
   };
@@ -145,6 +147,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
   g->owners.resize(n);
   g->seqs.assign(n, 0);
   g->epochs.assign(n, 0);
+  g->crcs.assign(n, 0);
+  g->stripe_crcs.resize(n);
   auto finish = [this, op, task, g, len, k, n]() {
     if (--g->pending > 0) return;
     const RepairOp::Task& t = op->tasks[task];
@@ -179,12 +183,11 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
       ptrs[t.index] = out->data();
       ec::ShardSet want;
       want.insert(t.index);
-      // Decode wants no more than k present shards it does not need.
-      ec::ShardSet use;
-      for (int i = 0; i < n && use.size() < k; ++i) {
-        if (same.contains(i)) use.insert(i);
-      }
-      Status s = coder_->Decode(ptrs, use, want, len);
+      bool verified = false;
+      Status s = internal::DecodeChecked(*coder_, ptrs, same, want, len, g->crcs, g->stripe_crcs, &verified);
+      ++decode_stats_.stripes;
+      if (verified) ++decode_stats_.verified;
+      if (!s.ok()) ++decode_stats_.rejected;
       ShardStore* store = t.index < k ? data_ : parity_;
       const ShardKey key{t.layout->file_id(), t.layout->version(), t.stripe,
                          static_cast<uint32_t>(t.index)};
@@ -195,7 +198,9 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
         } else {
           std::memcpy((*res)->data().data(), out->data(), len);
           DropPswShard(key);  // an update state would write to the old slot
-          s = store->Commit(std::move(*res), ShardMeta{key, len, seq, epoch, ec::Crc32c(*out)});
+          ShardMeta meta{key, len, seq, epoch, ec::Crc32c(*out)};
+          if (t.index >= k) meta.stripe_crcs = internal::StripeCrcsOf(same, k, n, g->crcs, g->stripe_crcs);
+          s = store->Commit(std::move(*res), meta);
         }
       }
       if (s.ok()) {
@@ -225,6 +230,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
                          g->owners[i] = r->payload_owner;
                          g->seqs[i] = reply.seq();
                          g->epochs[i] = reply.epoch();
+                         g->crcs[i] = reply.crc32c();
+                         g->stripe_crcs[i].assign(reply.stripe_crc32c().begin(), reply.stripe_crc32c().end());
                          g->present.insert(i);
                        }
                        finish();

@@ -92,6 +92,8 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
     std::vector<std::shared_ptr<void>> owners;
     std::vector<std::span<uint8_t>> shards;
     std::vector<uint64_t> seq, epoch;
+    std::vector<uint32_t> crcs;                      // each shard's CRC32C
+    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
     std::vector<std::string> errors;
     int pending = 1;
   };
@@ -101,6 +103,8 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
   f->seq.resize(n);
   f->epoch.resize(n);
   f->errors.resize(n);
+  f->crcs.resize(n);
+  f->stripe_crcs.resize(n);
   const std::vector<NodeId> nodes = StripeNodes(*rec, stripe);
   const uint64_t len = geometry_.StripeShardLen(rec->size(), stripe);
   const std::string where = rec->path() + " stripe " + std::to_string(stripe);
@@ -137,19 +141,34 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       ++op->report.inconsistent;
       return done();
     }
+    // A parity is bad if its bytes are not the encoding of the data, or if
+    // the data CRCs it records (which degraded reads check decodes against)
+    // are not the data's.
+    const std::vector<uint32_t> data_crcs(f->crcs.begin(), f->crcs.begin() + k);
     std::vector<int> bad;
+    std::string differs, miscounts;
     for (int j = 0; j < options_.m; ++j) {
-      if (std::memcmp(out[j], f->shards[k + j].data(), len) != 0) bad.push_back(k + j);
+      if (std::memcmp(out[j], f->shards[k + j].data(), len) != 0) {
+        bad.push_back(k + j);
+        differs += (differs.empty() ? "" : ",") + std::to_string(k + j);
+      } else if (!f->stripe_crcs[k + j].empty() && f->stripe_crcs[k + j] != data_crcs) {
+        bad.push_back(k + j);
+        miscounts += (miscounts.empty() ? "" : ",") + std::to_string(k + j);
+      }
     }
     if (bad.empty()) {
       ++op->report.consistent;
       return done();
     }
     ++op->report.inconsistent;
-    std::string list;
-    for (int j : bad) list += (list.empty() ? "" : ",") + std::to_string(j);
-    op->report.problems.push_back(where + ": parity shard " + list + " differs from the encoding of the data (seq " +
-                                  std::to_string(f->seq[0]) + ")");
+    if (!differs.empty()) {
+      op->report.problems.push_back(where + ": parity shard " + differs +
+                                    " differs from the encoding of the data (seq " + std::to_string(f->seq[0]) + ")");
+    }
+    if (!miscounts.empty()) {
+      op->report.problems.push_back(where + ": parity shard " + miscounts +
+                                    " records data CRCs that are not the data's (seq " + std::to_string(f->seq[0]) + ")");
+    }
     if (!op->repair) return done();
     auto left = std::make_shared<int>(static_cast<int>(bad.size()));
     auto ok = std::make_shared<bool>(true);
@@ -162,6 +181,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       put.set_seq(f->seq[0]);
       put.set_epoch(f->epoch[0]);
       put.set_durable(true);
+      for (uint32_t c : data_crcs) put.add_stripe_crc32c(c);
       transport_->Call(nodes[j], OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, parity)},
                        {options_.rpc_timeout, nullptr}, [op, left, ok, done, where, j](StatusOr<InMessage> r) {
                          if (!r.ok()) {
@@ -200,6 +220,8 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
                          f->owners[i] = r->payload_owner;
                          f->seq[i] = rep.seq();
                          f->epoch[i] = rep.epoch();
+                         f->crcs[i] = rep.crc32c();
+                         f->stripe_crcs[i].assign(rep.stripe_crc32c().begin(), rep.stripe_crc32c().end());
                        }
                        if (--f->pending == 0) finish();
                      });

@@ -25,6 +25,7 @@
 
 #include "common/flags.h"
 #include "ec/crc32c.h"
+#include "ec/erasure_coder.h"
 
 namespace fern::daemon {
 
@@ -441,6 +442,7 @@ class SlotStore : public ShardStore {
     meta.seq = seq;
     meta.epoch = epoch;
     meta.crc32c = crc ? *crc : ec::Crc32c({SlotData(slot), meta.length});
+    meta.stripe_crcs.clear();  // the data this parity encodes changed; its CRCs are not known here
     FERN_RETURN_IF_ERROR(sync ? Persist(slot, meta) : WriteHeader(slot, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (!table_.Update(meta, slot)) return NotFoundError(key.ToString() + " was replaced while resealing");
@@ -536,22 +538,35 @@ class MemoryShardStore final : public SlotStore {
 };
 
 // On-disk slot header, at the start of each slot's 4 KiB header page.
+// Format 2. Format 1 (before 2026-12-06, still read) is the same up to
+// `epoch`, with stripe_crc_count 0 and its header_crc where stripe_crcs
+// starts: a parity shard from it has no stripe data CRCs.
 struct SlotHeader {
   uint64_t magic;  // kMagic when committed
   uint32_t format;
   uint32_t data_crc;
   uint64_t file_id, version, stripe;
-  uint32_t index, reserved;
+  uint32_t index, stripe_crc_count;
   uint64_t length, seq, epoch;
+  uint32_t stripe_crcs[ec::kMaxShards];  // ShardMeta::stripe_crcs
   uint32_t header_crc;  // CRC32C of every byte before this field
   uint32_t pad;
 };
 constexpr uint64_t kMagic = 0x4452485346524546ull;  // "FERFSHRD" little-endian
-constexpr uint32_t kFormat = 1;
+constexpr uint32_t kFormat = 2;
 constexpr uint64_t kHeaderPage = 4096;
+static_assert(sizeof(SlotHeader) <= kHeaderPage);
 
 uint32_t HeaderCrc(const SlotHeader& h) {
-  return ec::Crc32c({reinterpret_cast<const uint8_t*>(&h), offsetof(SlotHeader, header_crc)});
+  const size_t covered = h.format == 1 ? offsetof(SlotHeader, stripe_crcs) : offsetof(SlotHeader, header_crc);
+  return ec::Crc32c({reinterpret_cast<const uint8_t*>(&h), covered});
+}
+
+// A committed header of a format this build reads, whole.
+bool ValidHeader(const SlotHeader& h) {
+  if (h.magic != kMagic) return false;
+  if (h.format == 1) return h.stripe_crc_count == 0 && h.stripe_crcs[0] == HeaderCrc(h);
+  return h.format == kFormat && h.stripe_crc_count <= ec::kMaxShards && h.header_crc == HeaderCrc(h);
 }
 
 class FileShardStore final : public SlotStore {
@@ -701,6 +716,8 @@ class FileShardStore final : public SlotStore {
     h.length = meta.length;
     h.seq = meta.seq;
     h.epoch = meta.epoch;
+    h.stripe_crc_count = static_cast<uint32_t>(std::min<size_t>(meta.stripe_crcs.size(), ec::kMaxShards));
+    std::copy_n(meta.stripe_crcs.begin(), h.stripe_crc_count, h.stripe_crcs);
     h.header_crc = HeaderCrc(h);
     if (stage_bytes_ == 0) {
       std::memcpy(Header(slot), &h, sizeof h);
@@ -730,11 +747,9 @@ class FileShardStore final : public SlotStore {
     std::lock_guard<std::mutex> l(table_.mu());
     for (uint64_t s = 0; s < table_.total(); ++s) {
       const SlotHeader h = *Header(s);
-      if (h.magic != kMagic || h.format != kFormat || h.header_crc != HeaderCrc(h) ||
-          h.length > slot_capacity_) {
-        continue;  // free, or a write that never committed
-      }
+      if (!ValidHeader(h) || h.length > slot_capacity_) continue;  // free, or a write that never committed
       ShardMeta m{{h.file_id, h.version, h.stripe, h.index}, h.length, h.seq, h.epoch, h.data_crc};
+      m.stripe_crcs.assign(h.stripe_crcs, h.stripe_crcs + h.stripe_crc_count);
       table_.Recover(m, s);
     }
     table_.RebuildFreeList();

@@ -13,8 +13,8 @@
 //   auto r = store.Reserve(key, len);     // ResourceExhausted when full
 //   receive or copy the bytes into r->data()   (e.g. UCX rendezvous into it)
 //   store.Commit(*r, meta);               // checks the CRC, writes the header
-// The header (key, length, seq, epoch, CRC32C of the data, CRC of the
-// header) is written after the data, and for a durable tier after the data is
+// The header (key, length, seq, epoch, CRC32C of the data, the stripe's
+// data CRCs for a parity shard, CRC of the header) is written after the data, and for a durable tier after the data is
 // flushed, so a crash before Commit leaves no valid shard: the slot is free
 // again when the store reopens. A shard is never overwritten in place: a new
 // version of the same key goes to a new slot, and the old slot is freed when
@@ -28,7 +28,8 @@
 // Updating in place (PSW, DESIGN §2): the one exception to the rule above.
 // OpenForUpdate hands out a writable view of a committed shard's slot (CRC
 // checked first); the caller changes bytes through it, then Reseal records
-// the new seq and epoch with the CRC of the bytes as they now are (for a
+// the new seq and epoch with the CRC of the bytes as they now are, and no
+// stripe data CRCs (the store cannot know the data's new ones) (for a
 // durable tier: data flushed, then the header, then flushed again). A crash
 // between a change and its Reseal leaves bytes that fail their CRC: the
 // shard reads as corrupt (an erasure), never as valid wrong bytes. Readers
@@ -73,6 +74,11 @@ struct ShardMeta {
   uint64_t seq = 0;
   uint64_t epoch = 0;
   uint32_t crc32c = 0;
+  // Parity shards: the CRC32C of each of the stripe's k data shards that
+  // these bytes encode, so a reader can check the data it decodes; empty
+  // when not known (written without them, or changed in place since:
+  // Reseal clears them). At most ec::kMaxShards values.
+  std::vector<uint32_t> stripe_crcs;
 };
 
 struct StoreUsage {

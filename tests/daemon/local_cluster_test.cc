@@ -143,6 +143,18 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
   int via = 0;
   while (via == a || via == b) ++via;
   check_all(via, "nodes " + std::to_string(a) + "," + std::to_string(b) + " killed");
+  {
+    // The reading node decoded stripes, and each decode was checked against
+    // the data CRCs its parity records.
+    const std::string st =
+        Out("FERN_EC_SOCKET=" + root_ + "/node-" + std::to_string(via) + "/sock " + Cli() + " status --json");
+    std::smatch d;
+    ASSERT_TRUE(std::regex_search(st, d, std::regex("\"decodes\": \\{\"stripes\": ([0-9]+), \"verified\": ([0-9]+), \"rejected\": ([0-9]+)")))
+        << st;
+    EXPECT_GT(std::stoull(d[1]), 0u) << st;
+    EXPECT_EQ(d[2], d[1]) << st;
+    EXPECT_EQ(d[3], "0") << st;
+  }
 
   // A third: every stripe spans all six nodes, so reads must fail with EIO
   // (exit code 4) or find no metadata owner, and never write an output file.

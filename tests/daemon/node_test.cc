@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/node_internal.h"
 #include "ec/crc32c.h"
 #include "fern_wire.pb.h"
 #include "test_util.h"
@@ -618,6 +619,9 @@ TEST(NodeRepair, WipedNodeIsRebuiltThenAnyTwoMayFail) {
   EXPECT_EQ(p.shards_restored, p.shards_missing);
   EXPECT_EQ(p.shards_failed, 0u);
   EXPECT_EQ(c.TotalShards(), total);
+  // Every rebuilt data shard was checked against the data CRCs its parity records.
+  EXPECT_GT(c.node(wiped).decode_stats().stripes, 0u);
+  EXPECT_EQ(c.node(wiped).decode_stats().verified, c.node(wiped).decode_stats().stripes);
   // A second pass finds nothing to do.
   ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(wiped).Repair(done); }).ok());
   EXPECT_EQ(c.node(wiped).repair_progress().shards_restored, p.shards_missing);
@@ -632,6 +636,86 @@ TEST(NodeRepair, WipedNodeIsRebuiltThenAnyTwoMayFail) {
     ASSERT_TRUE(got.ok()) << names[i] << ": " << got.status().ToString();
     EXPECT_EQ(got->bytes, files[i]) << names[i];
   }
+}
+
+// The node holding shard `index` of the (one-stripe) files in c.
+int HolderOf(Cluster& c, uint32_t index, ShardKey* key = nullptr) {
+  for (int i = 0; i < c.size(); ++i) {
+    for (const auto& meta : (index < 4 ? c.data(i) : c.parity(i)).List()) {
+      if (meta.key.index != index) continue;
+      if (key) *key = meta.key;
+      return i;
+    }
+  }
+  return -1;
+}
+
+// Changes a byte of a stored shard and reseals it: wrong, yet matching its
+// own CRC (as a coder bug or a stale rewrite would leave it).
+void CorruptConsistently(ShardStore& store, const ShardKey& key) {
+  {
+    auto w = store.OpenForUpdate(key);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    w->data[w->data.size() / 3] ^= 0x10;
+  }
+  ASSERT_TRUE(store.Reseal(key, 0, 1).ok());
+}
+
+// A parity shard that is wrong yet matches its own CRC (a coder bug, a
+// stale rewrite: here changed and resealed) must never decode into bytes a
+// read returns: with a spare shard the read decodes around it, without one
+// it fails with DataLoss (EIO), and a repair does not copy it into data.
+// One single-stripe file; who holds data shards 0 and 1 and parity shard 4,
+// and a node holding none of them to read through.
+class NodeDecode : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto rng = fern::testing::TestRng();
+    bytes = Bytes(rng, kStripe);
+    ASSERT_TRUE(c.Put(0, "/v/f", bytes).ok());
+    d0 = HolderOf(c, 0);
+    d1 = HolderOf(c, 1);
+    p4 = HolderOf(c, 4, &p4_key);
+    ASSERT_TRUE(d0 >= 0 && d1 >= 0 && p4 >= 0);
+    while (via == d0 || via == d1 || via == p4) ++via;
+  }
+  Cluster c;
+  std::vector<uint8_t> bytes;
+  ShardKey p4_key;
+  int d0 = -1, d1 = -1, p4 = -1, via = 0;
+};
+
+TEST_F(NodeDecode, AWrongParityMatchingItsOwnCrcNeverBecomesData) {
+  CorruptConsistently(c.parity(p4), p4_key);
+
+  // Data shard 0's node is reborn empty and rebuilds it: from shards that
+  // agree with the data CRCs parity 5 records, not through parity 4.
+  c.WipeData(d0);
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(d0).Repair(done); }).ok());
+  EXPECT_EQ(c.node(d0).decode_stats().verified, 1u);
+  c.Kill(d1);
+  c.Kill(p4);  // the read now decodes from the repaired shard 0
+  auto repaired = c.Get(via, "/v/f");
+  ASSERT_TRUE(repaired.ok()) << repaired.status().ToString();
+  EXPECT_TRUE(repaired->bytes == bytes) << "the repaired data shard holds wrong bytes";
+}
+
+TEST_F(NodeDecode, AReadDecodesAroundAWrongParityOrFailsWithEio) {
+  // A plain degraded read is checked.
+  c.Kill(d0);
+  auto healthy = c.Get(via, "/v/f");
+  ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
+  EXPECT_TRUE(healthy->bytes == bytes);
+  EXPECT_EQ(c.node(via).decode_stats().verified, 1u);
+  CorruptConsistently(c.parity(p4), p4_key);
+  auto around = c.Get(via, "/v/f");
+  ASSERT_TRUE(around.ok()) << around.status().ToString();
+  EXPECT_TRUE(around->bytes == bytes) << "decoded through the wrong parity";
+  EXPECT_EQ(c.node(via).decode_stats().verified, 2u);
+  c.Kill(d1);
+  auto refused = c.Get(via, "/v/f");
+  EXPECT_EQ(refused.status().code(), StatusCode::kDataLoss) << refused.status().ToString();
+  EXPECT_EQ(c.node(via).decode_stats().rejected, 1u);
 }
 
 TEST(NodeMembership, SilentPeerIsDeclaredDeadAndRejoinsWhenHeardAgain) {
@@ -693,17 +777,28 @@ namespace {
 // acknowledged only once the flusher committed it, and a SHARD_DELETE that
 // arrives while the shard still waits for its batch (a put that timed out
 // and cleans up) is not lost: the shard is gone once its commit lands.
+// Node 0 of a two-node k=1 m=1 cluster over memory stores, and node 1's
+// bare transport (tb) to send it raw requests.
+struct OneNode {
+  explicit OneNode(bool batch_durable_commits = false)
+      : node(Node::Create({.id = NodeId(0), .k = 1, .m = 1, .shard_size = kShard, .rpc_timeout = 2s,
+                           .batch_durable_commits = batch_durable_commits},
+                          ta.get(), data.get(), parity.get(),
+                          *placement::ClusterView::Make({{NodeId(0), "", true}, {NodeId(1), "", true}}))) {}
+  transport::LoopbackNetwork net{fern::testing::RunSeed()};
+  std::unique_ptr<transport::LoopbackTransport> ta = net.AddNode(NodeId(0));
+  std::unique_ptr<transport::LoopbackTransport> tb = net.AddNode(NodeId(1));
+  std::unique_ptr<ShardStore> data = NewMemoryShardStore(16, kShard);
+  std::unique_ptr<ShardStore> parity = NewMemoryShardStore(16, kShard);
+  StatusOr<std::unique_ptr<Node>> node;
+};
+
 TEST(NodeDurableBatch, DeleteThatOvertakesItsParityShardStillRemovesIt) {
-  transport::LoopbackNetwork net(fern::testing::RunSeed());
-  auto ta = net.AddNode(NodeId(0));
-  auto tb = net.AddNode(NodeId(1));
-  auto view = *placement::ClusterView::Make({{NodeId(0), "", true}, {NodeId(1), "", true}});
-  auto data = NewMemoryShardStore(16, kShard);
-  auto parity = NewMemoryShardStore(16, kShard);
-  auto node = Node::Create({.id = NodeId(0), .k = 1, .m = 1, .shard_size = kShard, .rpc_timeout = 2s,
-                            .batch_durable_commits = true},
-                           ta.get(), data.get(), parity.get(), view);
-  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  OneNode one(/*batch_durable_commits=*/true);
+  ASSERT_TRUE(one.node.ok()) << one.node.status().ToString();
+  auto& tb = one.tb;
+  auto& parity = one.parity;
+  auto& node = one.node;
 
   auto send_put = [&](uint64_t file_id, std::optional<Status>* acked) {
     auto bytes = std::make_shared<std::vector<uint8_t>>(kShard, static_cast<uint8_t>(file_id));
@@ -750,6 +845,50 @@ TEST(NodeDurableBatch, DeleteThatOvertakesItsParityShardStillRemovesIt) {
   ASSERT_EQ(left.size(), 1u) << "the deleted shard came back after its commit";
   EXPECT_EQ(left[0].key.file_id, 7u);
   EXPECT_EQ((*node)->durable_shards(), 2u);
+}
+
+// Stripe data CRCs on the wire: exactly k of them, on a parity shard only;
+// anything else is refused with a clear error and stores nothing. Accepted
+// ones come back with the shard.
+TEST(NodeShardService, StripeCrcsAreKOnAParityShardOrRefused) {
+  OneNode one;
+  ASSERT_TRUE(one.node.ok()) << one.node.status().ToString();
+  auto& tb = one.tb;
+  auto& data = one.data;
+  auto& parity = one.parity;
+  auto call = [&](transport::MessageKind kind, const std::string& header, std::shared_ptr<std::vector<uint8_t>> bytes) {
+    std::optional<StatusOr<transport::InMessage>> reply;
+    transport::Payload payload;
+    if (bytes) payload = transport::Payload::View(*bytes, bytes);
+    tb->Call(NodeId(0), {kind, header, std::move(payload)}, {1h, nullptr},
+             [&](StatusOr<transport::InMessage> r) { reply = std::move(r); });
+    EXPECT_TRUE(transport::ProgressUntil(*tb, [&] { return reply.has_value(); }, 5s));
+    return reply ? std::move(*reply) : StatusOr<transport::InMessage>(InternalError("no reply"));
+  };
+  auto put = [&](uint32_t index, std::vector<uint32_t> crcs) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>(kShard, static_cast<uint8_t>(index + 1));
+    wire::ShardPut p;
+    internal::SetId(p.mutable_id(), 9, 1, 0, static_cast<int>(index));
+    p.set_length(bytes->size());
+    p.set_crc32c(ec::Crc32c(*bytes));
+    for (uint32_t c : crcs) p.add_stripe_crc32c(c);
+    return call(wire::SHARD_PUT, p.SerializeAsString(), bytes).status();
+  };
+  Status s = put(1, {1, 2});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("carries 2 stripe data CRCs"), std::string::npos) << s.ToString();
+  s = put(0, {1});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(data->List().size() + parity->List().size(), 0u);
+  ASSERT_TRUE(put(1, {0xabcdef01}).ok());
+  wire::ShardGet get;
+  internal::SetId(get.mutable_id(), 9, 1, 0, 1);
+  auto got = call(wire::SHARD_GET, get.SerializeAsString(), nullptr);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  wire::ShardGetReply reply;
+  ASSERT_TRUE(reply.ParseFromString(got->header));
+  ASSERT_EQ(reply.stripe_crc32c_size(), 1);
+  EXPECT_EQ(reply.stripe_crc32c(0), 0xabcdef01u);
 }
 
 

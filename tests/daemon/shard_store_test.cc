@@ -11,11 +11,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <thread>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -293,6 +295,44 @@ TEST_P(ShardStoreTest, DurableFlusherCompletesEverySubmittedShard) {
   EXPECT_GE(flusher.batches(), 1u);
 }
 
+// A parity shard records its stripe's data CRCs (degraded reads check what
+// they decode against them) until it is changed in place: the store cannot
+// know the new data's CRCs, so Reseal drops them rather than keep stale ones.
+TEST_P(ShardStoreTest, ParityKeepsItsStripeCrcsUntilUpdatedInPlace) {
+  auto rng = fern::testing::TestRng();
+  const auto bytes = Bytes(rng, 3000);
+  const ShardKey k{12, 1, 0, 4};
+  auto r = store_->Reserve(k, bytes.size());
+  ASSERT_TRUE(r.ok());
+  std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
+  ShardMeta meta{k, bytes.size(), 0, 1, ec::Crc32c(bytes)};
+  meta.stripe_crcs = {0x11111111, 0x22222222, 0x33333333, 0xdeadbeef};
+  ASSERT_TRUE(store_->Commit(std::move(r).value(), meta).ok());
+  ASSERT_TRUE(Put(*store_, {12, 1, 0, 0}, bytes).ok());
+  {
+    auto v = store_->Read(k);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->meta.stripe_crcs, meta.stripe_crcs);
+    auto d = store_->Read({12, 1, 0, 0});
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d->meta.stripe_crcs.empty());
+    auto listed = store_->List();
+    auto it = std::find_if(listed.begin(), listed.end(), [&](const ShardMeta& m) { return m.key == k; });
+    ASSERT_NE(it, listed.end());
+    EXPECT_EQ(it->stripe_crcs, meta.stripe_crcs);
+  }
+  {
+    auto w = store_->OpenForUpdate(k);
+    ASSERT_TRUE(w.ok());
+    w->data[7] ^= 0x40;
+  }
+  ASSERT_TRUE(store_->Reseal(k, 1, 1).ok());
+  auto v = store_->Read(k);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_TRUE(v->meta.stripe_crcs.empty());
+  EXPECT_EQ(v->meta.seq, 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, ShardStoreTest,
                          ::testing::Values("memory", "tmpfs", "disk", "disk_staged", "disk_prepared"),
                          [](const auto& info) { return info.param; });
@@ -328,6 +368,77 @@ TEST(FileShardStore, ReopenRecoversCommittedShardsOnly) {
   EXPECT_EQ((*s)->Usage().slots_used, 2u);
   s = Status(StatusCode::kCancelled, "close");
   std::filesystem::remove_all(dir);
+}
+
+// The slot header as format 1 wrote it (before stripe data CRCs), pinned
+// here: slabs written by an older daemon must still open.
+struct FormatOneHeader {
+  uint64_t magic;
+  uint32_t format;
+  uint32_t data_crc;
+  uint64_t file_id, version, stripe;
+  uint32_t index, reserved;
+  uint64_t length, seq, epoch;
+  uint32_t header_crc;  // CRC32C of every byte before it
+  uint32_t pad;
+};
+
+// Stripe data CRCs (up to k = 32 of them) survive a reopen, on tmpfs and on
+// disk; a parity shard whose header is format 1 opens with none.
+TEST(FileShardStore, StripeCrcsSurviveReopenAndFormatOneHeadersStillOpen) {
+  auto rng = fern::testing::TestRng();
+  for (const std::string kind : {"tmpfs", "disk_staged"}) {
+    SCOPED_TRACE(kind);
+    const std::string dir = TempDir(kind == "tmpfs" ? "/dev/shm" : "/var/tmp");
+    const auto a = Bytes(rng, 4000), b = Bytes(rng, kSlot);
+    std::vector<uint32_t> many(32);
+    for (auto& c : many) c = static_cast<uint32_t>(rng());
+    {
+      auto s = Open(kind, dir, 8);
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      for (const auto& [key, bytes, crcs] : {std::tuple{ShardKey{3, 1, 0, 4}, a, std::vector<uint32_t>{}},
+                                            std::tuple{ShardKey{3, 1, 1, 33}, b, many}}) {
+        auto r = (*s)->Reserve(key, bytes.size());
+        ASSERT_TRUE(r.ok());
+        std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
+        ShardMeta meta{key, bytes.size(), 2, 1, ec::Crc32c(bytes)};
+        meta.stripe_crcs = crcs.empty() ? std::vector<uint32_t>{7, 8, 9, 10} : crcs;
+        ASSERT_TRUE((*s)->Commit(std::move(r).value(), meta).ok());
+      }
+    }
+    {
+      // Rewrite slot 0's header (the first shard: the free list hands out
+      // slot 0 first) as format 1 wrote it.
+      std::fstream f(dir + "/shards.slab", std::ios::in | std::ios::out | std::ios::binary);
+      FormatOneHeader h{};
+      f.read(reinterpret_cast<char*>(&h), sizeof h);
+      ASSERT_EQ(h.format, 2u);
+      ASSERT_EQ(h.index, 4u);
+      h.format = 1;
+      h.reserved = 0;
+      h.header_crc = ec::Crc32c({reinterpret_cast<const uint8_t*>(&h), offsetof(FormatOneHeader, header_crc)});
+      h.pad = 0;
+      std::vector<char> page(4096, 0);
+      std::memcpy(page.data(), &h, sizeof h);
+      f.seekp(0);
+      f.write(page.data(), static_cast<std::streamsize>(page.size()));
+    }
+    auto s = Open(kind, dir, 8);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    {
+      auto va = (*s)->Read({3, 1, 0, 4});
+      ASSERT_TRUE(va.ok()) << va.status().ToString();
+      EXPECT_EQ(std::vector<uint8_t>(va->data.begin(), va->data.end()), a);
+      EXPECT_EQ(va->meta.seq, 2u);
+      EXPECT_TRUE(va->meta.stripe_crcs.empty());
+      auto vb = (*s)->Read({3, 1, 1, 33});
+      ASSERT_TRUE(vb.ok()) << vb.status().ToString();
+      EXPECT_EQ(std::vector<uint8_t>(vb->data.begin(), vb->data.end()), b);
+      EXPECT_EQ(vb->meta.stripe_crcs, many);
+    }
+    s = Status(StatusCode::kCancelled, "close");
+    std::filesystem::remove_all(dir);
+  }
 }
 
 // A staged store on disk writes shard data with O_DIRECT and reads it back
