@@ -1,6 +1,7 @@
 // internal::DecodeChecked (see node_internal.h): a decode whose result is
 // checked against the data CRCs the stripe's parity shards record.
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "daemon/node_internal.h"
@@ -30,9 +31,26 @@ ec::ShardSet FirstK(ec::ShardSet have, int k, int n) {
 
 Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> shards, ec::ShardSet have,
                      ec::ShardSet want, size_t len, std::span<const uint32_t> crcs,
-                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified) {
+                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified,
+                     std::vector<uint32_t>* data_crcs) {
   const int k = coder.k(), n = static_cast<int>(shards.size());
+  const ec::ShardSet data = ec::ShardSet::FirstN(k);
   *verified = false;
+  if (data_crcs) data_crcs->clear();
+  // A wanted parity is encoded from the k data shards, never decoded
+  // through another parity: so every data shard not present is needed too.
+  const bool want_parity = (want.bits() & ~data.bits()) != 0;
+  ec::ShardSet need(want.bits() & data.bits());
+  if (want_parity) need = ec::ShardSet(need.bits() | (data.bits() & ~have.bits()));
+  std::vector<int> recorders;  // present parity shards that record the data CRCs
+  for (int p = k; p < n; ++p) {
+    if (have.contains(p) && static_cast<int>(stripe_crcs[p].size()) == k) recorders.push_back(p);
+  }
+  std::vector<std::vector<uint8_t>> scratch(n);
+  auto scratch_of = [&](int i) {
+    if (scratch[i].empty()) scratch[i].resize(len);
+    return scratch[i].data();
+  };
   // The sources to try: the first k, then (more than k present) the first
   // k without each present shard in turn.
   std::vector<ec::ShardSet> tries{FirstK(have, k, n)};
@@ -45,57 +63,66 @@ Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> sh
       if (std::find(tries.begin(), tries.end(), use) == tries.end()) tries.push_back(use);
     }
   }
-  // Sources with a parity that can vouch for the result first: a decode
-  // nothing checks is taken only when no source could have checked one.
-  auto recorded = [&](ec::ShardSet use) {
-    for (int p = k; p < n; ++p) {
-      if (use.contains(p) && static_cast<int>(stripe_crcs[p].size()) == k) return true;
-    }
-    return false;
-  };
-  std::stable_partition(tries.begin(), tries.end(), recorded);
-  std::vector<uint32_t> decoded(k, 0);
+  std::vector<uint8_t*> work(n);
+  std::vector<uint32_t> final_crc(k);
+  std::vector<bool> known(k);
   std::string disagree;
   for (const ec::ShardSet use : tries) {
-    if (!recorded(use) && !disagree.empty()) break;  // a checked decode disagreed: trust none unchecked
-    FERN_RETURN_IF_ERROR(coder.Decode(shards, use, want, len));
-    for (int d = 0; d < k; ++d) {
-      if (want.contains(d)) decoded[d] = ec::Crc32c({shards[d], len});
+    // A present data shard a try leaves out may be the wrong one: it is
+    // decoded too (into scratch), and replaces the present bytes only if
+    // this try is accepted.
+    const ec::ShardSet left_out(have.bits() & data.bits() & ~use.bits());
+    const ec::ShardSet targets(need.bits() | left_out.bits());
+    for (int i = 0; i < n; ++i) {
+      work[i] = use.contains(i) ? shards[i]
+                : targets.contains(i) ? (want.contains(i) ? shards[i] : scratch_of(i))
+                                      : nullptr;
     }
-    bool checked = false, agree = true;
-    for (int p = k; p < n && agree; ++p) {
-      if (!use.contains(p) || static_cast<int>(stripe_crcs[p].size()) != k) continue;
-      checked = true;
-      for (int d = 0; d < k && agree; ++d) {
-        if (use.contains(d) && crcs[d] != stripe_crcs[p][d]) agree = false;
-        if (want.contains(d) && decoded[d] != stripe_crcs[p][d]) agree = false;
+    if (!targets.empty()) FERN_RETURN_IF_ERROR(coder.Decode(work, use, targets, len));
+    for (int d = 0; d < k; ++d) {
+      known[d] = targets.contains(d) || have.contains(d);
+      if (targets.contains(d)) {
+        final_crc[d] = ec::Crc32c({work[d], len});
+      } else if (have.contains(d)) {
+        final_crc[d] = crcs[d];
       }
     }
-    if (!checked) return Status();  // nothing recorded to check against
-    if (agree) {
-      *verified = true;
-      return Status();
+    // Accepted when some parity's record vouches for the data as it comes
+    // out, and no parity used as a source contradicts it.
+    bool vouched = recorders.empty(), contradicted = false;
+    for (int p : recorders) {
+      bool agrees = true;
+      for (int d = 0; d < k && agrees; ++d) {
+        if (known[d] && final_crc[d] != stripe_crcs[p][d]) agrees = false;
+      }
+      if (agrees) vouched = true;
+      if (!agrees && use.contains(p)) contradicted = true;
     }
-    disagree += (disagree.empty() ? "{" : ", {") + Indices(use, n) + "}";
-  }
-  return DataLossError("shards " + Indices(want, n) + " decoded from " + disagree +
-                       " disagree with the data CRCs the parity records (a shard is wrong but matches its own CRC)");
-}
-
-std::vector<uint32_t> StripeCrcsOf(ec::ShardSet have, int k, int n, std::span<const uint32_t> crcs,
-                                   std::span<const std::vector<uint32_t>> stripe_crcs) {
-  if ((have.bits() & ec::ShardSet::FirstN(k).bits()) == ec::ShardSet::FirstN(k).bits()) {
-    return {crcs.begin(), crcs.begin() + k};
-  }
-  for (int p = k; p < n; ++p) {
-    if (!have.contains(p) || static_cast<int>(stripe_crcs[p].size()) != k) continue;
-    bool agree = true;
+    if (!vouched || contradicted) {
+      disagree += (disagree.empty() ? "{" : ", {") + Indices(use, n) + "}";
+      continue;
+    }
+    *verified = !recorders.empty();
     for (int d = 0; d < k; ++d) {
-      if (have.contains(d) && crcs[d] != stripe_crcs[p][d]) agree = false;
+      if (left_out.contains(d)) std::memcpy(shards[d], work[d], len);
     }
-    if (agree) return stripe_crcs[p];
+    if (want_parity) {
+      std::vector<const uint8_t*> in(k);
+      std::vector<uint8_t*> out(n - k);
+      for (int d = 0; d < k; ++d) in[d] = need.contains(d) ? work[d] : shards[d];
+      for (int p = k; p < n; ++p) out[p - k] = want.contains(p) ? shards[p] : scratch_of(p);
+      FERN_RETURN_IF_ERROR(coder.Encode(in, out, len));
+    }
+    if (data_crcs && std::all_of(known.begin(), known.end(), [](bool b) { return b; })) *data_crcs = final_crc;
+    return Status();
   }
-  return {};
+  return DataLossError("shards " + Indices(want, n) + " decoded from " + disagree + " disagree with the data CRCs parity " +
+                       [&] {
+                         std::string r;
+                         for (int p : recorders) r += (r.empty() ? "" : ",") + std::to_string(p);
+                         return r;
+                       }() +
+                       " records (a shard is wrong but matches its own CRC)");
 }
 
 }  // namespace fern::daemon::internal

@@ -71,30 +71,30 @@ inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64
 
 // Decodes `want` from k of the shards in `have` (all at one update seq)
 // and checks the result end to end. Each present shard's own CRC only says
-// its bytes are as stored; a parity that is wrong but self-consistent (a
-// coder bug, a stale rewrite) would decode into wrong bytes that no CRC
-// catches. So each parity shard among the k sources that records the
-// stripe's data CRCs (ShardMeta::stripe_crcs) must agree with every data
-// shard among the sources (`crcs[i]`, the CRC of present shard i) and with
-// every decoded data shard. When they disagree and more than k shards are
-// present, the decode is tried again leaving out one shard at a time.
-//   shards: k+m pointers; entries in `have` are read, entries in `want`
-//           written (as ErasureCoder::Decode).
+// its bytes are as stored; a shard that is wrong but self-consistent (a
+// coder bug, a stale rewrite) would decode into wrong bytes no CRC catches.
+// So a parity shard in `have` that records the stripe's data CRCs
+// (ShardMeta::stripe_crcs) must vouch for the data as it comes out (the
+// present data shards' CRCs `crcs[i]` and the decoded ones), and no parity
+// among the k sources may contradict it. Otherwise, with more than k shards
+// present, the decode is tried again leaving out one shard at a time; a
+// present data shard left out by the try that is accepted is replaced by
+// its decoded bytes in place. A wanted parity is encoded from the k data
+// shards (decoded first where missing), never decoded through another
+// parity.
+//   shards: k+m pointers; entries in `have` are read (a present data shard
+//           may be overwritten as above), entries in `want` written.
 //   stripe_crcs: by shard index; empty where not recorded.
-// OK with *verified false when no source recorded data CRCs (nothing to
-// check against: written by an older daemon, or updated in place since);
-// DataLoss naming the shards when no combination agrees; a decode error as
-// is. REQUIRES: have.size() >= k; want and have disjoint.
+//   data_crcs (optional): the k data shards' CRCs as they came out, when
+//           all are known (all present or decoded), else empty.
+// OK with *verified false when no parity in `have` records data CRCs
+// (nothing to check against: written by an older daemon, or updated in
+// place since); DataLoss naming the shards when no try is vouched for; a
+// decode error as is. REQUIRES: have.size() >= k; want and have disjoint.
 Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> shards, ec::ShardSet have,
                      ec::ShardSet want, size_t len, std::span<const uint32_t> crcs,
-                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified);
-
-// The data CRCs a parity shard rebuilt or rewritten from the shards in
-// `have` (one update seq) records: the data shards' own CRCs when all k are
-// in `have`, else those another parity in `have` records if they agree with
-// the data shards there; empty when neither.
-std::vector<uint32_t> StripeCrcsOf(ec::ShardSet have, int k, int n, std::span<const uint32_t> crcs,
-                                   std::span<const std::vector<uint32_t>> stripe_crcs);
+                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified,
+                     std::vector<uint32_t>* data_crcs = nullptr);
 
 inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {
   id->set_file_id(file_id);

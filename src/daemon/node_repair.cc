@@ -184,7 +184,9 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
       ec::ShardSet want;
       want.insert(t.index);
       bool verified = false;
-      Status s = internal::DecodeChecked(*coder_, ptrs, same, want, len, g->crcs, g->stripe_crcs, &verified);
+      std::vector<uint32_t> data_crcs;  // what a rebuilt parity records
+      Status s = internal::DecodeChecked(*coder_, ptrs, same, want, len, g->crcs, g->stripe_crcs, &verified,
+                                         &data_crcs);
       ++decode_stats_.stripes;
       if (verified) ++decode_stats_.verified;
       if (!s.ok()) ++decode_stats_.rejected;
@@ -199,7 +201,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
           std::memcpy((*res)->data().data(), out->data(), len);
           DropPswShard(key);  // an update state would write to the old slot
           ShardMeta meta{key, len, seq, epoch, ec::Crc32c(*out)};
-          if (t.index >= k) meta.stripe_crcs = internal::StripeCrcsOf(same, k, n, g->crcs, g->stripe_crcs);
+          if (t.index >= k) meta.stripe_crcs = data_crcs;
           s = store->Commit(std::move(*res), meta);
         }
       }

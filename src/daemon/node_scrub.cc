@@ -147,8 +147,10 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
     const std::vector<uint32_t> data_crcs(f->crcs.begin(), f->crcs.begin() + k);
     std::vector<int> bad;
     std::string differs, miscounts;
+    int differing = 0;
     for (int j = 0; j < options_.m; ++j) {
       if (std::memcmp(out[j], f->shards[k + j].data(), len) != 0) {
+        ++differing;
         bad.push_back(k + j);
         differs += (differs.empty() ? "" : ",") + std::to_string(k + j);
       } else if (!f->stripe_crcs[k + j].empty() && f->stripe_crcs[k + j] != data_crcs) {
@@ -161,6 +163,28 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       return done();
     }
     ++op->report.inconsistent;
+    // Every parity differs, and the data CRCs they record agree with each
+    // other but not with data shard d: d is what is wrong (a wrong data
+    // shard changes every parity's encoding). Re-encoding the parity from it
+    // would make its wrong bytes permanent: reported, nothing rewritten.
+    if (differing == options_.m) {
+      std::string suspects;
+      for (int d = 0; d < k; ++d) {
+        std::vector<uint32_t> recorded;
+        for (int j = k; j < n; ++j) {
+          if (static_cast<int>(f->stripe_crcs[j].size()) == k) recorded.push_back(f->stripe_crcs[j][d]);
+        }
+        const bool one_voice = !recorded.empty() && std::all_of(recorded.begin(), recorded.end(),
+                                                                [&](uint32_t c) { return c == recorded[0]; });
+        if (one_voice && recorded[0] != data_crcs[d]) suspects += (suspects.empty() ? "" : ",") + std::to_string(d);
+      }
+      if (!suspects.empty()) {
+        op->report.problems.push_back(where + ": data shard " + suspects +
+                                      " disagrees with the data CRCs every parity records (seq " +
+                                      std::to_string(f->seq[0]) + "): parity not rewritten");
+        return done();
+      }
+    }
     if (!differs.empty()) {
       op->report.problems.push_back(where + ": parity shard " + differs +
                                     " differs from the encoding of the data (seq " + std::to_string(f->seq[0]) + ")");

@@ -439,10 +439,14 @@ class SlotStore : public ShardStore {
       slot = e->first;
       meta = e->second;
     }
+    const uint32_t now = crc ? *crc : ec::Crc32c({SlotData(slot), meta.length});
+    // The data this parity encodes may have changed, and its new CRCs are
+    // not known here. Unchanged bytes at the same seq (a fence only moves
+    // the epoch) keep them: every update in place moves the seq.
+    if (seq != meta.seq || now != meta.crc32c) meta.stripe_crcs.clear();
     meta.seq = seq;
     meta.epoch = epoch;
-    meta.crc32c = crc ? *crc : ec::Crc32c({SlotData(slot), meta.length});
-    meta.stripe_crcs.clear();  // the data this parity encodes changed; its CRCs are not known here
+    meta.crc32c = now;
     FERN_RETURN_IF_ERROR(sync ? Persist(slot, meta) : WriteHeader(slot, meta));
     std::lock_guard<std::mutex> l(table_.mu());
     if (!table_.Update(meta, slot)) return NotFoundError(key.ToString() + " was replaced while resealing");
@@ -538,9 +542,11 @@ class MemoryShardStore final : public SlotStore {
 };
 
 // On-disk slot header, at the start of each slot's 4 KiB header page.
-// Format 2. Format 1 (before 2026-12-06, still read) is the same up to
-// `epoch`, with stripe_crc_count 0 and its header_crc where stripe_crcs
-// starts: a parity shard from it has no stripe data CRCs.
+// Format 2: a parity shard that records its stripe's data CRCs. Format 1
+// (every header before 2026-12-06, and still every header with no data
+// CRCs, so that an older daemon reads those) is the same up to `epoch`,
+// with stripe_crc_count 0 and its header_crc where stripe_crcs starts. A
+// daemon older than format 2 sees format-2 slots as free.
 struct SlotHeader {
   uint64_t magic;  // kMagic when committed
   uint32_t format;
@@ -707,7 +713,9 @@ class FileShardStore final : public SlotStore {
   Status WriteHeader(uint64_t slot, const ShardMeta& meta) override {
     SlotHeader h{};
     h.magic = kMagic;
-    h.format = kFormat;
+    // Format 1 when there are no data CRCs to record (every data shard):
+    // a daemon from before format 2 still reads those.
+    h.format = meta.stripe_crcs.empty() ? 1 : kFormat;
     h.data_crc = meta.crc32c;
     h.file_id = meta.key.file_id;
     h.version = meta.key.version;
@@ -718,7 +726,11 @@ class FileShardStore final : public SlotStore {
     h.epoch = meta.epoch;
     h.stripe_crc_count = static_cast<uint32_t>(std::min<size_t>(meta.stripe_crcs.size(), ec::kMaxShards));
     std::copy_n(meta.stripe_crcs.begin(), h.stripe_crc_count, h.stripe_crcs);
-    h.header_crc = HeaderCrc(h);
+    if (h.format == 1) {
+      h.stripe_crcs[0] = HeaderCrc(h);  // where format 1 keeps its header CRC
+    } else {
+      h.header_crc = HeaderCrc(h);
+    }
     if (stage_bytes_ == 0) {
       std::memcpy(Header(slot), &h, sizeof h);
       return Status();

@@ -29,7 +29,8 @@
 // OpenForUpdate hands out a writable view of a committed shard's slot (CRC
 // checked first); the caller changes bytes through it, then Reseal records
 // the new seq and epoch with the CRC of the bytes as they now are, and no
-// stripe data CRCs (the store cannot know the data's new ones) (for a
+// stripe data CRCs unless seq and bytes are unchanged (the store cannot
+// know the data's new ones) (for a
 // durable tier: data flushed, then the header, then flushed again). A crash
 // between a change and its Reseal leaves bytes that fail their CRC: the
 // shard reads as corrupt (an erasure), never as valid wrong bytes. Readers
@@ -77,7 +78,8 @@ struct ShardMeta {
   // Parity shards: the CRC32C of each of the stripe's k data shards that
   // these bytes encode, so a reader can check the data it decodes; empty
   // when not known (written without them, or changed in place since:
-  // Reseal clears them). At most ec::kMaxShards values.
+  // Reseal clears them unless only the epoch moved). At most
+  // ec::kMaxShards values.
   std::vector<uint32_t> stripe_crcs;
 };
 

@@ -34,12 +34,14 @@ struct Stripe {
     for (int i = 0; i < kN; ++i) crcs[i] = ec::Crc32c(shards[i]);
     for (int j = kK; j < kN; ++j) stripe_crcs[j].assign(crcs.begin(), crcs.begin() + kK);
   }
-  // A parity changed and resealed: wrong, yet its own CRC matches, and (as
-  // after ShardStore::Reseal) it records no data CRCs.
-  void CorruptParityConsistently(int j) {
+  // A shard changed whose own CRC still matches: its bytes are wrong and
+  // nothing but the parity's record can tell. A parity changed and resealed
+  // also records no data CRCs any more (ShardStore::Reseal); one whose
+  // bytes went wrong some other way (a coder bug) keeps its record.
+  void CorruptConsistently(int j, bool keep_record = false) {
     shards[j][kLen / 3] ^= 0x5a;
     crcs[j] = ec::Crc32c(shards[j]);
-    stripe_crcs[j].clear();
+    if (!keep_record) stripe_crcs[j].clear();
   }
   // Decodes the shards not in `have` into fresh buffers; returns them with the status.
   Status Decode(ec::ShardSet have, std::vector<std::vector<uint8_t>>* out, bool* verified) {
@@ -79,7 +81,7 @@ TEST(DecodeChecked, DecodedDataMatchingTheRecordedCrcsIsVerified) {
 TEST(DecodeChecked, AWrongParityThatMatchesItsOwnCrcIsRefusedWithNoSpareShard) {
   auto rng = fern::testing::TestRng();
   Stripe st(rng);
-  st.CorruptParityConsistently(4);
+  st.CorruptConsistently(4);
   std::vector<std::vector<uint8_t>> out;
   bool verified = true;
   Status s = st.Decode(Without({0, 1}), &out, &verified);
@@ -93,7 +95,7 @@ TEST(DecodeChecked, AWrongParityIsDecodedAroundWhenASpareShardIsThere) {
   auto rng = fern::testing::TestRng();
   Stripe st(rng);
   const auto original = st.shards;
-  st.CorruptParityConsistently(4);
+  st.CorruptConsistently(4);
   std::vector<std::vector<uint8_t>> out;
   bool verified = false;
   Status s = st.Decode(Without({0}), &out, &verified);
@@ -115,14 +117,9 @@ TEST(DecodeChecked, NothingRecordedDecodesUnverified) {
   EXPECT_EQ(out[3], original[3]);
 }
 
-// A parity whose record disagrees with a data shard that is present: one of
-// them is wrong and nothing tells which, so the decode that uses both is
-// not trusted; with a spare shard the other parity vouches for the result.
-TEST(DecodeChecked, ARecordThatDisagreesWithThePresentDataIsNotTrusted) {
-  auto rng = fern::testing::TestRng();
-  Stripe st(rng);
-  const auto original = st.shards;
-  st.stripe_crcs[4][2] ^= 1;
+// With data shard 0 missing (one spare shard) the decode is verified and
+// right; with 0 and 1 missing (no spare) it is DataLoss.
+void ExpectRightWithASpareAndRefusedWithout(Stripe& st, const std::vector<std::vector<uint8_t>>& original) {
   std::vector<std::vector<uint8_t>> out;
   bool verified = false;
   ASSERT_TRUE(st.Decode(Without({0}), &out, &verified).ok());
@@ -131,17 +128,70 @@ TEST(DecodeChecked, ARecordThatDisagreesWithThePresentDataIsNotTrusted) {
   EXPECT_EQ(st.Decode(Without({0, 1}), &out, &verified).code(), StatusCode::kDataLoss);
 }
 
-// StripeCrcsOf: what a rebuilt parity records.
-TEST(DecodeChecked, ARebuiltParityRecordsCrcsOnlyWhenTheyAreKnown) {
+// A parity whose record disagrees with a data shard that is present: one of
+// them is wrong and nothing tells which, so the decode that uses both is
+// not trusted; with a spare shard the other parity vouches for the result.
+TEST(DecodeChecked, ARecordThatDisagreesWithThePresentDataIsNotTrusted) {
   auto rng = fern::testing::TestRng();
   Stripe st(rng);
-  const std::vector<uint32_t> data_crcs(st.crcs.begin(), st.crcs.begin() + kK);
-  EXPECT_EQ(internal::StripeCrcsOf(Without({4}), kK, kN, st.crcs, st.stripe_crcs), data_crcs);
-  EXPECT_EQ(internal::StripeCrcsOf(Without({0, 4}), kK, kN, st.crcs, st.stripe_crcs), data_crcs);
-  st.stripe_crcs[5][1] ^= 1;  // disagrees with data shard 1, which is present
-  EXPECT_TRUE(internal::StripeCrcsOf(Without({0, 4}), kK, kN, st.crcs, st.stripe_crcs).empty());
-  st.stripe_crcs[5].clear();
-  EXPECT_TRUE(internal::StripeCrcsOf(Without({0, 4}), kK, kN, st.crcs, st.stripe_crcs).empty());
+  const auto original = st.shards;
+  st.stripe_crcs[4][2] ^= 1;
+  ExpectRightWithASpareAndRefusedWithout(st, original);
+}
+
+// The broken-coder case: parity 4's bytes are wrong, its record right.
+TEST(DecodeChecked, AParityWithWrongBytesIsContradictedByItsOwnRecord) {
+  auto rng = fern::testing::TestRng();
+  Stripe st(rng);
+  const auto original = st.shards;
+  st.CorruptConsistently(4, /*keep_record=*/true);
+  ExpectRightWithASpareAndRefusedWithout(st, original);
+}
+
+// A present data shard that is wrong but matches its own CRC: the accepted
+// decode leaves it out, and its decoded bytes replace it where it lies.
+TEST(DecodeChecked, AWrongPresentDataShardIsReplacedByItsDecodedBytes) {
+  auto rng = fern::testing::TestRng();
+  Stripe st(rng);
+  const auto original = st.shards;
+  st.CorruptConsistently(2);
+  std::vector<std::vector<uint8_t>> out;
+  bool verified = false;
+  ASSERT_TRUE(st.Decode(Without({0}), &out, &verified).ok());
+  EXPECT_TRUE(verified);
+  EXPECT_EQ(out[0], original[0]);
+  EXPECT_EQ(st.shards[2], original[2]) << "the wrong data shard was left in place";
+}
+
+// A rebuilt parity is encoded from the data (decoded first where missing),
+// never decoded through another parity, and its data CRCs come back to be
+// recorded with it.
+TEST(DecodeChecked, AWantedParityIsEncodedFromCheckedData) {
+  auto rng = fern::testing::TestRng();
+  for (const bool data_missing : {false, true}) {
+    SCOPED_TRACE(data_missing ? "data shard 0 missing too" : "all data present");
+    Stripe st(rng);
+    const auto original = st.shards;
+    const std::vector<uint32_t> data_crcs(st.crcs.begin(), st.crcs.begin() + kK);
+    if (!data_missing) st.CorruptConsistently(4, /*keep_record=*/true);
+    ec::ShardSet have = data_missing ? Without({0, 5}) : Without({5});
+    std::vector<uint8_t> rebuilt(kLen, 0);
+    std::vector<uint8_t*> ptrs(kN, nullptr);
+    for (int i = 0; i < kN; ++i) {
+      if (have.contains(i)) ptrs[i] = st.shards[i].data();
+    }
+    ptrs[5] = rebuilt.data();
+    ec::ShardSet want;
+    want.insert(5);
+    bool verified = false;
+    std::vector<uint32_t> recorded;
+    Status s = internal::DecodeChecked(*st.coder, ptrs, have, want, kLen, st.crcs, st.stripe_crcs, &verified,
+                                       &recorded);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_TRUE(verified);
+    EXPECT_EQ(rebuilt, original[5]);
+    EXPECT_EQ(recorded, data_crcs);
+  }
 }
 
 }  // namespace

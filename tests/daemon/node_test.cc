@@ -661,6 +661,25 @@ void CorruptConsistently(ShardStore& store, const ShardKey& key) {
   ASSERT_TRUE(store.Reseal(key, 0, 1).ok());
 }
 
+// The same, but as a coder bug would leave it: rewritten whole, keeping the
+// data CRCs it records.
+void CorruptKeepingRecord(ShardStore& store, const ShardKey& key) {
+  std::vector<uint8_t> bytes;
+  ShardMeta meta;
+  {
+    auto v = store.Read(key);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    bytes.assign(v->data.begin(), v->data.end());
+    meta = v->meta;
+  }
+  bytes[bytes.size() / 3] ^= 0x10;
+  meta.crc32c = ec::Crc32c(bytes);
+  auto r = store.Reserve(key, bytes.size());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
+  ASSERT_TRUE(store.Commit(std::move(r).value(), meta).ok());
+}
+
 // A parity shard that is wrong yet matches its own CRC (a coder bug, a
 // stale rewrite: here changed and resealed) must never decode into bytes a
 // read returns: with a spare shard the read decodes around it, without one
@@ -698,6 +717,72 @@ TEST_F(NodeDecode, AWrongParityMatchingItsOwnCrcNeverBecomesData) {
   auto repaired = c.Get(via, "/v/f");
   ASSERT_TRUE(repaired.ok()) << repaired.status().ToString();
   EXPECT_TRUE(repaired->bytes == bytes) << "the repaired data shard holds wrong bytes";
+}
+
+// A lost parity is rebuilt by encoding the data, not by decoding through
+// the other parity, whose bytes are wrong here (its record right); the
+// rebuilt one records the data CRCs too.
+TEST_F(NodeDecode, ALostParityIsRebuiltFromTheDataNotThroughAWrongParity) {
+  ShardKey p5_key;
+  const int p5 = HolderOf(c, 5, &p5_key);
+  ASSERT_GE(p5, 0);
+  std::vector<uint8_t> p5_bytes;
+  {
+    auto v = c.parity(p5).Read(p5_key);
+    ASSERT_TRUE(v.ok());
+    p5_bytes.assign(v->data.begin(), v->data.end());
+  }
+  CorruptKeepingRecord(c.parity(p4), p4_key);
+  ASSERT_TRUE(c.parity(p5).Remove(p5_key).ok());
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(p5).Repair(done); }).ok());
+  EXPECT_EQ(c.node(p5).repair_progress().shards_restored, 1u);
+  auto v = c.parity(p5).Read(p5_key);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_TRUE(std::equal(v->data.begin(), v->data.end(), p5_bytes.begin(), p5_bytes.end()))
+      << "parity 5 was rebuilt through the wrong parity 4";
+  EXPECT_EQ(v->meta.stripe_crcs.size(), 4u);
+}
+
+// A read past a parity whose bytes are wrong but whose record is right.
+TEST_F(NodeDecode, AReadIsNotFooledByAWrongParityThatKeptItsRecord) {
+  CorruptKeepingRecord(c.parity(p4), p4_key);
+  c.Kill(d0);
+  auto around = c.Get(via, "/v/f");
+  ASSERT_TRUE(around.ok()) << around.status().ToString();
+  EXPECT_TRUE(around->bytes == bytes) << "decoded through the wrong parity";
+  c.Kill(d1);
+  EXPECT_EQ(c.Get(via, "/v/f").status().code(), StatusCode::kDataLoss);
+}
+
+// A data shard that is wrong but matches its own CRC: scrub names it and
+// does not re-encode the parity from it (that would make it permanent),
+// and a degraded read that fetches parity decodes around it.
+TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndDecodedAroundByADegradedRead) {
+  ShardKey d0_key;
+  ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
+  std::vector<uint8_t> p4_bytes;
+  {
+    auto v = c.parity(p4).Read(p4_key);
+    ASSERT_TRUE(v.ok());
+    p4_bytes.assign(v->data.begin(), v->data.end());
+  }
+  CorruptConsistently(c.data(d0), d0_key);
+  auto found = c.Scrub(via, "/v", /*repair=*/true);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(found->inconsistent, 1u);
+  EXPECT_EQ(found->repaired, 0u);
+  ASSERT_EQ(found->problems.size(), 1u);
+  EXPECT_NE(found->problems[0].find("data shard 0 disagrees"), std::string::npos) << found->problems[0];
+  {
+    auto v = c.parity(p4).Read(p4_key);
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE(std::equal(v->data.begin(), v->data.end(), p4_bytes.begin(), p4_bytes.end()))
+        << "scrub re-encoded parity from the wrong data shard";
+  }
+  c.Kill(d1);
+  auto got = c.Get(via, "/v/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
 }
 
 TEST_F(NodeDecode, AReadDecodesAroundAWrongParityOrFailsWithEio) {

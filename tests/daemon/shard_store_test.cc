@@ -321,12 +321,20 @@ TEST_P(ShardStoreTest, ParityKeepsItsStripeCrcsUntilUpdatedInPlace) {
     ASSERT_NE(it, listed.end());
     EXPECT_EQ(it->stripe_crcs, meta.stripe_crcs);
   }
+  // A fence moves only the epoch: same seq, same bytes, the record stays.
+  ASSERT_TRUE(store_->Reseal(k, 0, 2).ok());
+  {
+    auto v = store_->Read(k);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->meta.stripe_crcs, meta.stripe_crcs);
+    EXPECT_EQ(v->meta.epoch, 2u);
+  }
   {
     auto w = store_->OpenForUpdate(k);
     ASSERT_TRUE(w.ok());
     w->data[7] ^= 0x40;
   }
-  ASSERT_TRUE(store_->Reseal(k, 1, 1).ok());
+  ASSERT_TRUE(store_->Reseal(k, 1, 2).ok());
   auto v = store_->Read(k);
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_TRUE(v->meta.stripe_crcs.empty());
@@ -405,6 +413,23 @@ TEST(FileShardStore, StripeCrcsSurviveReopenAndFormatOneHeadersStillOpen) {
         meta.stripe_crcs = crcs.empty() ? std::vector<uint32_t>{7, 8, 9, 10} : crcs;
         ASSERT_TRUE((*s)->Commit(std::move(r).value(), meta).ok());
       }
+    }
+    {
+      // A shard with no data CRCs is written as format 1 (an older daemon
+      // reads it): pinned here. It lands in slot 2, the lowest free one.
+      auto s = Open(kind, dir, 8);
+      ASSERT_TRUE(s.ok());
+      ASSERT_TRUE(Put(**s, {3, 1, 2, 0}, a).ok());
+    }
+    {
+      std::fstream f(dir + "/shards.slab", std::ios::in | std::ios::out | std::ios::binary);
+      FormatOneHeader h{};
+      f.seekg(2 * (4096 + kSlot));
+      f.read(reinterpret_cast<char*>(&h), sizeof h);
+      EXPECT_EQ(h.format, 1u);
+      EXPECT_EQ(h.index, 0u);
+      EXPECT_EQ(h.header_crc,
+                ec::Crc32c({reinterpret_cast<const uint8_t*>(&h), offsetof(FormatOneHeader, header_crc)}));
     }
     {
       // Rewrite slot 0's header (the first shard: the free list hands out
