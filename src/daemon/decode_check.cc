@@ -113,7 +113,10 @@ Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> sh
       for (int p = k; p < n; ++p) out[p - k] = want.contains(p) ? shards[p] : scratch_of(p);
       FERN_RETURN_IF_ERROR(coder.Encode(in, out, len));
     }
-    if (data_crcs && std::all_of(known.begin(), known.end(), [](bool b) { return b; })) *data_crcs = final_crc;
+    // Worth recording (a rebuilt parity's record) only when vouched for, or
+    // when every data shard was present: never a decode nothing checked.
+    const bool all_known = std::all_of(known.begin(), known.end(), [](bool b) { return b; });
+    if (data_crcs && all_known && (*verified || targets.empty())) *data_crcs = final_crc;
     return Status();
   }
   return DataLossError("shards " + Indices(want, n) + " decoded from " + disagree + " disagree with the data CRCs parity " +

@@ -86,7 +86,8 @@ inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64
 //           may be overwritten as above), entries in `want` written.
 //   stripe_crcs: by shard index; empty where not recorded.
 //   data_crcs (optional): the k data shards' CRCs as they came out, when
-//           all are known (all present or decoded), else empty.
+//           all are known and either vouched for or all present; else
+//           empty (a rebuilt parity must not record an unchecked decode).
 // OK with *verified false when no parity in `have` records data CRCs
 // (nothing to check against: written by an older daemon, or updated in
 // place since); DataLoss naming the shards when no try is vouched for; a

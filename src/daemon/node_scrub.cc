@@ -163,8 +163,8 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       return done();
     }
     ++op->report.inconsistent;
-    // Every parity differs, and the data CRCs they record agree with each
-    // other but not with data shard d: d is what is wrong (a wrong data
+    // Every parity differs, and the data CRCs two or more of them record
+    // agree with each other but not with data shard d: d is what is wrong (a wrong data
     // shard changes every parity's encoding). Re-encoding the parity from it
     // would make its wrong bytes permanent: reported, nothing rewritten.
     if (differing == options_.m) {
@@ -174,8 +174,9 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
         for (int j = k; j < n; ++j) {
           if (static_cast<int>(f->stripe_crcs[j].size()) == k) recorded.push_back(f->stripe_crcs[j][d]);
         }
-        const bool one_voice = !recorded.empty() && std::all_of(recorded.begin(), recorded.end(),
-                                                                [&](uint32_t c) { return c == recorded[0]; });
+        // Two records at least: a lone one may itself be what is wrong.
+        const bool one_voice = recorded.size() >= 2 && std::all_of(recorded.begin(), recorded.end(),
+                                                                   [&](uint32_t c) { return c == recorded[0]; });
         if (one_voice && recorded[0] != data_crcs[d]) suspects += (suspects.empty() ? "" : ",") + std::to_string(d);
       }
       if (!suspects.empty()) {

@@ -115,6 +115,25 @@ TEST(DecodeChecked, NothingRecordedDecodesUnverified) {
   EXPECT_FALSE(verified);
   EXPECT_EQ(out[1], original[1]);
   EXPECT_EQ(out[3], original[3]);
+  // A parity rebuilt from an unchecked decode records nothing; from all k
+  // data shards present it records their CRCs.
+  for (const bool data_missing : {true, false}) {
+    std::vector<uint8_t> rebuilt(kLen);
+    std::vector<uint8_t*> ptrs(kN, nullptr);
+    const ec::ShardSet have = data_missing ? Without({2, 5}) : Without({5});
+    for (int i = 0; i < kN; ++i) {
+      if (have.contains(i)) ptrs[i] = st.shards[i].data();
+    }
+    ptrs[5] = rebuilt.data();
+    ec::ShardSet want;
+    want.insert(5);
+    std::vector<uint32_t> recorded{1};
+    ASSERT_TRUE(internal::DecodeChecked(*st.coder, ptrs, have, want, kLen, st.crcs, st.stripe_crcs, &verified,
+                                        &recorded)
+                    .ok());
+    EXPECT_EQ(rebuilt, original[5]);
+    EXPECT_EQ(recorded.empty(), data_missing);
+  }
 }
 
 // With data shard 0 missing (one spare shard) the decode is verified and
