@@ -720,7 +720,8 @@ int StatusCmd(const std::vector<std::string>& args) {
   FlagSet f("usage: fern-ec status [--root DIR | FERN_EC_SOCKET] [--json]\n\n"
             "Asks every node of a local cluster (or the one daemon at FERN_EC_SOCKET) for\n"
             "its status: the nodes it sees alive, shard space used, and the progress of\n"
-            "its repair pass (shards rebuilt after a restart with an empty tmpfs).\n"
+            "its repair pass (shards rebuilt after a restart with an empty tmpfs), and its\n"
+            "decodes (degraded stripes; how many the parity's data CRCs confirmed or refused).\n"
             "Exit code 1 if any node is down.");
   f.String("root", &root, "local cluster directory");
   f.Bool("json", &json, "print a JSON array");
