@@ -30,9 +30,10 @@ ec::ShardSet FirstK(ec::ShardSet have, int k, int n) {
 }  // namespace
 
 Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> shards, ec::ShardSet have,
-                     ec::ShardSet want, size_t len, std::span<const uint32_t> crcs,
-                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified,
+                     ec::ShardSet want, size_t len, const ShardChecks& checks, bool* verified,
                      std::vector<uint32_t>* data_crcs) {
+  const auto& crcs = checks.crcs;
+  const auto& stripe_crcs = checks.stripe_crcs;
   const int k = coder.k(), n = static_cast<int>(shards.size());
   const ec::ShardSet data = ec::ShardSet::FirstN(k);
   *verified = false;
@@ -42,9 +43,9 @@ Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> sh
   const bool want_parity = (want.bits() & ~data.bits()) != 0;
   ec::ShardSet need(want.bits() & data.bits());
   if (want_parity) need = ec::ShardSet(need.bits() | (data.bits() & ~have.bits()));
-  std::vector<int> recorders;  // present parity shards that record the data CRCs
+  ec::ShardSet recorders;  // present parity shards that record the data CRCs
   for (int p = k; p < n; ++p) {
-    if (have.contains(p) && static_cast<int>(stripe_crcs[p].size()) == k) recorders.push_back(p);
+    if (have.contains(p) && static_cast<int>(stripe_crcs[p].size()) == k) recorders.insert(p);
   }
   std::vector<std::vector<uint8_t>> scratch(n);
   auto scratch_of = [&](int i) {
@@ -90,7 +91,8 @@ Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> sh
     // Accepted when some parity's record vouches for the data as it comes
     // out, and no parity used as a source contradicts it.
     bool vouched = recorders.empty(), contradicted = false;
-    for (int p : recorders) {
+    for (int p = k; p < n; ++p) {
+      if (!recorders.contains(p)) continue;
       bool agrees = true;
       for (int d = 0; d < k && agrees; ++d) {
         if (known[d] && final_crc[d] != stripe_crcs[p][d]) agrees = false;
@@ -120,12 +122,7 @@ Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> sh
     return Status();
   }
   return DataLossError("shards " + Indices(want, n) + " decoded from " + disagree + " disagree with the data CRCs parity " +
-                       [&] {
-                         std::string r;
-                         for (int p : recorders) r += (r.empty() ? "" : ",") + std::to_string(p);
-                         return r;
-                       }() +
-                       " records (a shard is wrong but matches its own CRC)");
+                       Indices(recorders, n) + " records (a shard is wrong but matches its own CRC)");
 }
 
 }  // namespace fern::daemon::internal

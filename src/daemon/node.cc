@@ -101,8 +101,7 @@ struct Node::GetOp {
     ec::ShardSet present;
     ec::ShardSet tried;
     std::vector<uint64_t> seqs;  // each present shard's update seq (PSW)
-    std::vector<uint32_t> crcs;  // each present shard's CRC32C
-    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
+    internal::ShardChecks checks;
     int pending = 0;
     bool parity_fetched = false;
     int refetches = 0;  // decodes refused because the shards' seqs differed
@@ -792,8 +791,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     st.shards.resize(n);
     st.owners.resize(n);
     st.seqs.assign(n, 0);
-    st.crcs.assign(n, 0);
-    st.stripe_crcs.resize(n);
+    st.checks = internal::ShardChecks(n);
   }
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
   const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
@@ -838,8 +836,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            st.shards[i] = r->payload;
                            st.owners[i] = r->payload_owner;
                            st.seqs[i] = reply.seq();
-                           st.crcs[i] = reply.crc32c();
-                           st.stripe_crcs[i].assign(reply.stripe_crc32c().begin(), reply.stripe_crc32c().end());
+                           st.checks.Take(i, reply);
                            st.present.insert(i);
                          }
                        }
@@ -906,12 +903,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
           want.insert(i);
         }
       }
-      bool verified = false;
-      Status s = internal::DecodeChecked(*coder_, ptrs, st.present, want, len, st.crcs, st.stripe_crcs, &verified);
-      ++decode_stats_.stripes;
-      if (verified) ++decode_stats_.verified;
-      if (!s.ok()) {
-        ++decode_stats_.rejected;
+      if (Status s = CheckedDecode(ptrs, st.present, want, len, st.checks); !s.ok()) {
         std::fprintf(stderr, "fern-ec: node %u: read %s: stripe %llu: %s\n", options_.id.value, op->path.c_str(),
                      static_cast<unsigned long long>(stripe), s.ToString().c_str());
         if (op->failure.ok()) op->failure = s.WithContext("read " + op->path + ": decode stripe " + std::to_string(stripe));
@@ -928,9 +920,19 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   }
   st.shards.clear();
   st.owners.clear();
-  st.stripe_crcs.clear();
+  st.checks = internal::ShardChecks();
   --op->in_flight;
   IssueFetches(op);
+}
+
+Status Node::CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,
+                           const internal::ShardChecks& checks, std::vector<uint32_t>* data_crcs) {
+  bool verified = false;
+  Status s = internal::DecodeChecked(*coder_, shards, have, want, len, checks, &verified, data_crcs);
+  ++decode_stats_.stripes;
+  if (verified) ++decode_stats_.verified;
+  if (s.code() == StatusCode::kDataLoss) ++decode_stats_.rejected;
+  return s;
 }
 
 // GetToFile: the stripe's data bytes go into the output file with pwrite, on

@@ -72,6 +72,9 @@ struct RebuildShard;
 }
 
 namespace fern::daemon {
+namespace internal {
+struct ShardChecks;
+}
 
 struct NodeOptions {
   NodeId id;
@@ -437,6 +440,9 @@ class Node {
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // internal::DecodeChecked with the coder, counted in decode_stats_.
+  Status CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,
+                       const internal::ShardChecks& checks, std::vector<uint32_t>* data_crcs = nullptr);
   void WriteStripeOut(const std::shared_ptr<GetOp>& op, uint64_t stripe);
   std::vector<NodeId> StripeNodes(const wire::FileRecord& record, uint64_t stripe) const;
 

@@ -69,13 +69,26 @@ inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64
   return best.size() >= k ? best : ec::ShardSet();
 }
 
+// What a decode knows of each fetched shard besides its bytes, by shard
+// index: its CRC32C and, for a parity shard, the data CRCs it records
+// (ShardMeta::stripe_crcs; empty where none).
+struct ShardChecks {
+  std::vector<uint32_t> crcs;
+  std::vector<std::vector<uint32_t>> stripe_crcs;
+  explicit ShardChecks(int n = 0) : crcs(n, 0), stripe_crcs(n) {}
+  void Take(int i, const wire::ShardGetReply& reply) {
+    crcs[i] = reply.crc32c();
+    stripe_crcs[i].assign(reply.stripe_crc32c().begin(), reply.stripe_crc32c().end());
+  }
+};
+
 // Decodes `want` from k of the shards in `have` (all at one update seq)
 // and checks the result end to end. Each present shard's own CRC only says
 // its bytes are as stored; a shard that is wrong but self-consistent (a
 // coder bug, a stale rewrite) would decode into wrong bytes no CRC catches.
 // So a parity shard in `have` that records the stripe's data CRCs
 // (ShardMeta::stripe_crcs) must vouch for the data as it comes out (the
-// present data shards' CRCs `crcs[i]` and the decoded ones), and no parity
+// present data shards' CRCs `checks.crcs[i]` and the decoded ones), and no parity
 // among the k sources may contradict it. Otherwise, with more than k shards
 // present, the decode is tried again leaving out one shard at a time; a
 // present data shard left out by the try that is accepted is replaced by
@@ -84,7 +97,6 @@ inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64
 // parity.
 //   shards: k+m pointers; entries in `have` are read (a present data shard
 //           may be overwritten as above), entries in `want` written.
-//   stripe_crcs: by shard index; empty where not recorded.
 //   data_crcs (optional): the k data shards' CRCs as they came out, when
 //           all are known and either vouched for or all present; else
 //           empty (a rebuilt parity must not record an unchecked decode).
@@ -93,8 +105,7 @@ inline ec::ShardSet SameSeqShards(ec::ShardSet present, const std::vector<uint64
 // place since); DataLoss naming the shards when no try is vouched for; a
 // decode error as is. REQUIRES: have.size() >= k; want and have disjoint.
 Status DecodeChecked(const ec::ErasureCoder& coder, std::span<uint8_t* const> shards, ec::ShardSet have,
-                     ec::ShardSet want, size_t len, std::span<const uint32_t> crcs,
-                     std::span<const std::vector<uint32_t>> stripe_crcs, bool* verified,
+                     ec::ShardSet want, size_t len, const ShardChecks& checks, bool* verified,
                      std::vector<uint32_t>* data_crcs = nullptr);
 
 inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_t stripe, int index) {

@@ -133,8 +133,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
     std::vector<std::span<uint8_t>> shards;
     std::vector<std::shared_ptr<void>> owners;
     std::vector<uint64_t> seqs, epochs;  // PSW: each shard's last update
-    std::vector<uint32_t> crcs;          // each present shard's CRC32C
-    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
+    internal::ShardChecks checks;
     ec::ShardSet present;
     int pending = 1;
   };
@@ -147,8 +146,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
   g->owners.resize(n);
   g->seqs.assign(n, 0);
   g->epochs.assign(n, 0);
-  g->crcs.assign(n, 0);
-  g->stripe_crcs.resize(n);
+  g->checks = internal::ShardChecks(n);
   auto finish = [this, op, task, g, len, k, n]() {
     if (--g->pending > 0) return;
     const RepairOp::Task& t = op->tasks[task];
@@ -183,13 +181,8 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
       ptrs[t.index] = out->data();
       ec::ShardSet want;
       want.insert(t.index);
-      bool verified = false;
       std::vector<uint32_t> data_crcs;  // what a rebuilt parity records
-      Status s = internal::DecodeChecked(*coder_, ptrs, same, want, len, g->crcs, g->stripe_crcs, &verified,
-                                         &data_crcs);
-      ++decode_stats_.stripes;
-      if (verified) ++decode_stats_.verified;
-      if (!s.ok()) ++decode_stats_.rejected;
+      Status s = CheckedDecode(ptrs, same, want, len, g->checks, &data_crcs);
       ShardStore* store = t.index < k ? data_ : parity_;
       const ShardKey key{t.layout->file_id(), t.layout->version(), t.stripe,
                          static_cast<uint32_t>(t.index)};
@@ -232,8 +225,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
                          g->owners[i] = r->payload_owner;
                          g->seqs[i] = reply.seq();
                          g->epochs[i] = reply.epoch();
-                         g->crcs[i] = reply.crc32c();
-                         g->stripe_crcs[i].assign(reply.stripe_crc32c().begin(), reply.stripe_crc32c().end());
+                         g->checks.Take(i, reply);
                          g->present.insert(i);
                        }
                        finish();

@@ -92,8 +92,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
     std::vector<std::shared_ptr<void>> owners;
     std::vector<std::span<uint8_t>> shards;
     std::vector<uint64_t> seq, epoch;
-    std::vector<uint32_t> crcs;                      // each shard's CRC32C
-    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
+    internal::ShardChecks checks;
     std::vector<std::string> errors;
     int pending = 1;
   };
@@ -103,8 +102,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
   f->seq.resize(n);
   f->epoch.resize(n);
   f->errors.resize(n);
-  f->crcs.resize(n);
-  f->stripe_crcs.resize(n);
+  f->checks = internal::ShardChecks(n);
   const std::vector<NodeId> nodes = StripeNodes(*rec, stripe);
   const uint64_t len = geometry_.StripeShardLen(rec->size(), stripe);
   const std::string where = rec->path() + " stripe " + std::to_string(stripe);
@@ -144,7 +142,8 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
     // A parity is bad if its bytes are not the encoding of the data, or if
     // the data CRCs it records (which degraded reads check decodes against)
     // are not the data's.
-    const std::vector<uint32_t> data_crcs(f->crcs.begin(), f->crcs.begin() + k);
+    const std::vector<uint32_t> data_crcs(f->checks.crcs.begin(), f->checks.crcs.begin() + k);
+    const auto& stripe_crcs = f->checks.stripe_crcs;
     std::vector<int> bad;
     std::string differs, miscounts;
     int differing = 0;
@@ -153,7 +152,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
         ++differing;
         bad.push_back(k + j);
         differs += (differs.empty() ? "" : ",") + std::to_string(k + j);
-      } else if (!f->stripe_crcs[k + j].empty() && f->stripe_crcs[k + j] != data_crcs) {
+      } else if (!stripe_crcs[k + j].empty() && stripe_crcs[k + j] != data_crcs) {
         bad.push_back(k + j);
         miscounts += (miscounts.empty() ? "" : ",") + std::to_string(k + j);
       }
@@ -172,7 +171,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       for (int d = 0; d < k; ++d) {
         std::vector<uint32_t> recorded;
         for (int j = k; j < n; ++j) {
-          if (static_cast<int>(f->stripe_crcs[j].size()) == k) recorded.push_back(f->stripe_crcs[j][d]);
+          if (static_cast<int>(stripe_crcs[j].size()) == k) recorded.push_back(stripe_crcs[j][d]);
         }
         // Two records at least: a lone one may itself be what is wrong.
         const bool one_voice = recorded.size() >= 2 && std::all_of(recorded.begin(), recorded.end(),
@@ -245,8 +244,7 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
                          f->owners[i] = r->payload_owner;
                          f->seq[i] = rep.seq();
                          f->epoch[i] = rep.epoch();
-                         f->crcs[i] = rep.crc32c();
-                         f->stripe_crcs[i].assign(rep.stripe_crc32c().begin(), rep.stripe_crc32c().end());
+                         f->checks.Take(i, rep);
                        }
                        if (--f->pending == 0) finish();
                      });

@@ -521,8 +521,7 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
     psw::RebuildShard action;
     std::vector<std::shared_ptr<void>> owners;
     std::vector<std::span<uint8_t>> shards;
-    std::vector<uint32_t> crcs;                      // each source's CRC32C
-    std::vector<std::vector<uint32_t>> stripe_crcs;  // parity: the data CRCs it records
+    internal::ShardChecks checks;
     ec::ShardSet present;
     int pending = 0;
     Status failure;
@@ -531,8 +530,7 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
   f->action = a;
   f->owners.resize(n);
   f->shards.resize(n);
-  f->crcs.resize(n);
-  f->stripe_crcs.resize(n);
+  f->checks = internal::ShardChecks(n);
   const uint64_t len = geometry_.StripeShardLen(fs->record.size(), a.slot.stripe);
   auto finish = [this, key, f, len, nodes]() {
     auto it = psw_->seqs.find(key);
@@ -555,12 +553,7 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
     ptrs[a.slot.shard] = out->data();
     ec::ShardSet want;
     want.insert(a.slot.shard);
-    bool verified = false;
-    Status s = internal::DecodeChecked(*coder_, ptrs, f->present, want, len, f->crcs, f->stripe_crcs, &verified);
-    ++decode_stats_.stripes;
-    if (verified) ++decode_stats_.verified;
-    if (!s.ok()) {
-      if (s.code() == StatusCode::kDataLoss) ++decode_stats_.rejected;
+    if (Status s = CheckedDecode(ptrs, f->present, want, len, f->checks); !s.ok()) {
       std::fprintf(stderr, "fern-ec: node %u: rebuild decode: %s\n", options_.id.value, s.ToString().c_str());
       return;
     }
@@ -608,8 +601,7 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
                        } else {
                          f->shards[i] = r->payload;
                          f->owners[i] = r->payload_owner;
-                         f->crcs[i] = rep.crc32c();
-                         f->stripe_crcs[i].assign(rep.stripe_crc32c().begin(), rep.stripe_crc32c().end());
+                         f->checks.Take(i, rep);
                          f->present.insert(i);
                        }
                        if (--f->pending == 0) finish();

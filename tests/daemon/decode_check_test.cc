@@ -17,11 +17,12 @@ constexpr size_t kLen = 4096;
 // own CRC, and what each parity records.
 struct Stripe {
   std::vector<std::vector<uint8_t>> shards;
-  std::vector<uint32_t> crcs;
-  std::vector<std::vector<uint32_t>> stripe_crcs;
+  internal::ShardChecks checks{kN};
+  std::vector<uint32_t>& crcs = checks.crcs;
+  std::vector<std::vector<uint32_t>>& stripe_crcs = checks.stripe_crcs;
   std::unique_ptr<ec::ErasureCoder> coder;
 
-  explicit Stripe(std::mt19937_64& rng) : shards(kN, std::vector<uint8_t>(kLen)), crcs(kN), stripe_crcs(kN) {
+  explicit Stripe(std::mt19937_64& rng) : shards(kN, std::vector<uint8_t>(kLen)) {
     coder = std::move(ec::MakeErasureCoder({.backend = "jerasure", .k = kK, .m = kM})).value();
     std::vector<const uint8_t*> data;
     std::vector<uint8_t*> parity;
@@ -56,7 +57,20 @@ struct Stripe {
         want.insert(i);
       }
     }
-    return internal::DecodeChecked(*coder, ptrs, have, want, kLen, crcs, stripe_crcs, verified);
+    return internal::DecodeChecked(*coder, ptrs, have, want, kLen, checks, verified);
+  }
+  // Rebuilds parity shard 5 (not in `have`) into *rebuilt.
+  Status RebuildParity5(ec::ShardSet have, std::vector<uint8_t>* rebuilt, bool* verified,
+                        std::vector<uint32_t>* recorded) {
+    rebuilt->assign(kLen, 0);
+    std::vector<uint8_t*> ptrs(kN, nullptr);
+    for (int i = 0; i < kN; ++i) {
+      if (have.contains(i)) ptrs[i] = shards[i].data();
+    }
+    ptrs[5] = rebuilt->data();
+    ec::ShardSet want;
+    want.insert(5);
+    return internal::DecodeChecked(*coder, ptrs, have, want, kLen, checks, verified, recorded);
   }
 };
 
@@ -118,19 +132,9 @@ TEST(DecodeChecked, NothingRecordedDecodesUnverified) {
   // A parity rebuilt from an unchecked decode records nothing; from all k
   // data shards present it records their CRCs.
   for (const bool data_missing : {true, false}) {
-    std::vector<uint8_t> rebuilt(kLen);
-    std::vector<uint8_t*> ptrs(kN, nullptr);
-    const ec::ShardSet have = data_missing ? Without({2, 5}) : Without({5});
-    for (int i = 0; i < kN; ++i) {
-      if (have.contains(i)) ptrs[i] = st.shards[i].data();
-    }
-    ptrs[5] = rebuilt.data();
-    ec::ShardSet want;
-    want.insert(5);
+    std::vector<uint8_t> rebuilt;
     std::vector<uint32_t> recorded{1};
-    ASSERT_TRUE(internal::DecodeChecked(*st.coder, ptrs, have, want, kLen, st.crcs, st.stripe_crcs, &verified,
-                                        &recorded)
-                    .ok());
+    ASSERT_TRUE(st.RebuildParity5(data_missing ? Without({2, 5}) : Without({5}), &rebuilt, &verified, &recorded).ok());
     EXPECT_EQ(rebuilt, original[5]);
     EXPECT_EQ(recorded.empty(), data_missing);
   }
@@ -193,19 +197,10 @@ TEST(DecodeChecked, AWantedParityIsEncodedFromCheckedData) {
     const auto original = st.shards;
     const std::vector<uint32_t> data_crcs(st.crcs.begin(), st.crcs.begin() + kK);
     if (!data_missing) st.CorruptConsistently(4, /*keep_record=*/true);
-    ec::ShardSet have = data_missing ? Without({0, 5}) : Without({5});
-    std::vector<uint8_t> rebuilt(kLen, 0);
-    std::vector<uint8_t*> ptrs(kN, nullptr);
-    for (int i = 0; i < kN; ++i) {
-      if (have.contains(i)) ptrs[i] = st.shards[i].data();
-    }
-    ptrs[5] = rebuilt.data();
-    ec::ShardSet want;
-    want.insert(5);
+    std::vector<uint8_t> rebuilt;
     bool verified = false;
     std::vector<uint32_t> recorded;
-    Status s = internal::DecodeChecked(*st.coder, ptrs, have, want, kLen, st.crcs, st.stripe_crcs, &verified,
-                                       &recorded);
+    Status s = st.RebuildParity5(data_missing ? Without({0, 5}) : Without({5}), &rebuilt, &verified, &recorded);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_TRUE(verified);
     EXPECT_EQ(rebuilt, original[5]);
