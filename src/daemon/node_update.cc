@@ -16,6 +16,17 @@
 //
 // A parity shard with some but not all deltas of a seq in place is left
 // unsealed (its CRC fails): read as an erasure, never decoded from.
+//
+// A parity shard keeps recording the CRCs of the data it encodes
+// (ShardMeta::stripe_crcs, which degraded reads check decodes against)
+// through updates: each delta carries its data shard's new CRC, and the
+// parity records them with the seq once every delta of it is in. Where one
+// is not known (a data shard that applied several buffered seqs at once
+// knows only its newest; a rollback below the parity's seq) the header
+// records none until every data shard's CRC is known again (each comes
+// with that shard's next delta; a rebuild or a full write brings all):
+// decodes of that stripe are unchecked meanwhile, never checked against
+// stale CRCs.
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -23,6 +34,8 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
+#include <vector>
 
 #include "daemon/node.h"
 #include "daemon/node_internal.h"
@@ -93,6 +106,13 @@ struct ShardPsw {
   std::vector<uint32_t> block_crc;
   std::vector<bool> dirty;
 
+  // Parity only: the CRC32C of each of the stripe's k data shards as the
+  // bytes here encode them (nullopt where not known), and the new CRCs
+  // deltas brought, by (seq, epoch, data index), until their seq is in.
+  std::vector<std::optional<uint32_t>> data_crcs;
+  std::map<std::tuple<uint64_t, uint64_t, int>, uint32_t> incoming;
+  static constexpr size_t kMaxIncoming = 4096;
+
   uint64_t BlockLen(size_t b) const { return std::min<uint64_t>(kCrcBlock, view.data.size() - b * kCrcBlock); }
   // Sums every block; false when they do not add up to the header's CRC.
   bool Init() {
@@ -116,6 +136,42 @@ struct ShardPsw {
       crc = b == 0 ? block_crc[0] : ec::Crc32cCombine(crc, block_crc[b], BlockLen(b));
     }
     return crc;
+  }
+  // Parity: the delta of data shard `index` for (seq, epoch) said what the
+  // data shard's CRC became.
+  void Brought(uint64_t seq, uint64_t epoch, int index, uint32_t crc) {
+    if (incoming.size() < kMaxIncoming) incoming[{seq, epoch, index}] = crc;
+  }
+  // Parity: seq `a` is in the bytes; the data shards it changed now have
+  // the CRCs their deltas brought (or none known). Entries of that seq and
+  // older ones are spent.
+  void Took(const psw::ShardApplied& a) {
+    for (int i = 0; i < static_cast<int>(data_crcs.size()); ++i) {
+      if (!a.data_mask.contains(i)) continue;
+      auto it = incoming.find({a.seq, a.epoch, i});
+      data_crcs[i] = it == incoming.end() ? std::nullopt : std::optional<uint32_t>(it->second);
+    }
+    std::erase_if(incoming, [&](const auto& e) { return std::get<0>(e.first) <= a.seq; });
+  }
+  void Forget() {
+    std::fill(data_crcs.begin(), data_crcs.end(), std::nullopt);
+    incoming.clear();
+  }
+  // What the header records: a parity's k data CRCs when every one is
+  // known, else none; nothing for a data shard (nullopt).
+  std::optional<std::vector<uint32_t>> Record() const {
+    if (!state || !state->is_parity()) return std::nullopt;
+    std::vector<uint32_t> out;
+    for (const auto& c : data_crcs) {
+      if (!c) return std::vector<uint32_t>{};
+      out.push_back(*c);
+    }
+    return out;
+  }
+  // Writes the header for the bytes as they are (state's seq and epoch).
+  Status Reseal(const ShardKey& key, bool sync, std::optional<uint32_t> crc = std::nullopt) {
+    const psw::ShardHeader h = state->header();
+    return store->Reseal(key, h.applied_seq, h.epoch, sync, crc ? *crc : Crc(), Record());
   }
 };
 
@@ -553,7 +609,8 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
     ptrs[a.slot.shard] = out->data();
     ec::ShardSet want;
     want.insert(a.slot.shard);
-    if (Status s = CheckedDecode(ptrs, f->present, want, len, f->checks); !s.ok()) {
+    std::vector<uint32_t> data_crcs;
+    if (Status s = CheckedDecode(ptrs, f->present, want, len, f->checks, &data_crcs); !s.ok()) {
       std::fprintf(stderr, "fern-ec: node %u: rebuild decode: %s\n", options_.id.value, s.ToString().c_str());
       return;
     }
@@ -564,6 +621,9 @@ void Node::RebuildForRound(FileSeq* fs, const psw::RebuildShard& a) {
     ins.set_committed_seq(a.committed_seq);
     ins.set_length(len);
     ins.set_crc32c(ec::Crc32c(*out));
+    if (a.slot.shard >= options_.k) {
+      for (uint32_t c : data_crcs) ins.add_stripe_crc32c(c);
+    }
     const uint64_t stripe = a.slot.stripe;
     const int shard = a.slot.shard;
     const psw::Epoch round = a.epoch;
@@ -710,6 +770,13 @@ void Node::InstallPswHandlers() {
                      : psw::ShardUpdateState::Data(options_.k, index, entry->view.data, h);
     if (!st.ok()) return st.status();
     entry->state.emplace(std::move(st).value());
+    if (parity) {
+      entry->data_crcs.assign(options_.k, std::nullopt);
+      const auto& recorded = entry->view.meta.stripe_crcs;
+      if (static_cast<int>(recorded.size()) == options_.k) {
+        std::copy(recorded.begin(), recorded.end(), entry->data_crcs.begin());
+      }
+    }
     ShardPsw* raw = entry.get();
     psw_->shards[key] = std::move(entry);
     return raw;
@@ -719,10 +786,14 @@ void Node::InstallPswHandlers() {
                         std::vector<psw::ShardApplied>& out) -> Status {
     if (out.empty()) return Status();
     const psw::ShardHeader h = sp->state->header();
+    if (sp->state->is_parity()) {
+      for (const auto& a : out) sp->Took(a);
+    }
     // Parity on a durable tier is acknowledged after a group Sync
     // (FlushDurable): one flush for every update resealed in a loop round.
     const bool batched = options_.batch_durable_commits && sp->store == parity_;
-    FERN_RETURN_IF_ERROR(sp->store->Reseal(key, h.applied_seq, h.epoch, /*sync=*/!batched, sp->Crc()));
+    const uint32_t crc = sp->Crc();
+    FERN_RETURN_IF_ERROR(sp->Reseal(key, /*sync=*/!batched, crc));
     for (auto& a : out) {
       ++psw_->stats.pieces_applied;
       wire::SeqAck ack;
@@ -743,6 +814,9 @@ void Node::InstallPswHandlers() {
       p.set_length(delta->size());
       p.set_data_mask(a.data_mask.bits());
       p.set_data_index(static_cast<uint32_t>(a.data_index));
+      // The CRC is of the bytes as they are now: those of the newest seq
+      // applied (a drain of buffered seqs knows no other's).
+      if (a.seq == h.applied_seq) p.set_data_crc32c(crc);
       *p.mutable_route() = route;
       for (int j = options_.k; j < route.nodes_size(); ++j) {
         SetId(p.mutable_id(), key.file_id, key.version, key.stripe, j);
@@ -772,6 +846,7 @@ void Node::InstallPswHandlers() {
       (*sp)->Dirty(a.offset(), m.payload.size());
     }
     if ((*sp)->state->is_parity()) {
+      if (a.has_data_crc32c()) (*sp)->Brought(a.seq(), a.epoch(), static_cast<int>(a.data_index()), a.data_crc32c());
       s = (*sp)->state->ApplyParity({a.seq(), a.epoch(), static_cast<int>(a.data_index()), ec::ShardSet(a.data_mask()),
                                      a.offset(), m.payload},
                                     &out);
@@ -868,7 +943,8 @@ void Node::InstallPswHandlers() {
     auto rep = (*sp)->state->Fence(f.epoch());
     if (!rep.ok()) return r.Fail(rep.status());
     // The raised epoch survives a restart when the bytes are whole.
-    if (!rep->partial) (void)(*sp)->store->Reseal(key, rep->applied_seq, rep->epoch, true, (*sp)->Crc());
+    if (!rep->partial) (void)(*sp)->Reseal(key, true);
+    std::erase_if((*sp)->incoming, [&](const auto& e) { return std::get<1>(e.first) < rep->epoch; });
     wire::SeqReport out;
     out.set_epoch(rep->epoch);
     out.set_applied_seq(rep->applied_seq);
@@ -885,10 +961,12 @@ void Node::InstallPswHandlers() {
     const ShardKey key = KeyOf(rb.id());
     auto sp = shard_state(key);
     if (!sp.ok()) return r.Fail(sp.status());
+    // Undoing only a partial seq returns the bytes the record is of.
+    const bool below = rb.seq() < (*sp)->state->header().applied_seq;
     if (Status s = (*sp)->state->RollBack(rb.epoch(), rb.seq()); !s.ok()) return r.Fail(s);
     (*sp)->DirtyAll();
-    const psw::ShardHeader h = (*sp)->state->header();
-    if (Status s = (*sp)->store->Reseal(key, h.applied_seq, h.epoch, true, (*sp)->Crc()); !s.ok()) return r.Fail(s);
+    if (below) (*sp)->Forget();
+    if (Status s = (*sp)->Reseal(key, true); !s.ok()) return r.Fail(s);
     r.Reply(OutMessage{wire::SEQ_ROLLBACK, {}, {}});
   });
 
@@ -899,13 +977,22 @@ void Node::InstallPswHandlers() {
       return r.Fail(InvalidArgumentError("bad SEQ_INSTALL header"));
     }
     const ShardKey key = KeyOf(ins.id());
-    ShardStore* store = key.index < static_cast<uint32_t>(options_.k) ? data_ : parity_;
+    const bool parity = key.index >= static_cast<uint32_t>(options_.k);
+    if (const int crcs = ins.stripe_crc32c_size(); crcs != 0 && (crcs != options_.k || !parity)) {
+      return r.Fail(InvalidArgumentError("SEQ_INSTALL of shard " + std::to_string(key.index) + " carries " +
+                                         std::to_string(crcs) + " stripe data CRCs; only a parity shard carries k=" +
+                                         std::to_string(options_.k)));
+    }
+    ShardStore* store = parity ? parity_ : data_;
     if (auto sp = shard_state(key); sp.ok()) {
       // A live, lagging shard: replaced, its old bytes kept as undo.
       if (Status s = (*sp)->state->Rebuild(ins.epoch(), ins.seq(), m.payload); !s.ok()) return r.Fail(s);
       (*sp)->DirtyAll();
-      const psw::ShardHeader h = (*sp)->state->header();
-      if (Status s = store->Reseal(key, h.applied_seq, h.epoch, true, (*sp)->Crc()); !s.ok()) return r.Fail(s);
+      (*sp)->Forget();
+      if (parity && ins.stripe_crc32c_size() == options_.k) {
+        std::copy(ins.stripe_crc32c().begin(), ins.stripe_crc32c().end(), (*sp)->data_crcs.begin());
+      }
+      if (Status s = (*sp)->Reseal(key, true); !s.ok()) return r.Fail(s);
       return r.Reply(OutMessage{wire::SEQ_INSTALL, {}, {}});
     }
     // Lost here (wiped, corrupt): a fresh shard at the round's seq.
@@ -913,8 +1000,9 @@ void Node::InstallPswHandlers() {
     auto res = store->Reserve(key, m.payload.size());
     if (!res.ok()) return r.Fail(res.status());
     std::memcpy((*res)->data().data(), m.payload.data(), m.payload.size());
-    Status s = store->Commit(std::move(res).value(),
-                             ShardMeta{key, m.payload.size(), ins.seq(), ins.epoch(), ins.crc32c()});
+    ShardMeta meta{key, m.payload.size(), ins.seq(), ins.epoch(), ins.crc32c()};
+    meta.stripe_crcs.assign(ins.stripe_crc32c().begin(), ins.stripe_crc32c().end());
+    Status s = store->Commit(std::move(res).value(), meta);
     if (!s.ok()) return r.Fail(s);
     r.Reply(OutMessage{wire::SEQ_INSTALL, {}, {}});
   });

@@ -326,7 +326,7 @@ void ShardUpdateState::ApplyPieceNow(Seq seq, Epoch epoch, int data_index, ec::S
     undo_.push_back(std::move(partial_->undo));
     partial_.reset();
     applied_ = seq;
-    out->push_back({.seq = seq, .epoch = epoch});
+    out->push_back({.seq = seq, .epoch = epoch, .data_mask = mask});
   }
 }
 

@@ -193,7 +193,8 @@ struct ParityDelta {
 // A shard applied update (seq, epoch): acknowledge it to the sequencer, and
 // when `forward` (a touched data shard applying it for the first time) send
 // ParityDelta{seq, epoch, data_index, data_mask, offset, delta} to every
-// parity shard of the stripe.
+// parity shard of the stripe. On a parity shard, `data_mask` names the data
+// shards whose deltas it applied.
 struct ShardApplied {
   Seq seq = 0;
   Epoch epoch = 0;

@@ -428,8 +428,12 @@ class SlotStore : public ShardStore {
 
   Status Sync() override { return FlushAll(); }
 
-  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync,
-                std::optional<uint32_t> crc) override {
+  Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync, std::optional<uint32_t> crc,
+                std::optional<std::vector<uint32_t>> stripe_crcs) override {
+    if (stripe_crcs && stripe_crcs->size() > static_cast<size_t>(ec::kMaxShards)) {
+      return InvalidArgumentError("reseal " + key.ToString() + ": " + std::to_string(stripe_crcs->size()) +
+                                  " stripe CRCs, at most " + std::to_string(ec::kMaxShards));
+    }
     uint64_t slot;
     ShardMeta meta;
     {
@@ -440,10 +444,14 @@ class SlotStore : public ShardStore {
       meta = e->second;
     }
     const uint32_t now = crc ? *crc : ec::Crc32c({SlotData(slot), meta.length});
-    // The data this parity encodes may have changed, and its new CRCs are
-    // not known here. Unchanged bytes at the same seq (a fence only moves
-    // the epoch) keep them: every update in place moves the seq.
-    if (seq != meta.seq || now != meta.crc32c) meta.stripe_crcs.clear();
+    // Without the caller's word, the data this parity encodes may have
+    // changed: unchanged bytes at the same seq (a fence only moves the
+    // epoch) keep their CRCs; every update in place moves the seq.
+    if (stripe_crcs) {
+      meta.stripe_crcs = std::move(*stripe_crcs);
+    } else if (seq != meta.seq || now != meta.crc32c) {
+      meta.stripe_crcs.clear();
+    }
     meta.seq = seq;
     meta.epoch = epoch;
     meta.crc32c = now;

@@ -28,9 +28,10 @@
 // Updating in place (PSW, DESIGN §2): the one exception to the rule above.
 // OpenForUpdate hands out a writable view of a committed shard's slot (CRC
 // checked first); the caller changes bytes through it, then Reseal records
-// the new seq and epoch with the CRC of the bytes as they now are, and no
-// stripe data CRCs unless seq and bytes are unchanged (the store cannot
-// know the data's new ones) (for a
+// the new seq and epoch with the CRC of the bytes as they now are, and the
+// stripe data CRCs the caller says the bytes now encode (the store cannot
+// know them: without the caller's, they are kept only when seq and bytes
+// are unchanged) (for a
 // durable tier: data flushed, then the header, then flushed again). A crash
 // between a change and its Reseal leaves bytes that fail their CRC: the
 // shard reads as corrupt (an erasure), never as valid wrong bytes. Readers
@@ -77,8 +78,8 @@ struct ShardMeta {
   uint32_t crc32c = 0;
   // Parity shards: the CRC32C of each of the stripe's k data shards that
   // these bytes encode, so a reader can check the data it decodes; empty
-  // when not known (written without them, or changed in place since:
-  // Reseal clears them unless only the epoch moved). At most
+  // when not known (written without them, or changed in place by a caller
+  // that could not say what they became: see Reseal). At most
   // ec::kMaxShards values.
   std::vector<uint32_t> stripe_crcs;
 };
@@ -149,8 +150,13 @@ class ShardStore {
   // which no longer matches the bytes: an erasure, never valid wrong bytes.
   // `crc`: the CRC32C of the bytes as they are now, when the caller keeps
   // it up to date (by blocks, ec::Crc32cCombine); else the store sums them.
+  // `stripe_crcs` (a parity shard): the data CRCs its bytes encode now, as
+  // the caller tracked them through the update (empty: not known); nullopt:
+  // the old ones are kept when seq and bytes are unchanged (a fence only
+  // moves the epoch), else dropped. InvalidArgument beyond ec::kMaxShards.
   virtual Status Reseal(const ShardKey& key, uint64_t seq, uint64_t epoch, bool sync = true,
-                        std::optional<uint32_t> crc = std::nullopt) = 0;
+                        std::optional<uint32_t> crc = std::nullopt,
+                        std::optional<std::vector<uint32_t>> stripe_crcs = std::nullopt) = 0;
   // Makes everything written so far durable (a durable tier); OK otherwise.
   virtual Status Sync() { return Status(); }
   virtual Status Remove(const ShardKey& key) = 0;

@@ -105,6 +105,18 @@ class LocalCluster : public ::testing::Test {
     if (!HasFailure()) std::filesystem::remove(ErrLog());
   }
   static std::string Cli() { return FERN_EC_CLI; }
+  // Node `via` decoded stripes, and each decode was checked against the
+  // data CRCs its parity records (fern-ec status --json: decodes).
+  void ExpectEveryDecodeVerified(int via) {
+    const std::string st =
+        Out("FERN_EC_SOCKET=" + root_ + "/node-" + std::to_string(via) + "/sock " + Cli() + " status --json");
+    std::smatch d;
+    ASSERT_TRUE(std::regex_search(st, d, std::regex("\"decodes\": \\{\"stripes\": ([0-9]+), \"verified\": ([0-9]+), \"rejected\": ([0-9]+)")))
+        << st;
+    EXPECT_GT(std::stoull(d[1]), 0u) << st;
+    EXPECT_EQ(d[2], d[1]) << st;
+    EXPECT_EQ(d[3], "0") << st;
+  }
   std::string root_, work_;
 };
 
@@ -143,18 +155,7 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
   int via = 0;
   while (via == a || via == b) ++via;
   check_all(via, "nodes " + std::to_string(a) + "," + std::to_string(b) + " killed");
-  {
-    // The reading node decoded stripes, and each decode was checked against
-    // the data CRCs its parity records.
-    const std::string st =
-        Out("FERN_EC_SOCKET=" + root_ + "/node-" + std::to_string(via) + "/sock " + Cli() + " status --json");
-    std::smatch d;
-    ASSERT_TRUE(std::regex_search(st, d, std::regex("\"decodes\": \\{\"stripes\": ([0-9]+), \"verified\": ([0-9]+), \"rejected\": ([0-9]+)")))
-        << st;
-    EXPECT_GT(std::stoull(d[1]), 0u) << st;
-    EXPECT_EQ(d[2], d[1]) << st;
-    EXPECT_EQ(d[3], "0") << st;
-  }
+  ExpectEveryDecodeVerified(via);
 
   // A third: every stripe spans all six nodes, so reads must fail with EIO
   // (exit code 4) or find no metadata owner, and never write an output file.
@@ -872,10 +873,13 @@ TEST_F(PswCluster, FourWritersOfDisjointUnalignedRangesComposeToTheirUnion) {
   }
   EXPECT_GE(committed, 4 * kIters) << status;
   ExpectScrubClean(4);
-  // The parity was updated too: two nodes gone, the bytes decode the same.
+  // The parity was updated too: two nodes gone, the bytes decode the same,
+  // checked against the data CRCs the parity kept recording through the
+  // updates.
   ASSERT_EQ(Sh(Cli() + " local kill 1 --root " + root_), 0);
   ASSERT_EQ(Sh(Cli() + " local kill 2 --root " + root_), 0);
   EXPECT_TRUE(Get(0) == expect_);
+  ExpectEveryDecodeVerified(0);
 }
 
 // Two processes overwrite the same bytes again and again: the range ends as

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <map>
 #include <optional>
 #include <set>
 
@@ -49,8 +50,9 @@ class CorruptingStore final : public ShardStore {
   StatusOr<MutableView> OpenForUpdate(const ShardKey& k, Check check) override {
     return inner_->OpenForUpdate(k, check);
   }
-  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch, bool sync, std::optional<uint32_t> crc) override {
-    return inner_->Reseal(k, seq, epoch, sync, crc);
+  Status Reseal(const ShardKey& k, uint64_t seq, uint64_t epoch, bool sync, std::optional<uint32_t> crc,
+                std::optional<std::vector<uint32_t>> stripe_crcs) override {
+    return inner_->Reseal(k, seq, epoch, sync, crc, std::move(stripe_crcs));
   }
   Status Sync() override { return inner_->Sync(); }
   Status Remove(const ShardKey& k) override { return inner_->Remove(k); }
@@ -974,6 +976,29 @@ TEST(NodeShardService, StripeCrcsAreKOnAParityShardOrRefused) {
   ASSERT_TRUE(reply.ParseFromString(got->header));
   ASSERT_EQ(reply.stripe_crc32c_size(), 1);
   EXPECT_EQ(reply.stripe_crc32c(0), 0xabcdef01u);
+  // A shard a PSW recovery round installs follows the same rule, and a
+  // parity installed with its data CRCs records them.
+  auto install = [&](uint32_t index, std::vector<uint32_t> crcs) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>(kShard, static_cast<uint8_t>(index + 7));
+    wire::SeqInstall ins;
+    internal::SetId(ins.mutable_id(), 9, 2, 0, static_cast<int>(index));
+    ins.set_epoch(1);
+    ins.set_seq(3);
+    ins.set_length(bytes->size());
+    ins.set_crc32c(ec::Crc32c(*bytes));
+    for (uint32_t c : crcs) ins.add_stripe_crc32c(c);
+    return call(wire::SEQ_INSTALL, ins.SerializeAsString(), bytes).status();
+  };
+  s = install(0, {5});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  s = install(1, {5, 6});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(data->List().size() + parity->List().size(), 1u);
+  ASSERT_TRUE(install(1, {0x12345678}).ok());
+  auto installed = parity->Read({9, 2, 0, 1});
+  ASSERT_TRUE(installed.ok()) << installed.status().ToString();
+  EXPECT_EQ(installed->meta.seq, 3u);
+  EXPECT_EQ(installed->meta.stripe_crcs, std::vector<uint32_t>{0x12345678});
 }
 
 
@@ -1040,6 +1065,125 @@ TEST(NodeUpdate, DisjointUnalignedWritersFromFourGatewaysComposeToTheirUnion) {
   auto degraded = c.Get(1, "/u/f");
   ASSERT_TRUE(degraded.ok()) << degraded.status().ToString();
   EXPECT_TRUE(degraded->bytes == expect);
+}
+
+// Parity keeps recording its data's CRCs through in-place updates (each
+// delta brings its data shard's new CRC): after single, cross-shard and
+// concurrent updates every parity shard records exactly the CRCs its data
+// shards now have, and a degraded read with two nodes gone is checked
+// against them, stripe by stripe.
+TEST(NodeUpdate, ParityRecordsFollowTheDataSoDegradedReadsAreChecked) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const uint64_t size = 2 * kStripe + 5;
+  auto expect = Bytes(rng, size);
+  ASSERT_TRUE(c.Put(0, "/u/r", expect).ok());
+  const std::vector<std::vector<std::vector<std::pair<uint64_t, uint64_t>>>> rounds = {
+      {{{100, 10}}},                                                   // one data shard
+      {{{kShard - 7, 2 * kShard + 20}, {kStripe + 3, 1}}},             // across shards and stripes
+      {{{5, 300}, {kStripe - 2, 9}}, {{3 * kShard, 50}, {size - 4, 4}}}  // two writers at once
+  };
+  for (size_t round = 0; round < rounds.size(); ++round) {
+    std::vector<std::optional<StatusOr<uint64_t>>> results(rounds[round].size());
+    for (size_t w = 0; w < rounds[round].size(); ++w) {
+      Edit e = MakeEdit(rng, rounds[round][w], &expect);
+      c.StartUpdate(static_cast<int>(1 + w), "/u/r", 1, size, e.ranges, e.bytes, &results[w]);
+    }
+    c.RunUntil([&] { return std::all_of(results.begin(), results.end(), [](auto& r) { return r.has_value(); }); });
+    for (auto& r : results) ASSERT_TRUE(r->ok()) << "round " << round << ": " << r->status().ToString();
+  }
+  std::map<std::pair<uint64_t, uint32_t>, uint32_t> data_crc;  // (stripe, index)
+  for (int i = 0; i < kNodes; ++i) {
+    for (const auto& meta : c.data(i).List()) data_crc[{meta.key.stripe, meta.key.index}] = meta.crc32c;
+  }
+  ASSERT_EQ(data_crc.size(), 3u * 4);
+  int parities = 0;
+  for (int i = 0; i < kNodes; ++i) {
+    for (const auto& meta : c.parity(i).List()) {
+      SCOPED_TRACE(meta.key.ToString());
+      ++parities;
+      EXPECT_GT(meta.seq, 0u);  // every stripe was updated in place
+      ASSERT_EQ(meta.stripe_crcs.size(), 4u);
+      for (uint32_t d = 0; d < 4; ++d) EXPECT_EQ(meta.stripe_crcs[d], (data_crc[{meta.key.stripe, d}])) << d;
+    }
+  }
+  EXPECT_EQ(parities, 3 * 2);
+  c.Kill(0);
+  c.Kill(3);
+  const Node::DecodeStats before = c.node(1).decode_stats();
+  auto got = c.Get(1, "/u/r");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == expect);
+  const Node::DecodeStats after = c.node(1).decode_stats();
+  EXPECT_GT(after.stripes, before.stripes);
+  EXPECT_EQ(after.verified - before.verified, after.stripes - before.stripes);
+  EXPECT_EQ(after.rejected, before.rejected);
+}
+
+// A parity shard lost while an update is in flight (its node crashes and
+// comes back with its parity store emptied: a replaced disk) is rebuilt by
+// the recovery round from a checked decode and installed with the data
+// CRCs it encodes; the update is retried, as a writer does, until it
+// commits. Swept over how far the update got before the crash.
+TEST(NodeUpdate, ParityRebuiltByARecoveryRoundRecordsItsDataCrcs) {
+  auto rng = fern::testing::TestRng();
+  int installs_seen = 0;
+  for (int steps = 0; steps < 24; ++steps) {
+    SCOPED_TRACE("crash after " + std::to_string(steps) + " half milliseconds");
+    Cluster c(512, kNodes, -1, rng());
+    auto expect = Bytes(rng, kStripe);
+    ASSERT_TRUE(c.Put(0, "/u/i", expect).ok());
+    int holder = -1;
+    for (int i = 0; i < kNodes; ++i) {
+      for (const auto& meta : c.parity(i).List()) {
+        if (meta.key.index == 4) holder = i;
+      }
+    }
+    ASSERT_GE(holder, 0);
+    const int via = (holder + 1) % kNodes;
+    Edit e = MakeEdit(rng, {{kShard + 10, 2 * kShard}}, &expect);
+    std::optional<StatusOr<uint64_t>> r;
+    c.net().SetDelay(1ms, 1ms);  // one hop per simulated millisecond
+    c.StartUpdate(via, "/u/i", 1, kStripe, e.ranges, e.bytes, &r);
+    for (int i = 0; i < steps; ++i) {
+      c.net().clock().Advance(500us);
+      c.net().Pump();
+    }
+    c.Crash(holder);
+    for (const auto& meta : c.parity(holder).List()) ASSERT_TRUE(c.parity(holder).Remove(meta.key).ok());
+    c.RunUntilOrIdle([&] { return r.has_value(); });
+    c.Restart(holder);
+    // The round that lost the parity rebuilt it once its node was back.
+    if (!c.parity(holder).List().empty()) ++installs_seen;
+    // As fern-ec-daemon does when it starts: rebuild what it should hold.
+    EXPECT_TRUE(c.Await<Status>([&](auto done) { c.node(holder).Repair(done); }).ok());
+    for (int attempt = 0; !(r && r->ok()); ++attempt) {
+      ASSERT_LT(attempt, 30) << (r ? r->status().ToString() : "no answer");
+      r.reset();
+      c.TickAll(1);
+      c.StartUpdate(via, "/u/i", 1, kStripe, e.ranges, e.bytes, &r);
+      c.RunUntilOrIdle([&] { return r.has_value(); });
+    }
+    std::map<uint32_t, uint32_t> data_crc;
+    for (int i = 0; i < kNodes; ++i) {
+      for (const auto& meta : c.data(i).List()) data_crc[meta.key.index] = meta.crc32c;
+    }
+    for (int i = 0; i < kNodes; ++i) {
+      for (const auto& meta : c.parity(i).List()) {
+        SCOPED_TRACE(meta.key.ToString());
+        ASSERT_EQ(meta.stripe_crcs.size(), 4u);
+        for (uint32_t d = 0; d < 4; ++d) EXPECT_EQ(meta.stripe_crcs[d], data_crc[d]) << d;
+      }
+    }
+    auto scrub = c.Scrub(via, "/u/i");
+    ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
+    EXPECT_EQ(scrub->consistent, 1u) << (scrub->problems.empty() ? "" : scrub->problems[0]);
+    auto got = c.Get(via, "/u/i");
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(got->bytes == expect);
+  }
+  std::printf("[fern-test] parity rebuilt by a recovery round in %d of 24 sweep steps\n", installs_seen);
+  EXPECT_GT(installs_seen, 0) << "no sweep step lost the parity to a recovery round";
 }
 
 // Two writers overwrite the same bytes at once: every byte of the range is
@@ -1156,6 +1300,8 @@ TEST(NodePswModel, RandomConcurrentUpdatesWithCrashesStayConsistent) {
 #endif
   const int cases = one ? 1 : cases_env ? std::atoi(cases_env) : kDefaultCases;
   const uint64_t base = fern::testing::RunSeed();
+  int parity_shards = 0, recording = 0;
+  uint64_t decoded = 0, verified = 0;
   for (int c = 0; c < cases; ++c) {
     const uint64_t seed = one ? std::strtoull(one, nullptr, 10) : placement::Mix64(base + c);
     SCOPED_TRACE("case seed " + std::to_string(seed) + " (FERN_PSW_NODE_CASE_SEED=" + std::to_string(seed) + ")");
@@ -1233,13 +1379,33 @@ TEST(NodePswModel, RandomConcurrentUpdatesWithCrashesStayConsistent) {
       ASSERT_EQ(scrub->inconsistent + scrub->degraded, 0u)
           << "round " << round << ": " << (scrub->problems.empty() ? "" : scrub->problems[0]);
     }
+    for (int i = 0; i < cl.size(); ++i) {
+      for (const auto& meta : cl.parity(i).List()) {
+        ++parity_shards;
+        if (!meta.stripe_crcs.empty()) ++recording;
+      }
+    }
     const int a = static_cast<int>(rng() % cl.size()), b = (a + 1) % cl.size();
     cl.Crash(a);
     cl.Crash(b);
-    auto degraded = cl.Get((b + 1) % cl.size(), "/m/f");
+    const int via = (b + 1) % cl.size();
+    const Node::DecodeStats before = cl.node(via).decode_stats();
+    auto degraded = cl.Get(via, "/m/f");
     ASSERT_TRUE(degraded.ok()) << degraded.status().ToString();
     ASSERT_TRUE(degraded->bytes == model) << "degraded read differs from the model";
+    decoded += cl.node(via).decode_stats().stripes - before.stripes;
+    verified += cl.node(via).decode_stats().verified - before.verified;
   }
+  // Scrub above checked every record kept against the data. Records are
+  // kept through updates, crashes and recovery rounds (dropping one is
+  // allowed, e.g. a parity rolled back below its seq, and was seen in none
+  // of 3000 cases): most parity shards must still have theirs.
+  std::printf("[fern-test] parity shards recording their data CRCs at the end: %d of %d; degraded decodes "
+              "verified: %llu of %llu\n",
+              recording, parity_shards, static_cast<unsigned long long>(verified),
+              static_cast<unsigned long long>(decoded));
+  EXPECT_GE(recording * 10, parity_shards * 9);
+  EXPECT_GE(verified * 10, decoded * 9);
 }
 
 // Parity that silently disagrees with its data (bit rot its CRC cannot

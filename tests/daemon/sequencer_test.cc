@@ -245,6 +245,9 @@ TEST(ShardUpdateState, ParityBuffersGapsAndMatchesReencode) {
     ASSERT_EQ(out.size(), 2u);
     EXPECT_EQ(out[0].seq, 1u);
     EXPECT_EQ(out[1].seq, 2u);
+    // Whose deltas each seq took (the node records those shards' new CRCs).
+    EXPECT_EQ(out[0].data_mask.bits(), 0b101u);
+    EXPECT_EQ(out[1].data_mask.bits(), 0b101u);
     EXPECT_EQ(p.header().applied_seq, 2u);
   }
   EXPECT_EQ(parity, Encode(*coder, data));

@@ -23,6 +23,7 @@
 
 #include "daemon/durable_flusher.h"
 #include "ec/crc32c.h"
+#include "ec/erasure_coder.h"
 #include "daemon/fiemap_probe.h"
 #include "test_util.h"
 
@@ -297,7 +298,8 @@ TEST_P(ShardStoreTest, DurableFlusherCompletesEverySubmittedShard) {
 
 // A parity shard records its stripe's data CRCs (degraded reads check what
 // they decode against them) until it is changed in place: the store cannot
-// know the new data's CRCs, so Reseal drops them rather than keep stale ones.
+// know the new data's CRCs, so Reseal drops them rather than keep stale ones,
+// unless the caller says what they became.
 TEST_P(ShardStoreTest, ParityKeepsItsStripeCrcsUntilUpdatedInPlace) {
   auto rng = fern::testing::TestRng();
   const auto bytes = Bytes(rng, 3000);
@@ -335,10 +337,31 @@ TEST_P(ShardStoreTest, ParityKeepsItsStripeCrcsUntilUpdatedInPlace) {
     w->data[7] ^= 0x40;
   }
   ASSERT_TRUE(store_->Reseal(k, 1, 2).ok());
-  auto v = store_->Read(k);
-  ASSERT_TRUE(v.ok()) << v.status().ToString();
-  EXPECT_TRUE(v->meta.stripe_crcs.empty());
-  EXPECT_EQ(v->meta.seq, 1u);
+  {
+    auto v = store_->Read(k);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_TRUE(v->meta.stripe_crcs.empty());
+    EXPECT_EQ(v->meta.seq, 1u);
+  }
+  // The PSW parity tracks the data CRCs through its deltas and says them.
+  const std::vector<uint32_t> updated = {0x11111111, 0x44444444, 0x33333333, 0xdeadbeef};
+  {
+    auto w = store_->OpenForUpdate(k);
+    ASSERT_TRUE(w.ok());
+    w->data[9] ^= 0x01;
+  }
+  ASSERT_TRUE(store_->Reseal(k, 2, 2, true, std::nullopt, updated).ok());
+  {
+    auto v = store_->Read(k);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->meta.stripe_crcs, updated);
+    EXPECT_EQ(v->meta.seq, 2u);
+  }
+  // An empty record drops them even where seq and bytes stay.
+  ASSERT_TRUE(store_->Reseal(k, 2, 3, true, std::nullopt, std::vector<uint32_t>{}).ok());
+  EXPECT_TRUE(store_->Read(k)->meta.stripe_crcs.empty());
+  EXPECT_EQ(store_->Reseal(k, 2, 3, true, std::nullopt, std::vector<uint32_t>(ec::kMaxShards + 1, 1)).code(),
+            StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, ShardStoreTest,
