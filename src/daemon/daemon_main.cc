@@ -62,6 +62,7 @@ struct Options {
   std::string coder = "auto";
   bool encode_inline = false;
   bool prepare_parity = true;
+  bool check_reads = true;
   double dead_after_s = 10;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
@@ -254,7 +255,8 @@ class Daemon {
                              .dead_after = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.dead_after_s * 1000)),
                              .batch_durable_commits = true,
-                             .encode_on_worker = !o_.encode_inline},
+                             .encode_on_worker = !o_.encode_inline,
+                             .check_reads = o_.check_reads},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -537,6 +539,7 @@ class Daemon {
     };
     const auto& r = node_->repair_progress();
     const auto& d = node_->decode_stats();
+    const auto& c = node_->read_check_stats();
     return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
            ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
            ", \"m\": " + std::to_string(o_.m) + ", \"records\": " +
@@ -556,6 +559,9 @@ class Daemon {
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": " + JsonString(r.last_error) + "}" +
            ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
+           ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
+           ", \"unchecked\": " + std::to_string(c.unchecked) + ", \"mismatched\": " + std::to_string(c.mismatched) +
+           "}" +
            PswJson(node_->psw_stats()) + "}";
   }
 
@@ -852,6 +858,10 @@ int main(int argc, char** argv) {
              "write every never-written slot of the parity slab once, in the background "
              "while idle, so later shard writes skip the file system's unwritten-extent "
              "conversion (0: leave them)");
+  flags.Bool("check-reads", &o.check_reads,
+             "a healthy read also fetches one parity shard's header and checks the data shards "
+             "against the data CRCs it records, decoding around one that disagrees "
+             "(0: trust each data shard's own CRC)");
   flags.Int("spin-us", &o.spin_us, "poll this long after the last event before sleeping (0: never spin)");
   flags.Size("async-limit", &o.async_limit,
              "bytes of asynchronous commits in flight before an async PUT waits like a sync one");

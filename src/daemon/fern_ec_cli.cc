@@ -721,7 +721,9 @@ int StatusCmd(const std::vector<std::string>& args) {
             "Asks every node of a local cluster (or the one daemon at FERN_EC_SOCKET) for\n"
             "its status: the nodes it sees alive, shard space used, and the progress of\n"
             "its repair pass (shards rebuilt after a restart with an empty tmpfs), and its\n"
-            "decodes (degraded stripes; how many the parity's data CRCs confirmed or refused).\n"
+            "decodes (degraded stripes; how many the parity's data CRCs confirmed or refused),\n"
+            "and its read checks (healthy stripes whose data a parity's recorded CRCs confirmed,\n"
+            "could not check, or contradicted: those were decoded around the wrong shard).\n"
             "Exit code 1 if any node is down.");
   f.String("root", &root, "local cluster directory");
   f.Bool("json", &json, "print a JSON array");

@@ -105,6 +105,12 @@ struct Node::GetOp {
     int pending = 0;
     bool parity_fetched = false;
     int refetches = 0;  // decodes refused because the shards' seqs differed
+    // NodeOptions::check_reads: the parity shard whose header was asked for
+    // its data CRCs (-1: none), its seq, and whether the data disagreed.
+    int record_from = -1;
+    uint64_t record_seq = 0;
+    bool record_asked = false;
+    bool suspect = false;
   };
   std::vector<Stripe> stripes;
   uint64_t next_stripe = 0;  // the next stripe to fetch
@@ -322,7 +328,9 @@ void Node::InstallHandlers() {
     reply.set_seq(view->meta.seq);
     reply.set_epoch(view->meta.epoch);
     for (uint32_t c : view->meta.stripe_crcs) reply.add_stripe_crc32c(c);
-    if (get.verify_only()) return r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), {}});
+    if (get.verify_only() || get.header_only()) {
+      return r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), {}});
+    }
     auto held = std::make_shared<ShardStore::View>(std::move(view).value());
     r.Reply(OutMessage{wire::SHARD_GET, reply.SerializeAsString(), Payload::View(held->data, held)});
   });
@@ -797,6 +805,30 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
   const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
   const int last = with_parity ? n : k;
   st.pending = 1;
+  if (options_.check_reads && !with_parity && !st.record_asked && static_cast<int>(nodes.size()) == n) {
+    // With the data shards: the header of the first live parity shard, for
+    // the data CRCs it records (no bytes move; its node reads no shard).
+    st.record_asked = true;
+    for (int p = k; p < n; ++p) {
+      if (!view_.IsAlive(nodes[p])) continue;
+      wire::ShardGet get;
+      SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, p);
+      get.set_header_only(true);
+      ++st.pending;
+      transport_->Call(nodes[p], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
+                       {options_.rpc_timeout, nullptr}, [this, op, stripe, p](StatusOr<InMessage> r) {
+                         GetOp::Stripe& st = op->stripes[stripe];
+                         wire::ShardGetReply reply;
+                         if (r.ok() && reply.ParseFromString(r->header)) {
+                           st.checks.Take(p, reply);
+                           st.record_from = p;
+                           st.record_seq = reply.seq();
+                         }
+                         if (--st.pending == 0) FinishStripe(op, stripe);
+                       });
+      break;
+    }
+  }
   for (int i = 0; i < last; ++i) {
     if (st.tried.contains(i)) continue;
     st.tried.insert(i);
@@ -853,12 +885,21 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   const uint64_t len = geometry_.StripeShardLen(size, stripe);
   const ec::ShardSet data_set = ec::ShardSet::FirstN(k);
   const bool all_data = (st.present.bits() & data_set.bits()) == data_set.bits();
+  if (all_data && options_.check_reads && !st.parity_fetched && !CheckAgainstRecord(op, stripe)) {
+    // A data shard is not what the parity records: fetch every parity and
+    // decode checked below (DecodeChecked finds the wrong shard and
+    // replaces its bytes, or the read fails with DataLoss).
+    st.suspect = true;
+    st.parity_fetched = true;
+    FetchStripe(op, stripe, true);
+    return;
+  }
   if (!all_data && !st.parity_fetched) {
     st.parity_fetched = true;
     FetchStripe(op, stripe, true);
     return;
   }
-  if (!all_data) {
+  if (!all_data || st.suspect) {
     if (st.present.size() < k) {
       std::vector<NodeId> missing;
       const auto nodes = StripeNodes(op->record, stripe);
@@ -923,6 +964,35 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   st.checks = internal::ShardChecks();
   --op->in_flight;
   IssueFetches(op);
+}
+
+bool Node::CheckAgainstRecord(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
+  const GetOp::Stripe& st = op->stripes[stripe];
+  const int k = options_.k;
+  const std::vector<uint32_t>* record = st.record_from >= 0 ? &st.checks.stripe_crcs[st.record_from] : nullptr;
+  bool one_seq = true;
+  for (int i = 0; i < k; ++i) one_seq = one_seq && st.seqs[i] == st.record_seq;
+  // No record to check against (a parity written without one, down, or
+  // not at the data's update seq: an update is between the shards).
+  if (!record || static_cast<int>(record->size()) != k || !one_seq) {
+    ++read_checks_.unchecked;
+    return true;
+  }
+  std::string wrong;
+  for (int i = 0; i < k; ++i) {
+    if (st.checks.crcs[i] != (*record)[i]) wrong += (wrong.empty() ? "" : ",") + std::to_string(i);
+  }
+  if (wrong.empty()) {
+    ++read_checks_.verified;
+    return true;
+  }
+  ++read_checks_.mismatched;
+  std::fprintf(stderr,
+               "fern-ec: node %u: read %s: stripe %llu: data shard %s does not match the data CRCs parity shard %d "
+               "records (seq %llu): decoding with the parity\n",
+               options_.id.value, op->path.c_str(), static_cast<unsigned long long>(stripe), wrong.c_str(),
+               st.record_from, static_cast<unsigned long long>(st.record_seq));
+  return false;
 }
 
 Status Node::CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,

@@ -103,6 +103,12 @@ struct NodeOptions {
   // Nonzero: file ids come from this seed and a counter instead of the
   // clock, so a seeded test's placement (and so its run) replays exactly.
   uint64_t id_seed = 0;
+  // A healthy read (every data shard intact) also asks one parity shard for
+  // the header with the data CRCs it records and compares them with the
+  // data shards': a data shard wrong but matching its own CRC is then
+  // decoded around (or the read fails with EIO), never returned. false:
+  // each data shard's own CRC is trusted.
+  bool check_reads = true;
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -204,6 +210,17 @@ class Node {
     uint64_t rejected = 0;
   };
   const DecodeStats& decode_stats() const { return decode_stats_; }
+  // Healthy stripes read by this node (NodeOptions::check_reads): how many
+  // a parity's recorded data CRCs confirmed, how many could not be checked
+  // (no record, a parity down or at another update seq), and how many
+  // disagreed (then decoded with every parity and checked: counted in
+  // decode_stats). Loop thread.
+  struct ReadCheckStats {
+    uint64_t verified = 0;
+    uint64_t unchecked = 0;
+    uint64_t mismatched = 0;
+  };
+  const ReadCheckStats& read_check_stats() const { return read_checks_; }
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
   // `owner`) until `done` runs.
@@ -440,6 +457,10 @@ class Node {
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // A healthy stripe's data CRCs against the record its parity header
+  // brought (NodeOptions::check_reads), counted in read_checks_: false when
+  // they disagree.
+  bool CheckAgainstRecord(const std::shared_ptr<GetOp>& op, uint64_t stripe);
   // internal::DecodeChecked with the coder, counted in decode_stats_.
   Status CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,
                        const internal::ShardChecks& checks, std::vector<uint32_t>* data_crcs = nullptr);
@@ -460,6 +481,7 @@ class Node {
   uint64_t file_id_counter_ = 0;
   RepairProgress repair_;
   DecodeStats decode_stats_;
+  ReadCheckStats read_checks_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);
   TimePoint now_{};
   std::map<uint32_t, TimePoint> last_heard_;

@@ -105,11 +105,13 @@ class LocalCluster : public ::testing::Test {
     if (!HasFailure()) std::filesystem::remove(ErrLog());
   }
   static std::string Cli() { return FERN_EC_CLI; }
+  std::string NodeStatus(int via) {
+    return Out("FERN_EC_SOCKET=" + root_ + "/node-" + std::to_string(via) + "/sock " + Cli() + " status --json");
+  }
   // Node `via` decoded stripes, and each decode was checked against the
   // data CRCs its parity records (fern-ec status --json: decodes).
   void ExpectEveryDecodeVerified(int via) {
-    const std::string st =
-        Out("FERN_EC_SOCKET=" + root_ + "/node-" + std::to_string(via) + "/sock " + Cli() + " status --json");
+    const std::string st = NodeStatus(via);
     std::smatch d;
     ASSERT_TRUE(std::regex_search(st, d, std::regex("\"decodes\": \\{\"stripes\": ([0-9]+), \"verified\": ([0-9]+), \"rejected\": ([0-9]+)")))
         << st;
@@ -147,6 +149,18 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
     }
   };
   check_all(3, "healthy");
+  {
+    // Each healthy stripe's data was checked against the data CRCs a
+    // parity records (one header fetched per stripe, no decode).
+    const std::string st = NodeStatus(3);
+    std::smatch c;
+    ASSERT_TRUE(std::regex_search(
+        st, c, std::regex("\"read_checks\": \\{\"verified\": ([0-9]+), \"unchecked\": ([0-9]+), \"mismatched\": ([0-9]+)")))
+        << st;
+    EXPECT_GT(std::stoull(c[1]), 16u) << st;  // the 64 MiB file alone has 256 stripes
+    EXPECT_EQ(c[2], "0") << st;
+    EXPECT_EQ(c[3], "0") << st;
+  }
 
   // Any two nodes: chosen by the printed seed.
   int a = static_cast<int>(rng() % 6), b = static_cast<int>((a + 1 + rng() % 5) % 6);

@@ -808,6 +808,35 @@ TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndDecodedAroundByADegradedRead)
   EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
 }
 
+// A healthy read (every data shard there and matching its own CRC) checks
+// the data against the CRCs a parity records: a data shard wrong but
+// self-consistent is decoded around, never returned.
+TEST_F(NodeDecode, AHealthyReadDecodesAroundADataShardWrongButMatchingItsOwnCrc) {
+  auto healthy = c.Get(via, "/v/f");
+  ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
+  EXPECT_TRUE(healthy->bytes == bytes);
+  EXPECT_EQ(c.node(via).read_check_stats().verified, 1u);
+  EXPECT_EQ(c.node(via).read_check_stats().mismatched, 0u);
+  EXPECT_EQ(c.node(via).decode_stats().stripes, 0u);  // nothing decoded
+  ShardKey d0_key;
+  ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
+  CorruptConsistently(c.data(d0), d0_key);
+  auto got = c.Get(via, "/v/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
+  EXPECT_EQ(c.node(via).read_check_stats().mismatched, 1u);
+  EXPECT_EQ(c.node(via).decode_stats().verified, 1u);
+  // Into a file too (fern-ec get), and with the other parity gone.
+  auto to_file = c.GetToFile(via, "/v/f");
+  ASSERT_TRUE(to_file.ok()) << to_file.status().ToString();
+  EXPECT_TRUE(*to_file == bytes);
+  const int p5 = HolderOf(c, 5);
+  c.Kill(p5 == via ? p4 : p5);
+  auto one_parity = c.Get(via, "/v/f");
+  ASSERT_TRUE(one_parity.ok()) << one_parity.status().ToString();
+  EXPECT_TRUE(one_parity->bytes == bytes);
+}
+
 TEST_F(NodeDecode, AReadDecodesAroundAWrongParityOrFailsWithEio) {
   // A plain degraded read is checked.
   c.Kill(d0);
