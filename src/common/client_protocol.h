@@ -59,7 +59,8 @@
 //   SCRUB  {path, flags}                        -> {size} + memfd: JSON report of
 //          re-encoding every stripe of path (a file, or every file under a
 //          directory; "/" = all) from its data shards and comparing with the
-//          stored parity; flags & kScrubRepair rewrites inconsistent parity,
+//          stored parity; flags & kScrubRepair rewrites inconsistent parity (or a
+//          data shard every parity record contradicts),
 //          flags & kScrubText asks for a summary line and one line per problem.
 //   STATUS {path = "/"}                          -> {size} + memfd: this node's status
 //          as one JSON object (node, epoch, alive, data/parity usage, repair)

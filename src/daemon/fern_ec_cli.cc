@@ -664,13 +664,18 @@ int ScrubCmd(const std::vector<std::string>& args) {
   FlagSet f("usage: fern-ec scrub [PATH] [--repair] [--json] [--root DIR [--node N]]   (or FERN_EC_SOCKET)\n\n"
             "Fetches every shard of every stripe of PATH (a file, or all files under a\n"
             "directory; default /), re-encodes the data shards and compares with the\n"
-            "stored parity. Reports stripes whose parity differs, whose shards carry\n"
-            "different update seqs, or which miss shards (degraded). Exit 0 when all\n"
-            "are consistent, 5 while one is inconsistent (not repaired) or degraded.");
+            "stored parity and with the data CRCs each parity records. Reports stripes\n"
+            "whose parity differs, whose data shard disagrees with what every parity\n"
+            "records, whose shards carry different update seqs, or which miss shards\n"
+            "(degraded). Exit 0 when all are consistent, 5 while one is inconsistent\n"
+            "(not repaired) or degraded.");
   f.String("root", &root, "local cluster directory");
   f.Int("node", &node, "which node's daemon to talk to");
   f.Bool("json", &json, "print JSON");
-  f.Bool("repair", &repair, "rewrite parity that differs from the encoding of the data");
+  f.Bool("repair", &repair,
+         "rewrite parity that differs from the encoding of the data, and a data shard that "
+         "every parity's record contradicts (decoded from the other shards and checked); a shard "
+         "is rewritten only if unchanged since it was read");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
   if (f.help_requested()) return std::printf("%s", f.Help().c_str()), 0;
   if (f.positional().size() > 1) return Fail("scrub: give at most one PATH"), 2;

@@ -386,6 +386,9 @@ class Node {
   void ScrubStripe(const std::shared_ptr<ScrubOp>& op, const std::shared_ptr<wire::FileRecord>& rec, uint64_t stripe);
   void ScrubNext(const std::shared_ptr<ScrubOp>& op);
   void DropPswShard(const ShardKey& key);
+  // An in-place update of this shard held here is not finished (applied
+  // but uncommitted, partial, or pieces waiting).
+  bool PswBusy(const ShardKey& key) const;
   void PswSync();  // one parity flush, then the acknowledgements it covers
 
  private:

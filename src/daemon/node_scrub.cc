@@ -162,12 +162,53 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       return done();
     }
     ++op->report.inconsistent;
+    // Rewrites shards `which` of the stripe with `bytes` (one len-long
+    // buffer each, owned by `owner`), each only if it is still stored as
+    // scrub read it (ShardPut.replace_if_unchanged: an update that slipped
+    // in since is never overwritten); then counts the stripe repaired.
+    auto rewrite = [this, op, rec, f, nodes, len, stripe, where, done](
+                       std::vector<int> which, std::vector<const uint8_t*> bytes, std::shared_ptr<void> owner,
+                       const std::vector<uint32_t>& data_crcs) {
+      const int k = options_.k;
+      if (which.empty()) return done();
+      auto left = std::make_shared<int>(static_cast<int>(which.size()));
+      auto ok = std::make_shared<bool>(true);
+      for (size_t w = 0; w < which.size(); ++w) {
+        const int j = which[w];
+        wire::ShardPut put;
+        SetId(put.mutable_id(), rec->file_id(), rec->version(), stripe, j);
+        put.set_length(len);
+        put.set_crc32c(ec::Crc32c({bytes[w], len}));
+        put.set_seq(f->seq[j]);
+        put.set_epoch(f->epoch[j]);
+        put.set_durable(j >= k);
+        put.set_replace_if_unchanged(true);
+        put.set_expect_crc32c(f->checks.crcs[j]);
+        if (j >= k) {
+          for (uint32_t c : data_crcs) put.add_stripe_crc32c(c);
+        }
+        const std::string what = (j >= k ? "parity shard " : "data shard ") + std::to_string(j);
+        transport_->Call(nodes[j], OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes[w], len}, owner)},
+                         {options_.rpc_timeout, nullptr}, [op, left, ok, done, where, what](StatusOr<InMessage> r) {
+                           if (!r.ok()) {
+                             *ok = false;
+                             op->report.problems.push_back(where + ": rewrite " + what + ": " + r.status().ToString());
+                           }
+                           if (--*left > 0) return;
+                           if (*ok) ++op->report.repaired;
+                           done();
+                         });
+      }
+    };
     // Every parity differs, and the data CRCs two or more of them record
-    // agree with each other but not with data shard d: d is what is wrong (a wrong data
-    // shard changes every parity's encoding). Re-encoding the parity from it
-    // would make its wrong bytes permanent: reported, nothing rewritten.
+    // agree with each other but not with data shard d: d is what is wrong (a
+    // wrong data shard changes every parity's encoding). Re-encoding the
+    // parity from it would make its wrong bytes permanent: with --repair, d
+    // is decoded from the other shards instead, kept only if the records
+    // vouch for the result, and rewritten; the parity stays.
     if (differing == options_.m) {
       std::string suspects;
+      ec::ShardSet wrong;
       for (int d = 0; d < k; ++d) {
         std::vector<uint32_t> recorded;
         for (int j = k; j < n; ++j) {
@@ -176,13 +217,42 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
         // Two records at least: a lone one may itself be what is wrong.
         const bool one_voice = recorded.size() >= 2 && std::all_of(recorded.begin(), recorded.end(),
                                                                    [&](uint32_t c) { return c == recorded[0]; });
-        if (one_voice && recorded[0] != data_crcs[d]) suspects += (suspects.empty() ? "" : ",") + std::to_string(d);
+        if (one_voice && recorded[0] != data_crcs[d]) {
+          suspects += (suspects.empty() ? "" : ",") + std::to_string(d);
+          wrong.insert(d);
+        }
       }
       if (!suspects.empty()) {
-        op->report.problems.push_back(where + ": data shard " + suspects +
-                                      " disagrees with the data CRCs every parity records (seq " +
-                                      std::to_string(f->seq[0]) + "): parity not rewritten");
-        return done();
+        const std::string problem = where + ": data shard " + suspects +
+                                    " disagrees with the data CRCs every parity records (seq " +
+                                    std::to_string(f->seq[0]) + ")";
+        if (!op->repair || wrong.size() > options_.m) {
+          op->report.problems.push_back(problem + ": parity not rewritten");
+          return done();
+        }
+        auto fixed = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(wrong.size()) * len);
+        std::vector<uint8_t*> ptrs(n);
+        std::vector<int> which;
+        std::vector<const uint8_t*> bytes;
+        for (int i = 0; i < n; ++i) {
+          if (!wrong.contains(i)) {
+            ptrs[i] = f->shards[i].data();
+            continue;
+          }
+          ptrs[i] = fixed->data() + which.size() * len;
+          which.push_back(i);
+          bytes.push_back(ptrs[i]);
+        }
+        const ec::ShardSet have(ec::ShardSet::FirstN(n).bits() & ~wrong.bits());
+        std::vector<uint32_t> vouched;  // filled only when the records vouch for the result
+        Status s = CheckedDecode(ptrs, have, wrong, len, f->checks, &vouched);
+        if (s.ok() && vouched.empty()) s = DataLossError("no parity record vouched for the decoded bytes");
+        if (!s.ok()) {
+          op->report.problems.push_back(problem + ": not rewritten: " + s.ToString());
+          return done();
+        }
+        op->report.problems.push_back(problem + ": rewritten from the other shards");
+        return rewrite(std::move(which), std::move(bytes), fixed, {});
       }
     }
     if (!differs.empty()) {
@@ -194,30 +264,9 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
                                     " records data CRCs that are not the data's (seq " + std::to_string(f->seq[0]) + ")");
     }
     if (!op->repair) return done();
-    auto left = std::make_shared<int>(static_cast<int>(bad.size()));
-    auto ok = std::make_shared<bool>(true);
-    for (int j : bad) {
-      const uint8_t* bytes = out[j - k];
-      wire::ShardPut put;
-      SetId(put.mutable_id(), rec->file_id(), rec->version(), stripe, j);
-      put.set_length(len);
-      put.set_crc32c(ec::Crc32c({bytes, len}));
-      put.set_seq(f->seq[0]);
-      put.set_epoch(f->epoch[0]);
-      put.set_durable(true);
-      for (uint32_t c : data_crcs) put.add_stripe_crc32c(c);
-      transport_->Call(nodes[j], OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, parity)},
-                       {options_.rpc_timeout, nullptr}, [op, left, ok, done, where, j](StatusOr<InMessage> r) {
-                         if (!r.ok()) {
-                           *ok = false;
-                           op->report.problems.push_back(where + ": rewrite parity shard " + std::to_string(j) +
-                                                         ": " + r.status().ToString());
-                         }
-                         if (--*left > 0) return;
-                         if (*ok) ++op->report.repaired;
-                         done();
-                       });
-    }
+    std::vector<const uint8_t*> bytes;
+    for (int j : bad) bytes.push_back(out[j - k]);
+    rewrite(bad, std::move(bytes), parity, data_crcs);
   };
   if (static_cast<int>(nodes.size()) != n) {
     for (int i = 0; i < n; ++i) f->errors[i] = "no placement";

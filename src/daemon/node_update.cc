@@ -734,6 +734,13 @@ void Node::PswMembership(NodeId peer, bool alive) {
 
 void Node::DropPswShard(const ShardKey& key) { psw_->shards.erase(key); }
 
+bool Node::PswBusy(const ShardKey& key) const {
+  auto it = psw_->shards.find(key);
+  if (it == psw_->shards.end()) return false;
+  const psw::ShardReport rep = it->second->state->report();
+  return rep.partial || rep.applied_seq != rep.committed_seq || it->second->state->buffered() > 0;
+}
+
 void Node::PswSync() {
   if (psw_->unsynced.empty()) return;
   auto acks = std::move(psw_->unsynced);

@@ -778,34 +778,53 @@ TEST_F(NodeDecode, AReadIsNotFooledByAWrongParityThatKeptItsRecord) {
 }
 
 // A data shard that is wrong but matches its own CRC: scrub names it and
-// does not re-encode the parity from it (that would make it permanent),
-// and a degraded read that fetches parity decodes around it.
-TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndDecodedAroundByADegradedRead) {
+// does not re-encode the parity from it (that would make it permanent); a
+// read decodes around it; scrub --repair
+// decodes it from the other shards, checked against the parity's records,
+// and rewrites it (only as it was read), leaving the parity as it was.
+TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndRewrittenByScrubRepair) {
   ShardKey d0_key;
   ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
-  std::vector<uint8_t> p4_bytes;
+  std::vector<uint8_t> p4_bytes, d0_bytes;
   {
     auto v = c.parity(p4).Read(p4_key);
     ASSERT_TRUE(v.ok());
     p4_bytes.assign(v->data.begin(), v->data.end());
+    auto d = c.data(d0).Read(d0_key);
+    ASSERT_TRUE(d.ok());
+    d0_bytes.assign(d->data.begin(), d->data.end());
   }
   CorruptConsistently(c.data(d0), d0_key);
-  auto found = c.Scrub(via, "/v", /*repair=*/true);
+  auto found = c.Scrub(via, "/v");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
   EXPECT_EQ(found->inconsistent, 1u);
   EXPECT_EQ(found->repaired, 0u);
   ASSERT_EQ(found->problems.size(), 1u);
   EXPECT_NE(found->problems[0].find("data shard 0 disagrees"), std::string::npos) << found->problems[0];
+  EXPECT_NE(found->problems[0].find("parity not rewritten"), std::string::npos) << found->problems[0];
+  auto got = c.Get(via, "/v/f");  // the healthy read's check decodes around it
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
+  auto fixed = c.Scrub(via, "/v", /*repair=*/true);
+  ASSERT_TRUE(fixed.ok()) << fixed.status().ToString();
+  EXPECT_EQ(fixed->inconsistent, 1u);
+  EXPECT_EQ(fixed->repaired, 1u);
+  ASSERT_EQ(fixed->problems.size(), 1u);
+  EXPECT_NE(fixed->problems[0].find("rewritten from the other shards"), std::string::npos) << fixed->problems[0];
   {
+    auto d = c.data(d0).Read(d0_key);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_TRUE(std::equal(d->data.begin(), d->data.end(), d0_bytes.begin(), d0_bytes.end()))
+        << "data shard 0 is not its original bytes";
     auto v = c.parity(p4).Read(p4_key);
     ASSERT_TRUE(v.ok());
     EXPECT_TRUE(std::equal(v->data.begin(), v->data.end(), p4_bytes.begin(), p4_bytes.end()))
         << "scrub re-encoded parity from the wrong data shard";
   }
-  c.Kill(d1);
-  auto got = c.Get(via, "/v/f");
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
+  auto after = c.Scrub(via, "/v");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->consistent, 1u);
+  EXPECT_EQ(after->inconsistent, 0u);
 }
 
 // A healthy read (every data shard there and matching its own CRC) checks
@@ -1049,6 +1068,45 @@ TEST(NodeShardService, StripeCrcsAreKOnAParityShardOrRefused) {
   ASSERT_TRUE(installed.ok()) << installed.status().ToString();
   EXPECT_EQ(installed->meta.seq, 3u);
   EXPECT_EQ(installed->meta.stripe_crcs, std::vector<uint32_t>{0x12345678});
+}
+
+// Scrub's rewrite of a shard it found wrong replaces it only as it was read:
+// a different CRC, seq or epoch (an update slipped in) is refused and the
+// stored shard stays.
+TEST(NodeShardService, AConditionalReplaceRefusesAShardThatChanged) {
+  OneNode one;
+  ASSERT_TRUE(one.node.ok()) << one.node.status().ToString();
+  auto& tb = one.tb;
+  auto put = [&](uint8_t fill, bool conditional, uint32_t expect_crc, uint64_t seq) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>(kShard, fill);
+    wire::ShardPut p;
+    internal::SetId(p.mutable_id(), 9, 1, 0, 0);
+    p.set_length(bytes->size());
+    p.set_crc32c(ec::Crc32c(*bytes));
+    p.set_seq(seq);
+    p.set_replace_if_unchanged(conditional);
+    p.set_expect_crc32c(expect_crc);
+    std::optional<StatusOr<transport::InMessage>> reply;
+    tb->Call(NodeId(0), {wire::SHARD_PUT, p.SerializeAsString(), transport::Payload::View(*bytes, bytes)}, {1h, nullptr},
+             [&](StatusOr<transport::InMessage> r) { reply = std::move(r); });
+    EXPECT_TRUE(transport::ProgressUntil(*tb, [&] { return reply.has_value(); }, 5s));
+    return reply ? reply->status() : InternalError("no reply");
+  };
+  auto stored = [&] {
+    auto v = one.data->Read({9, 1, 0, 0});
+    return v.ok() ? v->meta.crc32c : 0u;
+  };
+  // Nothing stored yet: nothing to replace.
+  EXPECT_EQ(put(1, true, 0, 0).code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(one.data->List().empty());
+  ASSERT_TRUE(put(1, false, 0, 2).ok());
+  const uint32_t first = stored();
+  EXPECT_EQ(put(2, true, first ^ 1, 2).code(), StatusCode::kFailedPrecondition);  // other bytes
+  EXPECT_EQ(put(2, true, first, 3).code(), StatusCode::kFailedPrecondition);      // other seq
+  EXPECT_EQ(stored(), first);
+  ASSERT_TRUE(put(2, true, first, 2).ok());
+  EXPECT_EQ(stored(), ec::Crc32c(std::vector<uint8_t>(kShard, 2)));
+  EXPECT_EQ(one.data->List().size(), 1u);
 }
 
 
