@@ -62,8 +62,10 @@
 //          stored parity; flags & kScrubRepair rewrites inconsistent parity (or a
 //          data shard every parity record contradicts),
 //          flags & kScrubText asks for a summary line and one line per problem.
-//   STATUS {path = "/"}                          -> {size} + memfd: this node's status
-//          as one JSON object (node, epoch, alive, data/parity usage, repair)
+//   STATUS {path = "/", flags}                   -> {size} + memfd: this node's status
+//          as one JSON object (node, epoch, alive, data/parity usage, repair,
+//          decodes, read checks, PSW); flags & kStatusText asks for a few
+//          lines of text instead.
 //
 // Errors: Reply.err is an errno value (ENOENT, EACCES, ENOSPC, EIO, EINVAL,
 // ENAMETOOLONG, ...) and Reply.message says why in words.
@@ -105,6 +107,8 @@ inline constexpr uint32_t kInspectText = 1;
 // Request.flags of SCRUB.
 inline constexpr uint32_t kScrubRepair = 1;
 inline constexpr uint32_t kScrubText = 2;
+// Request.flags of STATUS.
+inline constexpr uint32_t kStatusText = 1;
 
 // The memfd of an UPDATE: this header, then `ranges` UpdateBlobRange entries
 // (sorted by offset, non-overlapping, non-empty, inside file_size), then the

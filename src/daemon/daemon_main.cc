@@ -498,7 +498,7 @@ class Daemon {
       case client::Op::kRmdir:
         return node_->Rmdir(path, who, reply_status);
       case client::Op::kStatus:
-        return SendText(conn, StatusJson());
+        return SendText(conn, (req.flags & client::kStatusText) != 0 ? StatusText() : StatusJson());
       case client::Op::kScrub: {
         const bool repair = (req.flags & client::kScrubRepair) != 0;
         const bool text = (req.flags & client::kScrubText) != 0;
@@ -563,6 +563,48 @@ class Daemon {
            ", \"unchecked\": " + std::to_string(c.unchecked) + ", \"mismatched\": " + std::to_string(c.mismatched) +
            "}" +
            PswJson(node_->psw_stats()) + "}";
+  }
+
+  // The same as StatusJson, for a person: a line per concern.
+  std::string StatusText() const {
+    const auto& v = node_->view();
+    std::string dead;
+    int alive = 0;
+    for (const auto& n : v.nodes()) {
+      if (v.IsAlive(n.id)) {
+        ++alive;
+      } else {
+        dead += (dead.empty() ? "" : ",") + std::to_string(n.id.value);
+      }
+    }
+    auto n = [](uint64_t x) { return std::to_string(x); };
+    const StoreUsage du = data_->Usage(), pu = parity_->Usage();
+    const auto& r = node_->repair_progress();
+    const auto& d = node_->decode_stats();
+    const auto& c = node_->read_check_stats();
+    const auto p = node_->psw_stats();
+    std::string out = "node " + std::to_string(o_.node_id) + " (k=" + std::to_string(o_.k) + " m=" +
+                      std::to_string(o_.m) + ", view epoch " + n(v.epoch()) + "): " + std::to_string(alive) +
+                      " of " + std::to_string(v.nodes().size()) + " nodes alive" +
+                      (dead.empty() ? "" : ", down: " + dead) + "\n";
+    out += "  space: data " + n(du.slots_used) + " of " + n(du.slots_total) + " slots, parity " + n(pu.slots_used) +
+           " of " + n(pu.slots_total) + " (" + FormatSize(du.slot_capacity) + " each" +
+           (pu.slots_unprepared ? ", " + n(pu.slots_unprepared) + " parity slots not yet prepared" : "") + "); " +
+           n(node_->records_owned()) + " file records owned\n";
+    out += "  commits: " + n(commits_.queued()) + " queued, " + n(commits_.async_pending()) + " async pending (" +
+           FormatSize(commits_.async_pending_bytes()) + "), " + n(commits_.async_failed_total()) + " async failed" +
+           (commits_.last_async_error().empty() ? "" : " (last: " + commits_.last_async_error() + ")") + "\n";
+    out += "  repair: " + std::string(r.running ? "running" : "idle") + " (passes run: " + n(r.passes) + "): " +
+           n(r.shards_checked) + " shards checked, " + n(r.shards_missing) + " missing, " + n(r.shards_restored) +
+           " rebuilt, " + n(r.shards_failed) + " failed" +
+           (r.last_error.empty() ? "" : " (last error: " + r.last_error + ")") + "\n";
+    out += "  reads: " + n(c.verified) + " healthy stripes checked against parity records, " + n(c.unchecked) +
+           " unchecked, " + n(c.mismatched) + " mismatched; " + n(d.stripes) + " stripes decoded, " +
+           n(d.verified) + " verified, " + n(d.rejected) + " rejected\n";
+    out += "  in-place updates: " + n(p.updates_committed) + " committed, " + n(p.updates_failed) + " failed, " +
+           n(p.pieces_applied) + " pieces applied here, " + n(p.sequencers) + " sequencers hosted, " +
+           n(p.stripes_resolved) + " stripes resolved by recovery, " + n(p.stripes_lost) + " lost\n";
+    return out;
   }
 
   static std::string PswJson(const Node::PswStats& p) {

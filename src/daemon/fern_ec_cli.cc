@@ -146,7 +146,8 @@ struct LocalOptions {
 };
 
 pid_t SpawnArgs(const std::string& dir, std::vector<std::string> args);
-std::string NodeStatus(const std::string& sock);
+// One daemon's status: JSON, or a few lines of text; "" when it does not answer.
+std::string NodeStatus(const std::string& sock, bool as_text = false);
 
 // Ready means every running node sees every running node alive (heartbeats
 // exchanged), so a put right after start or restart is not degraded.
@@ -707,8 +708,9 @@ int ScrubCmd(const std::vector<std::string>& args) {
 }
 
 // One node's status JSON, or "" when it does not answer.
-std::string NodeStatus(const std::string& sock) {
+std::string NodeStatus(const std::string& sock, bool as_text) {
   client::Request req = MakeRequest(client::Op::kStatus, "/");
+  req.flags = as_text ? client::kStatusText : 0;
   client::Reply r;
   int mfd = -1;
   if (Roundtrip(sock, req, -1, &r, &mfd) != 0 || r.err != 0 || mfd < 0) {
@@ -728,8 +730,9 @@ int StatusCmd(const std::vector<std::string>& args) {
             "its repair pass (shards rebuilt after a restart with an empty tmpfs), and its\n"
             "decodes (degraded stripes; how many the parity's data CRCs confirmed or refused),\n"
             "and its read checks (healthy stripes whose data a parity's recorded CRCs confirmed,\n"
-            "could not check, or contradicted: those were decoded around the wrong shard).\n"
-            "Exit code 1 if any node is down.");
+            "could not check, or contradicted: those were decoded around the wrong shard),\n"
+            "and its in-place update counters: a few lines per node, or with --json the\n"
+            "same as one JSON object per node. Exit code 1 if any node is down.");
   f.String("root", &root, "local cluster directory");
   f.Bool("json", &json, "print a JSON array");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
@@ -746,13 +749,15 @@ int StatusCmd(const std::vector<std::string>& args) {
   bool all_up = true;
   if (json) std::printf("[");
   for (size_t i = 0; i < nodes.size(); ++i) {
-    const std::string st = NodeStatus(nodes[i].second);
+    const std::string st = NodeStatus(nodes[i].second, !json);
     all_up &= !st.empty();
     if (json) {
       std::printf("%s%s", i ? ", " : "",
                   st.empty() ? ("{\"node\": " + nodes[i].first + ", \"down\": true}").c_str() : st.c_str());
+    } else if (st.empty()) {
+      std::printf("node %s: DOWN (no answer at %s)\n", nodes[i].first.c_str(), nodes[i].second.c_str());
     } else {
-      std::printf("node %s: %s\n", nodes[i].first.c_str(), st.empty() ? "DOWN" : st.c_str());
+      std::printf("%s", st.c_str());
     }
   }
   if (json) std::printf("]\n");

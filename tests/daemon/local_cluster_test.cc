@@ -170,6 +170,16 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
   while (via == a || via == b) ++via;
   check_all(via, "nodes " + std::to_string(a) + "," + std::to_string(b) + " killed");
   ExpectEveryDecodeVerified(via);
+  {
+    // fern-ec status, for a person: a few lines per node, the killed ones
+    // DOWN, exit code 1.
+    const std::string text = Out(Cli() + " status --root " + root_);
+    EXPECT_NE(text.find("node " + std::to_string(a) + ": DOWN"), std::string::npos) << text;
+    EXPECT_NE(text.find("node " + std::to_string(via) + " (k=4 m=2"), std::string::npos) << text;
+    EXPECT_NE(text.find("stripes decoded"), std::string::npos) << text;
+    EXPECT_EQ(text.find("{\""), std::string::npos) << "raw JSON in the text status: " << text;
+    EXPECT_EQ(Sh(Cli() + " status --root " + root_ + " >/dev/null"), 1);
+  }
 
   // A third: every stripe spans all six nodes, so reads must fail with EIO
   // (exit code 4) or find no metadata owner, and never write an output file.
