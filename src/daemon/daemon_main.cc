@@ -561,7 +561,7 @@ class Daemon {
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
            ", \"unchecked\": " + std::to_string(c.unchecked) + ", \"mismatched\": " + std::to_string(c.mismatched) +
-           "}" +
+           ", \"rewritten\": " + std::to_string(c.rewritten) + "}" +
            PswJson(node_->psw_stats()) + "}";
   }
 
@@ -599,7 +599,8 @@ class Daemon {
            " rebuilt, " + n(r.shards_failed) + " failed" +
            (r.last_error.empty() ? "" : " (last error: " + r.last_error + ")") + "\n";
     out += "  reads: " + n(c.verified) + " healthy stripes checked against parity records, " + n(c.unchecked) +
-           " unchecked, " + n(c.mismatched) + " mismatched; " + n(d.stripes) + " stripes decoded, " +
+           " unchecked, " + n(c.mismatched) + " mismatched (" + n(c.rewritten) + " data shards rewritten); " +
+           n(d.stripes) + " stripes decoded, " +
            n(d.verified) + " verified, " + n(d.rejected) + " rejected\n";
     out += "  in-place updates: " + n(p.updates_committed) + " committed, " + n(p.updates_failed) + " failed, " +
            n(p.pieces_applied) + " pieces applied here, " + n(p.sequencers) + " sequencers hosted, " +

@@ -101,6 +101,7 @@ struct Node::GetOp {
     ec::ShardSet present;
     ec::ShardSet tried;
     std::vector<uint64_t> seqs;  // each present shard's update seq (PSW)
+    std::vector<uint64_t> epochs;  // and its sequencer epoch
     internal::ShardChecks checks;
     int pending = 0;
     bool parity_fetched = false;
@@ -812,6 +813,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     st.shards.resize(n);
     st.owners.resize(n);
     st.seqs.assign(n, 0);
+    st.epochs.assign(n, 0);
     st.checks = internal::ShardChecks(n);
   }
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
@@ -881,6 +883,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            st.shards[i] = r->payload;
                            st.owners[i] = r->payload_owner;
                            st.seqs[i] = reply.seq();
+                           st.epochs[i] = reply.epoch();
                            st.checks.Take(i, reply);
                            st.present.insert(i);
                          }
@@ -957,10 +960,13 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
           want.insert(i);
         }
       }
-      if (Status s = CheckedDecode(ptrs, st.present, want, len, st.checks); !s.ok()) {
+      std::vector<uint32_t> vouched;  // the data CRCs as they came out, when checked
+      if (Status s = CheckedDecode(ptrs, st.present, want, len, st.checks, &vouched); !s.ok()) {
         std::fprintf(stderr, "fern-ec: node %u: read %s: stripe %llu: %s\n", options_.id.value, op->path.c_str(),
                      static_cast<unsigned long long>(stripe), s.ToString().c_str());
         if (op->failure.ok()) op->failure = s.WithContext("read " + op->path + ": decode stripe " + std::to_string(stripe));
+      } else if (st.suspect && static_cast<int>(vouched.size()) == k) {
+        RewriteReplacedData(op, stripe, vouched);
       }
     }
   }
@@ -1006,6 +1012,33 @@ bool Node::CheckAgainstRecord(const std::shared_ptr<GetOp>& op, uint64_t stripe)
                options_.id.value, op->path.c_str(), static_cast<unsigned long long>(stripe), wrong.c_str(),
                st.record_from, static_cast<unsigned long long>(st.record_seq));
   return false;
+}
+
+void Node::RewriteReplacedData(const std::shared_ptr<GetOp>& op, uint64_t stripe, const std::vector<uint32_t>& now) {
+  const GetOp::Stripe& st = op->stripes[stripe];
+  const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
+  for (int i = 0; i < options_.k; ++i) {
+    if (now[i] == st.checks.crcs[i] || i >= static_cast<int>(nodes.size())) continue;
+    // Only as it was read: an update or rewrite since wins (FailedPrecondition).
+    auto bytes = std::make_shared<std::vector<uint8_t>>(st.shards[i].begin(), st.shards[i].end());
+    wire::ShardPut put;
+    SetId(put.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
+    put.set_length(bytes->size());
+    put.set_crc32c(now[i]);
+    put.set_seq(st.seqs[i]);
+    put.set_epoch(st.epochs[i]);
+    put.set_replace_if_unchanged(true);
+    put.set_expect_crc32c(st.checks.crcs[i]);
+    const std::string what = op->path + " stripe " + std::to_string(stripe) + " data shard " + std::to_string(i) +
+                             " on " + nodes[i].ToString();
+    transport_->Call(nodes[i], OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View(*bytes, bytes)},
+                     {options_.rpc_timeout, nullptr}, [this, what](StatusOr<InMessage> r) {
+                       if (r.ok()) ++read_checks_.rewritten;
+                       std::fprintf(stderr, "fern-ec: node %u: rewrite %s with its decoded bytes: %s\n",
+                                    options_.id.value, what.c_str(),
+                                    r.ok() ? "done" : r.status().ToString().c_str());
+                     });
+  }
 }
 
 Status Node::CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,

@@ -214,11 +214,13 @@ class Node {
   // a parity's recorded data CRCs confirmed, how many could not be checked
   // (no record, a parity down or at another update seq), and how many
   // disagreed (then decoded with every parity and checked: counted in
-  // decode_stats). Loop thread.
+  // decode_stats); and the data shards found wrong that were rewritten on
+  // their nodes with the checked decoded bytes. Loop thread.
   struct ReadCheckStats {
     uint64_t verified = 0;
     uint64_t unchecked = 0;
     uint64_t mismatched = 0;
+    uint64_t rewritten = 0;
   };
   const ReadCheckStats& read_check_stats() const { return read_checks_; }
 
@@ -464,6 +466,11 @@ class Node {
   // brought (NodeOptions::check_reads), counted in read_checks_: false when
   // they disagree.
   bool CheckAgainstRecord(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // After a mismatched stripe decoded checked: the data shards whose bytes
+  // the decode replaced (CRC `now[i]` not the one their node sent) are
+  // rewritten there, each only if still stored as read (ShardPut
+  // replace_if_unchanged); counted in read_checks_.rewritten, logged.
+  void RewriteReplacedData(const std::shared_ptr<GetOp>& op, uint64_t stripe, const std::vector<uint32_t>& now);
   // internal::DecodeChecked with the coder, counted in decode_stats_.
   Status CheckedDecode(std::span<uint8_t* const> shards, ec::ShardSet have, ec::ShardSet want, size_t len,
                        const internal::ShardChecks& checks, std::vector<uint32_t>* data_crcs = nullptr);

@@ -778,10 +778,10 @@ TEST_F(NodeDecode, AReadIsNotFooledByAWrongParityThatKeptItsRecord) {
 }
 
 // A data shard that is wrong but matches its own CRC: scrub names it and
-// does not re-encode the parity from it (that would make it permanent); a
-// read decodes around it; scrub --repair
-// decodes it from the other shards, checked against the parity's records,
-// and rewrites it (only as it was read), leaving the parity as it was.
+// does not re-encode the parity from it (that would make it permanent);
+// scrub --repair decodes it from the other shards, checked against the
+// parity's records, and rewrites it (only as it was read), leaving the
+// parity as it was. (A read heals it too: the healthy-read test.)
 TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndRewrittenByScrubRepair) {
   ShardKey d0_key;
   ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
@@ -802,9 +802,6 @@ TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndRewrittenByScrubRepair) {
   ASSERT_EQ(found->problems.size(), 1u);
   EXPECT_NE(found->problems[0].find("data shard 0 disagrees"), std::string::npos) << found->problems[0];
   EXPECT_NE(found->problems[0].find("parity not rewritten"), std::string::npos) << found->problems[0];
-  auto got = c.Get(via, "/v/f");  // the healthy read's check decodes around it
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
   auto fixed = c.Scrub(via, "/v", /*repair=*/true);
   ASSERT_TRUE(fixed.ok()) << fixed.status().ToString();
   EXPECT_EQ(fixed->inconsistent, 1u);
@@ -829,7 +826,8 @@ TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndRewrittenByScrubRepair) {
 
 // A healthy read (every data shard there and matching its own CRC) checks
 // the data against the CRCs a parity records: a data shard wrong but
-// self-consistent is decoded around, never returned.
+// self-consistent is decoded around, never returned, and rewritten on its
+// node with the checked decoded bytes.
 TEST_F(NodeDecode, AHealthyReadDecodesAroundADataShardWrongButMatchingItsOwnCrc) {
   auto healthy = c.Get(via, "/v/f");
   ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
@@ -839,12 +837,29 @@ TEST_F(NodeDecode, AHealthyReadDecodesAroundADataShardWrongButMatchingItsOwnCrc)
   EXPECT_EQ(c.node(via).decode_stats().stripes, 0u);  // nothing decoded
   ShardKey d0_key;
   ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
+  std::vector<uint8_t> d0_bytes;
+  {
+    auto d = c.data(d0).Read(d0_key);
+    ASSERT_TRUE(d.ok());
+    d0_bytes.assign(d->data.begin(), d->data.end());
+  }
   CorruptConsistently(c.data(d0), d0_key);
   auto got = c.Get(via, "/v/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
   EXPECT_EQ(c.node(via).read_check_stats().mismatched, 1u);
   EXPECT_EQ(c.node(via).decode_stats().verified, 1u);
+  c.RunUntil([&] { return c.node(via).read_check_stats().rewritten == 1; });
+  {
+    auto d = c.data(d0).Read(d0_key);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_TRUE(std::equal(d->data.begin(), d->data.end(), d0_bytes.begin(), d0_bytes.end()))
+        << "data shard 0 was not rewritten with its decoded bytes";
+  }
+  // Healed: the next read finds nothing wrong.
+  ASSERT_TRUE(c.Get(via, "/v/f").ok());
+  EXPECT_EQ(c.node(via).read_check_stats().mismatched, 1u);
+  CorruptConsistently(c.data(d0), d0_key);
   // Into a file too (fern-ec get), and with the other parity gone.
   auto to_file = c.GetToFile(via, "/v/f");
   ASSERT_TRUE(to_file.ok()) << to_file.status().ToString();
