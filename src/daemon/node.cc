@@ -1021,14 +1021,8 @@ void Node::RewriteReplacedData(const std::shared_ptr<GetOp>& op, uint64_t stripe
     if (now[i] == st.checks.crcs[i] || i >= static_cast<int>(nodes.size())) continue;
     // Only as it was read: an update or rewrite since wins (FailedPrecondition).
     auto bytes = std::make_shared<std::vector<uint8_t>>(st.shards[i].begin(), st.shards[i].end());
-    wire::ShardPut put;
-    SetId(put.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
-    put.set_length(bytes->size());
-    put.set_crc32c(now[i]);
-    put.set_seq(st.seqs[i]);
-    put.set_epoch(st.epochs[i]);
-    put.set_replace_if_unchanged(true);
-    put.set_expect_crc32c(st.checks.crcs[i]);
+    const wire::ShardPut put = internal::ReplaceIfUnchanged(op->record, stripe, i, bytes->size(), now[i], st.seqs[i],
+                                                            st.epochs[i], st.checks.crcs[i]);
     const std::string what = op->path + " stripe " + std::to_string(stripe) + " data shard " + std::to_string(i) +
                              " on " + nodes[i].ToString();
     transport_->Call(nodes[i], OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View(*bytes, bytes)},

@@ -115,4 +115,21 @@ inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_
   id->set_index(static_cast<uint32_t>(index));
 }
 
+// A SHARD_PUT that rewrites shard `index` of a stripe with `len` bytes of
+// CRC `crc`, only if it is still stored at (seq, epoch) with CRC `expect`
+// (ShardPut.replace_if_unchanged: a shard found wrong, healed by a read or
+// by scrub, never over an update that came since).
+inline wire::ShardPut ReplaceIfUnchanged(const wire::FileRecord& record, uint64_t stripe, int index, uint64_t len,
+                                         uint32_t crc, uint64_t seq, uint64_t epoch, uint32_t expect) {
+  wire::ShardPut put;
+  SetId(put.mutable_id(), record.file_id(), record.version(), stripe, index);
+  put.set_length(len);
+  put.set_crc32c(crc);
+  put.set_seq(seq);
+  put.set_epoch(epoch);
+  put.set_replace_if_unchanged(true);
+  put.set_expect_crc32c(expect);
+  return put;
+}
+
 }  // namespace fern::daemon::internal

@@ -175,15 +175,9 @@ void Node::ScrubStripe(const std::shared_ptr<ScrubOp>& op, const RecordPtr& rec,
       auto ok = std::make_shared<bool>(true);
       for (size_t w = 0; w < which.size(); ++w) {
         const int j = which[w];
-        wire::ShardPut put;
-        SetId(put.mutable_id(), rec->file_id(), rec->version(), stripe, j);
-        put.set_length(len);
-        put.set_crc32c(ec::Crc32c({bytes[w], len}));
-        put.set_seq(f->seq[j]);
-        put.set_epoch(f->epoch[j]);
+        wire::ShardPut put = internal::ReplaceIfUnchanged(*rec, stripe, j, len, ec::Crc32c({bytes[w], len}), f->seq[j],
+                                                          f->epoch[j], f->checks.crcs[j]);
         put.set_durable(j >= k);
-        put.set_replace_if_unchanged(true);
-        put.set_expect_crc32c(f->checks.crcs[j]);
         if (j >= k) {
           for (uint32_t c : data_crcs) put.add_stripe_crc32c(c);
         }
