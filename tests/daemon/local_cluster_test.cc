@@ -970,6 +970,17 @@ TEST_P(PswKill, KilledMidStreamRecoversToTheWritersBytes) {
   std::printf("[ psw ] %s killed: %lld stripes resolved by recovery rounds\n", GetParam().c_str(), resolved);
   for (int w = 0; w < 3; ++w) Apply(w, 3, kIters, false);
   EXPECT_TRUE(Get((victim + 1) % 6) == expect_);
+  {
+    // The parity records kept through the updates and the recovery never
+    // contradict the data (a record may be missing: unchecked).
+    const std::string st = NodeStatus((victim + 1) % 6);
+    std::smatch c;
+    ASSERT_TRUE(std::regex_search(
+        st, c, std::regex("\"read_checks\": \\{\"verified\": ([0-9]+), \"unchecked\": ([0-9]+), \"mismatched\": ([0-9]+)")))
+        << st;
+    std::printf("[ psw ] read checks after recovery: %s verified, %s unchecked\n", c[1].str().c_str(), c[2].str().c_str());
+    EXPECT_EQ(c[3], "0") << st;
+  }
   EXPECT_TRUE(Get(victim) == expect_);
   ExpectScrubClean((victim + 2) % 6);
   EXPECT_EQ(Field(Json("stat /u/f"), "version"), 1);
