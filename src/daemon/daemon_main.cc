@@ -540,6 +540,7 @@ class Daemon {
     const auto& r = node_->repair_progress();
     const auto& d = node_->decode_stats();
     const auto& c = node_->read_check_stats();
+    const Node::StripeHealth h = node_->stripe_health();
     return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
            ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
            ", \"m\": " + std::to_string(o_.m) + ", \"records\": " +
@@ -561,7 +562,9 @@ class Daemon {
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
            ", \"unchecked\": " + std::to_string(c.unchecked) + ", \"mismatched\": " + std::to_string(c.mismatched) +
-           ", \"rewritten\": " + std::to_string(c.rewritten) + "}" +
+           ", \"rewritten\": " + std::to_string(c.rewritten) + "}" + ", \"stripes\": {\"files\": " +
+           std::to_string(h.files) + ", \"total\": " + std::to_string(h.stripes) +
+           ", \"degraded\": " + std::to_string(h.degraded) + ", \"lost\": " + std::to_string(h.lost) + "}" +
            PswJson(node_->psw_stats()) + "}";
   }
 
@@ -591,6 +594,10 @@ class Daemon {
            " of " + n(pu.slots_total) + " (" + FormatSize(du.slot_capacity) + " each" +
            (pu.slots_unprepared ? ", " + n(pu.slots_unprepared) + " parity slots not yet prepared" : "") + "); " +
            n(node_->records_owned()) + " file records owned\n";
+    const Node::StripeHealth h = node_->stripe_health();
+    out += "  stripes: " + n(h.stripes) + " in the " + n(h.files) + " files this node is first owner of; " +
+           n(h.degraded) + " degraded (a shard's node down), " + n(h.lost) + " lost (more than m=" +
+           std::to_string(o_.m) + " down)\n";
     out += "  commits: " + n(commits_.queued()) + " queued, " + n(commits_.async_pending()) + " async pending (" +
            FormatSize(commits_.async_pending_bytes()) + "), " + n(commits_.async_failed_total()) + " async failed" +
            (commits_.last_async_error().empty() ? "" : " (last: " + commits_.last_async_error() + ")") + "\n";

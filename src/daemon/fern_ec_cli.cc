@@ -731,8 +731,10 @@ int StatusCmd(const std::vector<std::string>& args) {
             "decodes (degraded stripes; how many the parity's data CRCs confirmed or refused),\n"
             "and its read checks (healthy stripes whose data a parity's recorded CRCs confirmed,\n"
             "could not check, or contradicted: those were decoded around the wrong shard),\n"
-            "and its in-place update counters: a few lines per node, or with --json the\n"
-            "same as one JSON object per node. Exit code 1 if any node is down.");
+            "its in-place update counters, and the stripes of the files it is the first live\n"
+            "metadata owner of (degraded: a shard's node is down; lost: more than m are):\n"
+            "a few lines per node and a cluster total, or with --json one JSON object per\n"
+            "node. Exit code 1 if any node is down.");
   f.String("root", &root, "local cluster directory");
   f.Bool("json", &json, "print a JSON array");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
@@ -747,8 +749,24 @@ int StatusCmd(const std::vector<std::string>& args) {
   }
   if (nodes.empty()) return Fail("status: no daemon: give --root or set FERN_EC_SOCKET");
   bool all_up = true;
+  // Text: the cluster's stripe health, summed over the nodes' JSON (each
+  // counts the files it is the first live owner of).
+  uint64_t files = 0, stripes = 0, degraded = 0, lost = 0;
+  auto number = [](const std::string& j, size_t from, const std::string& key) -> uint64_t {
+    const size_t at = j.find("\"" + key + "\": ", from);
+    return at == std::string::npos ? 0 : std::strtoull(j.c_str() + at + key.size() + 4, nullptr, 10);
+  };
   if (json) std::printf("[");
   for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!json) {
+      const std::string j = NodeStatus(nodes[i].second);
+      if (const size_t at = j.find("\"stripes\": {"); at != std::string::npos) {
+        files += number(j, at, "files");
+        stripes += number(j, at, "total");
+        degraded += number(j, at, "degraded");
+        lost += number(j, at, "lost");
+      }
+    }
     const std::string st = NodeStatus(nodes[i].second, !json);
     all_up &= !st.empty();
     if (json) {
@@ -761,6 +779,11 @@ int StatusCmd(const std::vector<std::string>& args) {
     }
   }
   if (json) std::printf("]\n");
+  if (!json) {
+    std::printf("cluster: %llu files, %llu stripes: %llu degraded, %llu lost%s\n", (unsigned long long)files,
+                (unsigned long long)stripes, (unsigned long long)degraded, (unsigned long long)lost,
+                all_up ? "" : " (as the nodes that answered see it)");
+  }
   return all_up ? 0 : 1;
 }
 

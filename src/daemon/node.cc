@@ -218,6 +218,30 @@ std::vector<int> Node::event_fds() const {
   if (writer_) fds.push_back(writer_->event_fd());
   return fds;
 }
+Node::StripeHealth Node::stripe_health() const {
+  StripeHealth h;
+  const bool all_alive = view_.live_count() == static_cast<int>(view_.nodes().size());
+  for (const auto& [path, rec] : records_) {
+    if (!internal::Live(*rec) || rec->is_dir()) continue;
+    auto first = placement_.Sequencer(path, view_);
+    if (!first.ok() || *first != options_.id) continue;
+    ++h.files;
+    const uint64_t stripes = geometry_.StripeCount(rec->size());
+    h.stripes += stripes;
+    if (all_alive) continue;
+    for (uint64_t s = 0; s < stripes; ++s) {
+      int down = 0;
+      for (NodeId id : StripeNodes(*rec, s)) down += view_.IsAlive(id) ? 0 : 1;
+      if (down > options_.m) {
+        ++h.lost;
+      } else if (down > 0) {
+        ++h.degraded;
+      }
+    }
+  }
+  return h;
+}
+
 uint64_t Node::durable_batches() const { return flusher_ ? flusher_->batches() : 0; }
 uint64_t Node::durable_shards() const { return flusher_ ? flusher_->shards() : 0; }
 

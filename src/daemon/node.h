@@ -168,6 +168,21 @@ class Node {
   std::string_view coder_backend() const { return coder_->backend(); }
   NodeId id() const { return options_.id; }
   size_t records_owned() const { return records_.size(); }
+  // The newest version of each live file whose first live metadata owner
+  // is this node (so the nodes of a cluster count each file once, when
+  // their views agree): its stripes, how many have a shard on a node that
+  // is down (degraded: reads decode around it) and how many more than m
+  // (lost until nodes come back: reads fail with EIO). Placement only, no
+  // shard is read: a shard missing on a live node (a wiped tmpfs) shows in
+  // repair_progress instead. O(stripes x nodes) while a node is down, O(1)
+  // per file otherwise. Loop thread.
+  struct StripeHealth {
+    uint64_t files = 0;
+    uint64_t stripes = 0;
+    uint64_t degraded = 0;
+    uint64_t lost = 0;
+  };
+  StripeHealth stripe_health() const;
 
   // Repair: finds every shard this node should hold under the current
   // records (each live file and each kept version, where placement or the

@@ -357,6 +357,49 @@ TEST(NodeCluster, ThreeNodesLostIsDataLossNeverWrongBytes) {
   EXPECT_EQ(ToErrno(got.status()), EIO);
 }
 
+// Status's stripe health: each file counted once, by its first live
+// metadata owner; every stripe spans all six nodes here, so one node down
+// degrades every stripe and three lose them.
+TEST(NodeCluster, StripeHealthCountsEachFileOnceAndSeesDeadNodes) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  uint64_t want = 0;
+  for (size_t n : {size_t{1}, kStripe, 3 * kStripe + 17}) {
+    ASSERT_TRUE(c.Put(0, "/h/f" + std::to_string(n), Bytes(rng, n)).ok());
+    want += (n + kStripe - 1) / kStripe;
+  }
+  ASSERT_TRUE(c.Put(0, "/h/gone", Bytes(rng, kStripe)).ok());
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(1).Unlink("/h/gone", Caller{}, done); }).ok());
+  auto total = [&](std::set<int> dead) {
+    Node::StripeHealth sum;
+    for (int i = 0; i < kNodes; ++i) {
+      if (dead.count(i)) continue;
+      const Node::StripeHealth h = c.node(i).stripe_health();
+      sum.files += h.files;
+      sum.stripes += h.stripes;
+      sum.degraded += h.degraded;
+      sum.lost += h.lost;
+    }
+    return sum;
+  };
+  Node::StripeHealth h = total({});
+  EXPECT_EQ(h.files, 3u);
+  EXPECT_EQ(h.stripes, want);
+  EXPECT_EQ(h.degraded + h.lost, 0u);
+  c.Kill(2);
+  h = total({2});
+  EXPECT_EQ(h.files, 3u);  // node 2's files are counted by their next owner
+  EXPECT_EQ(h.stripes, want);
+  EXPECT_EQ(h.degraded, want);
+  EXPECT_EQ(h.lost, 0u);
+  c.Kill(3);
+  c.Kill(4);
+  h = total({2, 3, 4});
+  EXPECT_EQ(h.files, 3u);
+  EXPECT_EQ(h.degraded, 0u);
+  EXPECT_EQ(h.lost, want);
+}
+
 TEST(NodeCluster, WriteWithADeadNodeGoesToTheNextAndReads) {
   auto rng = fern::testing::TestRng();
   Cluster c(512, /*nodes=*/8);
