@@ -1042,7 +1042,9 @@ void Node::RewriteReplacedData(const std::shared_ptr<GetOp>& op, uint64_t stripe
   const GetOp::Stripe& st = op->stripes[stripe];
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
   for (int i = 0; i < options_.k; ++i) {
-    if (now[i] == st.checks.crcs[i] || i >= static_cast<int>(nodes.size())) continue;
+    // Only a shard the decode read and replaced: one left out for being at
+    // another update seq was decoded at the sources' seq, not its own.
+    if (!st.present.contains(i) || now[i] == st.checks.crcs[i] || i >= static_cast<int>(nodes.size())) continue;
     // Only as it was read: an update or rewrite since wins (FailedPrecondition).
     auto bytes = std::make_shared<std::vector<uint8_t>>(st.shards[i].begin(), st.shards[i].end());
     const wire::ShardPut put = internal::ReplaceIfUnchanged(op->record, stripe, i, bytes->size(), now[i], st.seqs[i],

@@ -481,8 +481,9 @@ class Node {
   // brought (NodeOptions::check_reads), counted in read_checks_: false when
   // they disagree.
   bool CheckAgainstRecord(const std::shared_ptr<GetOp>& op, uint64_t stripe);
-  // After a mismatched stripe decoded checked: the data shards whose bytes
-  // the decode replaced (CRC `now[i]` not the one their node sent) are
+  // After a mismatched stripe decoded checked: the data shards among its
+  // sources whose bytes the decode replaced (CRC `now[i]` not the one their
+  // node sent; never one at another update seq, decoded for it) are
   // rewritten there, each only if still stored as read (ShardPut
   // replace_if_unchanged); counted in read_checks_.rewritten, logged.
   void RewriteReplacedData(const std::shared_ptr<GetOp>& op, uint64_t stripe, const std::vector<uint32_t>& now);
