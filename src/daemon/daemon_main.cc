@@ -594,6 +594,7 @@ class Daemon {
            " of " + n(pu.slots_total) + " (" + FormatSize(du.slot_capacity) + " each" +
            (pu.slots_unprepared ? ", " + n(pu.slots_unprepared) + " parity slots not yet prepared" : "") + "); " +
            n(node_->records_owned()) + " file records owned\n";
+    // fern-ec status sums this line over the nodes: keep its shape.
     const Node::StripeHealth h = node_->stripe_health();
     out += "  stripes: " + n(h.stripes) + " in the " + n(h.files) + " files this node is first owner of; " +
            n(h.degraded) + " degraded (a shard's node down), " + n(h.lost) + " lost (more than m=" +

@@ -749,25 +749,20 @@ int StatusCmd(const std::vector<std::string>& args) {
   }
   if (nodes.empty()) return Fail("status: no daemon: give --root or set FERN_EC_SOCKET");
   bool all_up = true;
-  // Text: the cluster's stripe health, summed over the nodes' JSON (each
-  // counts the files it is the first live owner of).
-  uint64_t files = 0, stripes = 0, degraded = 0, lost = 0;
-  auto number = [](const std::string& j, size_t from, const std::string& key) -> uint64_t {
-    const size_t at = j.find("\"" + key + "\": ", from);
-    return at == std::string::npos ? 0 : std::strtoull(j.c_str() + at + key.size() + 4, nullptr, 10);
-  };
+  // Text: the cluster's stripe health, the sum of each node's "stripes:"
+  // line (each counts the files it is the first live owner of).
+  unsigned long long files = 0, stripes = 0, degraded = 0, lost = 0;
   if (json) std::printf("[");
   for (size_t i = 0; i < nodes.size(); ++i) {
-    if (!json) {
-      const std::string j = NodeStatus(nodes[i].second);
-      if (const size_t at = j.find("\"stripes\": {"); at != std::string::npos) {
-        files += number(j, at, "files");
-        stripes += number(j, at, "total");
-        degraded += number(j, at, "degraded");
-        lost += number(j, at, "lost");
+    const std::string st = NodeStatus(nodes[i].second, !json);
+    if (const size_t at = json ? std::string::npos : st.find("\n  stripes: "); at != std::string::npos) {
+      unsigned long long s = 0, f = 0, d = 0, l = 0;
+      if (std::sscanf(st.c_str() + at, "\n  stripes: %llu in the %llu files this node is first owner of; %llu "
+                                       "degraded (a shard's node down), %llu lost",
+                      &s, &f, &d, &l) == 4) {
+        stripes += s, files += f, degraded += d, lost += l;
       }
     }
-    const std::string st = NodeStatus(nodes[i].second, !json);
     all_up &= !st.empty();
     if (json) {
       std::printf("%s%s", i ? ", " : "",
@@ -780,8 +775,7 @@ int StatusCmd(const std::vector<std::string>& args) {
   }
   if (json) std::printf("]\n");
   if (!json) {
-    std::printf("cluster: %llu files, %llu stripes: %llu degraded, %llu lost%s\n", (unsigned long long)files,
-                (unsigned long long)stripes, (unsigned long long)degraded, (unsigned long long)lost,
+    std::printf("cluster: %llu files, %llu stripes: %llu degraded, %llu lost%s\n", files, stripes, degraded, lost,
                 all_up ? "" : " (as the nodes that answered see it)");
   }
   return all_up ? 0 : 1;

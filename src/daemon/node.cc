@@ -310,20 +310,17 @@ void Node::InstallHandlers() {
         ShardMeta meta{KeyOf(put.id()), put.length(), put.seq(), put.epoch(), put.crc32c()};
         meta.stripe_crcs.assign(put.stripe_crc32c().begin(), put.stripe_crc32c().end());
         if (put.replace_if_unchanged()) {
-          // Checked and committed here on the loop, where in-place updates
-          // run too: none can slip in between.
+          // Checked here and committed below, on the loop, where in-place
+          // updates run too (not in a group commit): none can slip in between.
           auto cur = store->Read(meta.key, ShardStore::Check::kTrustCaller);
           if (!cur.ok() || cur->meta.seq != put.seq() || cur->meta.epoch != put.epoch() ||
               cur->meta.crc32c != put.expect_crc32c() || PswBusy(meta.key)) {
             return r.Fail(FailedPreconditionError(meta.key.ToString() + " changed since it was read, or is being "
                                                   "updated in place: not replaced"));
           }
-          DropPswShard(meta.key);
-          if (Status s = store->Commit(std::move(pending->reservation), meta); !s.ok()) return r.Fail(s);
-          return r.Reply(OutMessage{wire::SHARD_PUT, {}, {}});
         }
         DropPswShard(meta.key);  // replaced: an update in progress wrote to the old slot
-        if (store == parity_ && options_.batch_durable_commits) {
+        if (store == parity_ && options_.batch_durable_commits && !put.replace_if_unchanged()) {
           ++durable_in_flight_[meta.key].count;
           durable_pending_.push_back({{std::move(pending->reservation), meta}, std::move(r)});
           return;
