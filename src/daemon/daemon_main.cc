@@ -64,6 +64,7 @@ struct Options {
   bool prepare_parity = true;
   bool check_reads = true;
   double dead_after_s = 10;
+  double replace_after_s = 60;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
 };
@@ -256,7 +257,9 @@ class Daemon {
                                  static_cast<int64_t>(o_.dead_after_s * 1000)),
                              .batch_durable_commits = true,
                              .encode_on_worker = !o_.encode_inline,
-                             .check_reads = o_.check_reads},
+                             .check_reads = o_.check_reads,
+                             .replace_after = std::chrono::milliseconds(
+                                 static_cast<int64_t>(o_.replace_after_s * 1000))},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -538,6 +541,7 @@ class Daemon {
              ", \"slot_bytes\": " + std::to_string(u.slot_capacity) + "}";
     };
     const auto& r = node_->repair_progress();
+    const auto& rp = node_->replace_progress();
     const auto& d = node_->decode_stats();
     const auto& c = node_->read_check_stats();
     const Node::StripeHealth h = node_->stripe_health();
@@ -558,6 +562,12 @@ class Daemon {
            ", \"missing\": " + std::to_string(r.shards_missing) +
            ", \"rebuilt\": " + std::to_string(r.shards_restored) +
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": " + JsonString(r.last_error) + "}" +
+           ", \"replace\": {\"running\": " + (rp.running ? "true" : "false") + ", \"passes\": " + std::to_string(rp.passes) +
+           ", \"planned\": " + std::to_string(rp.shards_planned) + ", \"moved\": " + std::to_string(rp.shards_moved) +
+           ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"no_spare\": " + std::to_string(rp.no_spare) +
+           ", \"lost\": " + std::to_string(rp.lost) + ", \"records_copied\": " + std::to_string(rp.records_copied) +
+           ", \"after_s\": " + std::to_string(o_.replace_after_s) +
+           ", \"last_error\": " + JsonString(rp.last_error) + "}" +
            ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
@@ -606,6 +616,20 @@ class Daemon {
            n(r.shards_checked) + " shards checked, " + n(r.shards_missing) + " missing, " + n(r.shards_restored) +
            " rebuilt, " + n(r.shards_failed) + " failed" +
            (r.last_error.empty() ? "" : " (last error: " + r.last_error + ")") + "\n";
+    const auto& rp = node_->replace_progress();
+    char after[32];
+    std::snprintf(after, sizeof after, "%g s", o_.replace_after_s);
+    out += "  re-placement: " +
+           (o_.replace_after_s > 0 ? std::string(rp.running ? "running" : "idle") + " (after " + after +
+                                         " down; passes run: " + n(rp.passes) + "): " + n(rp.shards_moved) +
+                                         " shards of dead nodes moved to live ones, " + n(rp.shards_failed) +
+                                         " failed, " + n(rp.records_copied) +
+                                         " file records copied to stand-in owners; last pass: " + n(rp.shards_planned) + " planned, " +
+                                         n(rp.no_spare) + " stripes with no live node to take a shard, " +
+                                         n(rp.lost) + " lost" +
+                                         (rp.last_error.empty() ? "" : " (last error: " + rp.last_error + ")")
+                                   : std::string("off (--replace-after 0)")) +
+           "\n";
     out += "  reads: " + n(c.verified) + " healthy stripes checked against parity records, " + n(c.unchecked) +
            " unchecked, " + n(c.mismatched) + " mismatched (" + n(c.rewritten) + " data shards rewritten); " +
            n(d.stripes) + " stripes decoded, " +
@@ -898,6 +922,11 @@ int main(int argc, char** argv) {
   flags.Double("dead-after", &o.dead_after_s,
                "seconds without a heartbeat before a peer is declared dead (a killed peer is "
                "seen at once through its connection)");
+  flags.Double("replace-after", &o.replace_after_s,
+               "seconds a node stays dead before its shards are rebuilt on other live nodes and "
+               "moved there in the records, so its stripes are whole again (each file's first live "
+               "metadata owner does it; needs a live node outside the stripe: more than k+m nodes); "
+               "0: never, stripes stay degraded until the node is back");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.String("coder", &o.coder,
                "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "
@@ -942,6 +971,10 @@ int main(int argc, char** argv) {
   }
   if (o.node_id < 0 || o.hostfile.empty() || o.socket.empty()) {
     std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");
+    return 2;
+  }
+  if (o.replace_after_s < 0 || o.dead_after_s <= 0 || o.rpc_timeout_s <= 0) {
+    std::fprintf(stderr, "fern-ec-daemon: --replace-after must be >= 0, --dead-after and --rpc-timeout > 0\n");
     return 2;
   }
   fern::daemon::Daemon d(o);

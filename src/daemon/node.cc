@@ -277,6 +277,7 @@ void Node::Tick(TimePoint now) {
     transport_->Send(peer, OutMessage{wire::HEARTBEAT, body, {}});
   }
   PswTick();
+  MaybeReplace();
 }
 
 // Unique per put: the path's hash mixed with this node, the time and a
@@ -398,6 +399,21 @@ void Node::InstallHandlers() {
     if (Status s = InstallRecord(std::move(rec)); !s.ok()) return r.Fail(s);
     r.Reply(OutMessage{wire::META_PUT, {}, {}});
   });
+  transport_->Handle(wire::META_AMEND, [this](InMessage m, Responder r) {
+    wire::MetaAmend amend;
+    if (!amend.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_AMEND header"));
+    auto it = records_.find(amend.path());
+    if (it == records_.end()) return r.Fail(NotFoundError(amend.path() + ": no such file"));
+    wire::FileRecord changed = *it->second;
+    auto applied = AmendRecord(&changed, amend);
+    if (!applied.ok()) return r.Fail(applied.status());
+    if (*applied > 0) {
+      changed.set_amended(changed.amended() + static_cast<uint64_t>(*applied));
+      if (Status s = meta_->Put(changed); !s.ok()) return r.Fail(s);
+      *it->second = std::move(changed);
+    }
+    r.Reply(OutMessage{wire::META_AMEND, {}, {}});
+  });
   transport_->Handle(wire::META_GET, [this](InMessage m, Responder r) {
     wire::MetaGet get;
     if (!get.ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_GET header"));
@@ -436,7 +452,8 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
   struct Lookup {
     std::shared_ptr<wire::FileRecord> best;
     int pending = 0;
-    int answered = 0;  // OK or NotFound
+    int answered = 0;       // OK or NotFound
+    bool owner_answered = false;  // a metadata owner itself, not a stand-in
     Status last_error;
     std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done;
   };
@@ -444,25 +461,34 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
   lk->done = std::move(done);
   wire::MetaGet get;
   get.set_path(path);
-  for (NodeId owner : placement_.MetadataOwners(path, view_)) {
-    if (!view_.IsAlive(owner)) continue;
+  const std::vector<NodeId> owners = placement_.MetadataOwners(path, view_);
+  for (NodeId replica : placement_.MetadataReplicas(path, view_)) {
+    const bool is_owner = std::count(owners.begin(), owners.end(), replica) > 0;
     ++lk->pending;
-    transport_->Call(owner, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
-                     {options_.rpc_timeout, nullptr}, [lk, path](StatusOr<InMessage> r) {
+    transport_->Call(replica, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
+                     {options_.rpc_timeout, nullptr}, [lk, path, is_owner](StatusOr<InMessage> r) {
                        if (r.ok()) {
                          auto rec = std::make_shared<wire::FileRecord>();
                          if (rec->ParseFromString(r->header)) {
                            ++lk->answered;
+                           lk->owner_answered |= is_owner;
                            if (!lk->best || internal::Newer(*rec, *lk->best)) lk->best = rec;
                          }
                        } else if (r.status().code() == StatusCode::kNotFound) {
                          ++lk->answered;
+                         lk->owner_answered |= is_owner;
                        } else {
                          lk->last_error = r.status();
                        }
                        if (--lk->pending > 0) return;
                        if (lk->best) return lk->done(lk->best);
-                       if (lk->answered > 0) return lk->done(NotFoundError(path + ": no such file"));
+                       // Only an owner saw every write: stand-ins alone cannot
+                       // say the path does not exist.
+                       if (lk->owner_answered) return lk->done(NotFoundError(path + ": no such file"));
+                       if (lk->answered > 0) {
+                         return lk->done(UnavailableError("all metadata owners of " + path +
+                                                          " are down and no stand-in holds its record"));
+                       }
                        lk->done(UnavailableError("no metadata owner of " + path + " answered: " +
                                                  std::string(lk->last_error.message())));
                      });
@@ -688,8 +714,7 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
     st->done(st->failure);
   };
   int live_owners = 0;
-  for (NodeId owner : placement_.MetadataOwners(record.path(), view_)) {
-    if (!view_.IsAlive(owner)) continue;
+  for (NodeId owner : placement_.MetadataReplicas(record.path(), view_)) {
     ++live_owners;
     ++st->pending;
     transport_->Call(owner, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},

@@ -65,6 +65,7 @@
 
 namespace fern::wire {
 class FileRecord;
+class MetaAmend;
 class SeqRequest;
 }
 namespace fern::daemon::psw {
@@ -109,6 +110,13 @@ struct NodeOptions {
   // decoded around (or the read fails with EIO), never returned. false:
   // each data shard's own CRC is trusted.
   bool check_reads = true;
+  // Re-placement: a node dead this long no longer holds its shards. The
+  // stripes' first live metadata owner rebuilds each of its shards on a
+  // live node holding none of the stripe (Placement::Replacement), at most
+  // kRepairWindow at a time, and moves them in the records (META_AMEND), so
+  // the stripe is whole again and m more nodes may fail. Zero: never (the
+  // stripes stay degraded until the node is back).
+  Duration replace_after = std::chrono::seconds(60);
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -202,6 +210,23 @@ class Node {
     std::string last_error;
   };
   void Repair(std::function<void(Status)> done);
+
+  // Re-placement (NodeOptions::replace_after), run by Tick: a pass starts
+  // when a node has been dead replace_after and the view or the set of such
+  // nodes changed since the last complete pass (again with backoff after
+  // one that failed). Each pass counts what it did for status.
+  struct ReplaceProgress {
+    bool running = false;
+    uint64_t passes = 0;
+    uint64_t shards_planned = 0;  // this pass
+    uint64_t shards_moved = 0;    // rebuilt elsewhere and amended in the records, all passes
+    uint64_t shards_failed = 0;   // all passes
+    uint64_t no_spare = 0;        // stripes no live node could take a shard of, last pass
+    uint64_t lost = 0;            // stripes with more than m shards down, last pass
+    uint64_t records_copied = 0;  // records copied to stand-ins of dead owners, all passes
+    std::string last_error;
+  };
+  const ReplaceProgress& replace_progress() const { return replace_; }
 
   // Hands parity shards received since the last call to the flusher and
   // acknowledges those it committed (NodeOptions::batch_durable_commits).
@@ -442,6 +467,29 @@ class Node {
   void ListRecords(std::function<void(StatusOr<std::vector<std::shared_ptr<wire::FileRecord>>>)> done);
   void RepairNext(const std::shared_ptr<RepairOp>& op);
   void RepairShard(const std::shared_ptr<RepairOp>& op, size_t task);
+  // One shard of a stored stripe decoded from k others at one update seq,
+  // fetched from their live nodes and checked against the data CRCs the
+  // parity records: what Repair commits here and re-placement sends on.
+  struct RebuiltShard {
+    std::shared_ptr<std::vector<uint8_t>> bytes;
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+    uint32_t crc32c = 0;
+    std::vector<uint32_t> data_crcs;  // for a parity shard's header
+  };
+  void RebuildShard(const std::shared_ptr<wire::FileRecord>& layout, uint64_t stripe, int index,
+                    std::function<void(StatusOr<RebuiltShard>)> done);
+  struct ReplaceOp;
+  void MaybeReplace();
+  void ReplaceNext(const std::shared_ptr<ReplaceOp>& op);
+  void ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task);
+  void FinishReplace(const std::shared_ptr<ReplaceOp>& op);
+  // Applies `amend`'s moves to `rec` (its own version or a kept one,
+  // matched by file_id and version), each only where the stripe's shard is
+  // still on from_node: how many applied. NotFound without that version,
+  // InvalidArgument for a move outside the layout or to an unknown node.
+  StatusOr<int> AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const;
+  void AmendHostedSeq(const wire::MetaAmend& amend);  // node_update.cc
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
@@ -506,6 +554,13 @@ class Node {
   std::unique_ptr<MetaStore> owned_meta_;  // when Create got none
   uint64_t file_id_counter_ = 0;
   RepairProgress repair_;
+  ReplaceProgress replace_;
+  // Re-placement: since when each dead node has been seen dead, and the
+  // view (epoch and eligible nodes) the last complete pass acted on.
+  std::map<uint32_t, TimePoint> dead_since_;
+  std::string replace_done_for_;
+  TimePoint replace_retry_at_{};
+  Duration replace_backoff_ = std::chrono::seconds(5);
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);

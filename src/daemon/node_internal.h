@@ -20,7 +20,8 @@ namespace fern::daemon::internal {
 inline bool Newer(const wire::FileRecord& a, const wire::FileRecord& b) {
   if (a.generation() != b.generation()) return a.generation() > b.generation();
   if (a.file_id() != b.file_id()) return a.file_id() > b.file_id();
-  return a.psw_epoch() > b.psw_epoch();
+  if (a.psw_epoch() != b.psw_epoch()) return a.psw_epoch() > b.psw_epoch();
+  return a.amended() > b.amended();  // shard moves applied (META_AMEND)
 }
 
 inline bool Live(const wire::FileRecord& r) { return !r.deleted(); }

@@ -129,6 +129,43 @@ void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {
 }
 
 void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
+  const RepairOp::Task& t = op->tasks[task];
+  RebuildShard(t.layout, t.stripe, t.index, [this, op, task](StatusOr<RebuiltShard> r) {
+    const RepairOp::Task& t = op->tasks[task];
+    const int k = options_.k;
+    Status s = r.status();
+    if (r.ok()) {
+      ShardStore* store = t.index < k ? data_ : parity_;
+      const ShardKey key{t.layout->file_id(), t.layout->version(), t.stripe, static_cast<uint32_t>(t.index)};
+      const uint64_t len = r->bytes->size();
+      auto res = store->Reserve(key, len);
+      if (!res.ok()) {
+        s = res.status();
+      } else {
+        std::memcpy((*res)->data().data(), r->bytes->data(), len);
+        DropPswShard(key);  // an update state would write to the old slot
+        ShardMeta meta{key, len, r->seq, r->epoch, r->crc32c};
+        if (t.index >= k) meta.stripe_crcs = r->data_crcs;
+        s = store->Commit(std::move(*res), meta);
+      }
+    }
+    if (s.ok()) {
+      ++repair_.shards_restored;
+    } else {
+      ++repair_.shards_failed;
+      if (op->failure.ok()) {
+        op->failure = UnavailableError("repair shard " + std::to_string(t.index) + " of stripe " +
+                                       std::to_string(t.stripe) + " of file " +
+                                       std::to_string(t.layout->file_id()) + ": " + std::string(s.message()));
+      }
+    }
+    --op->in_flight;
+    RepairNext(op);
+  });
+}
+
+void Node::RebuildShard(const RecordPtr& layout, uint64_t stripe, int index,
+                        std::function<void(StatusOr<RebuiltShard>)> done) {
   struct Gather {
     std::vector<std::span<uint8_t>> shards;
     std::vector<std::shared_ptr<void>> owners;
@@ -137,83 +174,49 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
     ec::ShardSet present;
     int pending = 1;
   };
-  const RepairOp::Task& t = op->tasks[task];
   const int k = options_.k, n = k + options_.m;
-  const uint64_t len = geometry_.StripeShardLen(t.layout->size(), t.stripe);
-  const std::vector<NodeId> nodes = StripeNodes(*t.layout, t.stripe);
+  const uint64_t len = geometry_.StripeShardLen(layout->size(), stripe);
+  const std::vector<NodeId> nodes = StripeNodes(*layout, stripe);
   auto g = std::make_shared<Gather>();
   g->shards.resize(n);
   g->owners.resize(n);
   g->seqs.assign(n, 0);
   g->epochs.assign(n, 0);
   g->checks = internal::ShardChecks(n);
-  auto finish = [this, op, task, g, len, k, n]() {
+  auto finish = [this, g, len, k, n, index, done = std::move(done)]() {
     if (--g->pending > 0) return;
-    const RepairOp::Task& t = op->tasks[task];
-    auto fail = [&](Status s) {
-      ++repair_.shards_failed;
-      if (op->failure.ok()) {
-        op->failure = UnavailableError("repair shard " + std::to_string(t.index) + " of stripe " +
-                                       std::to_string(t.stripe) + " of file " +
-                                       std::to_string(t.layout->file_id()) + ": " +
-                                       std::string(s.message()));
-      }
-    };
     // Decode only from shards holding the same update (an in-place update
     // may be between its shards; its round rebuilds this one if it must).
     const ec::ShardSet same = internal::SameSeqShards(g->present, g->seqs, k);
     if (g->present.size() < k) {
-      fail(UnavailableError("only " + std::to_string(g->present.size()) + " other shards reachable"));
-    } else if (same.size() < k) {
-      fail(UnavailableError("the other shards are at different update seqs"));
-    } else {
-      uint64_t seq = 0, epoch = 0;
-      for (int i = 0; i < n; ++i) {
-        if (!same.contains(i)) continue;
-        seq = g->seqs[i];
-        epoch = std::max(epoch, g->epochs[i]);
-      }
-      auto out = std::make_shared<std::vector<uint8_t>>(len);
-      std::vector<uint8_t*> ptrs(n, nullptr);
-      for (int i = 0; i < n; ++i) {
-        if (g->present.contains(i)) ptrs[i] = g->shards[i].data();
-      }
-      ptrs[t.index] = out->data();
-      ec::ShardSet want;
-      want.insert(t.index);
-      std::vector<uint32_t> data_crcs;  // what a rebuilt parity records
-      Status s = CheckedDecode(ptrs, same, want, len, g->checks, &data_crcs);
-      ShardStore* store = t.index < k ? data_ : parity_;
-      const ShardKey key{t.layout->file_id(), t.layout->version(), t.stripe,
-                         static_cast<uint32_t>(t.index)};
-      if (s.ok()) {
-        auto res = store->Reserve(key, len);
-        if (!res.ok()) {
-          s = res.status();
-        } else {
-          std::memcpy((*res)->data().data(), out->data(), len);
-          DropPswShard(key);  // an update state would write to the old slot
-          ShardMeta meta{key, len, seq, epoch, ec::Crc32c(*out)};
-          if (t.index >= k) meta.stripe_crcs = data_crcs;
-          s = store->Commit(std::move(*res), meta);
-        }
-      }
-      if (s.ok()) {
-        ++repair_.shards_restored;
-      } else {
-        fail(s);
-      }
+      return done(UnavailableError("only " + std::to_string(g->present.size()) + " other shards reachable"));
     }
-    --op->in_flight;
-    RepairNext(op);
+    if (same.size() < k) return done(UnavailableError("the other shards are at different update seqs"));
+    RebuiltShard out;
+    for (int i = 0; i < n; ++i) {
+      if (!same.contains(i)) continue;
+      out.seq = g->seqs[i];
+      out.epoch = std::max(out.epoch, g->epochs[i]);
+    }
+    out.bytes = std::make_shared<std::vector<uint8_t>>(len);
+    std::vector<uint8_t*> ptrs(n, nullptr);
+    for (int i = 0; i < n; ++i) {
+      if (g->present.contains(i)) ptrs[i] = g->shards[i].data();
+    }
+    ptrs[index] = out.bytes->data();
+    ec::ShardSet want;
+    want.insert(index);
+    if (Status s = CheckedDecode(ptrs, same, want, len, g->checks, &out.data_crcs); !s.ok()) return done(s);
+    out.crc32c = ec::Crc32c(*out.bytes);
+    done(std::move(out));
   };
   for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
-    if (i == t.index || nodes[i] == options_.id || !view_.IsAlive(nodes[i])) continue;
+    if (i == index || !view_.IsAlive(nodes[i])) continue;
     wire::ShardGet get;
     auto* id = get.mutable_id();
-    id->set_file_id(t.layout->file_id());
-    id->set_version(t.layout->version());
-    id->set_stripe(t.stripe);
+    id->set_file_id(layout->file_id());
+    id->set_version(layout->version());
+    id->set_stripe(stripe);
     id->set_index(i);
     ++g->pending;
     transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},

@@ -411,6 +411,10 @@ Node::FileSeq* Node::HostSequencer(const wire::FileRecord& record, Status* error
   return raw;
 }
 
+void Node::AmendHostedSeq(const wire::MetaAmend& amend) {
+  if (FileSeq* fs = HostedSeq({amend.file_id(), amend.version()})) (void)AmendRecord(&fs->record, amend);
+}
+
 Node::FileSeq* Node::HostedSeq(const std::pair<uint64_t, uint64_t>& key) {
   auto it = psw_->seqs.find(key);
   return it == psw_->seqs.end() ? nullptr : it->second.get();

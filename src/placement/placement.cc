@@ -159,18 +159,8 @@ StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe,
   }
   for (int i = 0; i < n; ++i) {
     if (view.IsAlive(home[i])) continue;
-    // The next live node of the ranking not in the stripe, least-used domain first.
-    NodeId best;
-    int best_uses = -1;
-    for (NodeId cand : ranking) {
-      if (!view.IsAlive(cand) || in_stripe.count(cand)) continue;
-      const int u = domain_uses[DomainOf(*view.Find(cand))];
-      if (best_uses < 0 || u < best_uses) {
-        best = cand;
-        best_uses = u;
-        if (u == 0) break;
-      }
-    }
+    bool found = false;
+    const NodeId best = PickSpare(ranking, in_stripe, domain_uses, view, &found);
     p.shards[i] = best;
     p.moved[i] = true;
     in_stripe.insert(best);
@@ -179,11 +169,69 @@ StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe,
   return p;
 }
 
+NodeId Placement::PickSpare(const std::vector<NodeId>& ranking, const std::set<NodeId>& taken,
+                            const std::map<std::string, int>& domain_uses, const ClusterView& view,
+                            bool* found) const {
+  NodeId best;
+  int best_uses = -1;
+  for (NodeId cand : ranking) {
+    if (!view.IsAlive(cand) || taken.count(cand)) continue;
+    auto it = domain_uses.find(DomainOf(*view.Find(cand)));
+    const int u = it == domain_uses.end() ? 0 : it->second;
+    if (best_uses < 0 || u < best_uses) {
+      best = cand;
+      best_uses = u;
+      if (u == 0) break;
+    }
+  }
+  *found = best_uses >= 0;
+  return best;
+}
+
+StatusOr<NodeId> Placement::Replacement(uint64_t file_id, uint64_t stripe, std::span<const NodeId> nodes,
+                                        const ClusterView& view) const {
+  std::set<NodeId> taken(nodes.begin(), nodes.end());
+  std::map<std::string, int> domain_uses;
+  for (NodeId id : nodes) {
+    if (view.IsAlive(id)) ++domain_uses[DomainOf(*view.Find(id))];
+  }
+  bool found = false;
+  const NodeId best = PickSpare(Ranking(file_id, stripe, view), taken, domain_uses, view, &found);
+  if (!found) {
+    return UnavailableError("stripe " + std::to_string(stripe) + ": every live node (" +
+                            std::to_string(view.live_count()) + ") already holds one of its shards");
+  }
+  return best;
+}
+
 std::vector<NodeId> Placement::MetadataOwners(std::string_view path,
                                               const ClusterView& view) const {
   std::vector<NodeId> r = RankByKey(Mix64(seed_ ^ HashPath(path)), view);
   const int owners = std::min<int>(m_ + 1, static_cast<int>(r.size()));
   return SpreadOverDomains(r, view, owners);
+}
+
+std::vector<NodeId> Placement::MetadataReplicas(std::string_view path, const ClusterView& view) const {
+  const std::vector<NodeId> ranking = RankByKey(Mix64(seed_ ^ HashPath(path)), view);
+  const int owners = std::min<int>(m_ + 1, static_cast<int>(ranking.size()));
+  const std::vector<NodeId> home = SpreadOverDomains(ranking, view, owners);
+  std::vector<NodeId> out;
+  std::set<NodeId> taken(home.begin(), home.end());
+  std::map<std::string, int> uses;
+  for (NodeId id : home) {
+    if (!view.IsAlive(id)) continue;
+    out.push_back(id);
+    ++uses[DomainOf(*view.Find(id))];
+  }
+  while (out.size() < home.size()) {
+    bool found = false;
+    const NodeId next = PickSpare(ranking, taken, uses, view, &found);
+    if (!found) break;
+    out.push_back(next);
+    taken.insert(next);
+    ++uses[DomainOf(*view.Find(next))];
+  }
+  return out;
 }
 
 StatusOr<NodeId> Placement::Sequencer(std::string_view path, const ClusterView& view) const {

@@ -30,6 +30,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,9 +99,23 @@ class Placement {
   // fewer than k+m nodes are alive.
   StatusOr<StripePlacement> Place(uint64_t file_id, uint64_t stripe,
                                   const ClusterView& view) const;
+  // Where a shard of a stored stripe goes when the node holding it stays
+  // dead: the first live node of the stripe's ranking that holds none of
+  // its shards (`nodes`, the k+m where they are now, dead ones included),
+  // preferring the failure domain least used by the stripe's live nodes —
+  // the choice Place makes for a dead home node. Unavailable when every
+  // live node already holds a shard of the stripe.
+  StatusOr<NodeId> Replacement(uint64_t file_id, uint64_t stripe, std::span<const NodeId> nodes,
+                               const ClusterView& view) const;
 
   // The m+1 metadata owners of a path (static; liveness ignored).
   std::vector<NodeId> MetadataOwners(std::string_view path, const ClusterView& view) const;
+  // Where the path's record lives now: its live metadata owners (in owner
+  // order), and for each dead one a stand-in, the next live node of the
+  // path's ranking (the least-used failure domain first). Records are
+  // written to and read from these; a stand-in holds the records written
+  // while it stands in, and those re-placement copies to it.
+  std::vector<NodeId> MetadataReplicas(std::string_view path, const ClusterView& view) const;
   // The first live metadata owner; Unavailable if all m+1 are down.
   StatusOr<NodeId> Sequencer(std::string_view path, const ClusterView& view) const;
 
@@ -107,6 +124,11 @@ class Placement {
   std::vector<NodeId> RankByKey(uint64_t key, const ClusterView& view) const;
   std::vector<NodeId> SpreadOverDomains(const std::vector<NodeId>& ranking,
                                         const ClusterView& view, int count) const;
+  // The next live node of `ranking` not in `taken`, least-used domain of
+  // `domain_uses` first; NodeId() (with *found false) when there is none.
+  NodeId PickSpare(const std::vector<NodeId>& ranking, const std::set<NodeId>& taken,
+                   const std::map<std::string, int>& domain_uses, const ClusterView& view,
+                   bool* found) const;
 
   uint64_t seed_;
   int k_;

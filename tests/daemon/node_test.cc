@@ -66,9 +66,11 @@ class CorruptingStore final : public ShardStore {
 
 class Cluster {
  public:
+  // replace_after: NodeOptions::replace_after (0: off, so that no test's
+  // stripes move unless it asks).
   explicit Cluster(uint64_t slots_per_store = 512, int nodes = kNodes, int corrupt_node = -1,
-                   uint64_t seed = fern::testing::RunSeed())
-      : net_(seed) {
+                   uint64_t seed = fern::testing::RunSeed(), Duration replace_after = Duration::zero())
+      : net_(seed), replace_after_(replace_after) {
     std::vector<placement::NodeInfo> infos;
     for (int i = 0; i < nodes; ++i) infos.push_back({NodeId(i), "", true});
     view_ = *placement::ClusterView::Make(infos);
@@ -261,13 +263,14 @@ class Cluster {
 
   std::unique_ptr<Node> MakeNode(int i) {
     auto n = Node::Create({.id = NodeId(i), .k = 4, .m = 2, .shard_size = kShard, .rpc_timeout = 2s,
-                           .id_seed = net_.seed() | 1},
+                           .id_seed = net_.seed() | 1, .replace_after = replace_after_},
                           transports_[i].get(), data_[i].get(), parity_[i].get(), view_, metas_[i].get());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return n.ok() ? std::move(n).value() : nullptr;
   }
 
   transport::LoopbackNetwork net_;
+  const Duration replace_after_;
   placement::ClusterView view_;
   std::vector<std::unique_ptr<MetaStore>> metas_;
   std::set<int> crashed_;  // Crash: may Restart
@@ -701,6 +704,190 @@ TEST(NodeRepair, WipedNodeIsRebuiltThenAnyTwoMayFail) {
     ASSERT_TRUE(got.ok()) << names[i] << ": " << got.status().ToString();
     EXPECT_EQ(got->bytes, files[i]) << names[i];
   }
+}
+
+// Nodes holding a shard of some stripe of `path`'s newest version, as the
+// records say (Inspect through node `via`).
+std::set<int> HoldersOf(Cluster& c, int via, const std::string& path) {
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect(path, Caller{}, done); });
+  EXPECT_TRUE(ins.ok()) << path << ": " << ins.status().ToString();
+  std::set<int> holders;
+  if (!ins.ok()) return holders;
+  for (const auto& st : ins->stripes) {
+    for (const auto& sh : st.shards) holders.insert(static_cast<int>(sh.node.value));
+  }
+  return holders;
+}
+
+// Every node's re-placement pass has finished.
+bool ReplaceIdle(Cluster& c) {
+  for (int i = 0; i < c.size(); ++i) {
+    if (!c.crashed(i) && c.node(i).replace_progress().running) return false;
+  }
+  return true;
+}
+
+// A node that stays dead past replace_after no longer holds any stripe: its
+// shards (of newest and kept versions) are rebuilt on live nodes outside
+// their stripes and the records moved, so two more nodes may then fail
+// without loss, and in-place updates of its former stripes go through.
+TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 8;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 3s);
+  std::map<std::string, std::vector<uint8_t>> files;
+  for (size_t size : {size_t{1}, kShard + 1, 5 * kStripe + 3, 20 * kStripe}) {
+    const std::string path = "/m/" + std::to_string(size);
+    files[path] = Bytes(rng, size);
+    ASSERT_TRUE(c.Put(static_cast<int>(size % kN), path, files[path]).ok()) << path;
+  }
+  // A kept older version moves too.
+  const std::string twice = "/m/" + std::to_string(5 * kStripe + 3);
+  const auto older = files[twice];
+  files[twice] = Bytes(rng, 3 * kStripe);
+  ASSERT_TRUE(c.Put(1, twice, files[twice]).ok());
+
+  const int dead = static_cast<int>(rng() % kN);
+  std::set<std::string> held;  // files with a stripe on the dead node
+  for (const auto& [path, bytes] : files) {
+    if (HoldersOf(c, (dead + 1) % kN, path).count(dead)) held.insert(path);
+  }
+  ASSERT_FALSE(held.empty()) << "node " << dead << " held no shard";
+  c.Kill(dead);
+  c.TickAll(2);  // dead for less than replace_after: nothing moves yet
+  uint64_t passes = 0;
+  for (int i = 0; i < kN; ++i) passes += i == dead ? 0 : c.node(i).replace_progress().passes;
+  EXPECT_EQ(passes, 0u);
+  c.TickAll(3);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  uint64_t moved = 0, failed = 0;
+  for (int i = 0; i < kN; ++i) {
+    if (i == dead) continue;
+    moved += c.node(i).replace_progress().shards_moved;
+    failed += c.node(i).replace_progress().shards_failed;
+    EXPECT_EQ(c.node(i).stripe_health().degraded, 0u) << "node " << i;
+  }
+  EXPECT_GT(moved, 0u);
+  EXPECT_EQ(failed, 0u);
+  const int via = (dead + 1) % kN;
+  for (const auto& [path, bytes] : files) {
+    EXPECT_EQ(HoldersOf(c, via, path).count(dead), 0u) << path << " still has a shard on node " << dead;
+  }
+  // Nothing left to do: another pass (a later view change) plans nothing.
+  c.TickAll(2);
+  // Updates of the stripes the dead node held are taken again.
+  const std::string upd = *held.begin();
+  if (!files[upd].empty()) {
+    auto patch = Bytes(rng, std::min<size_t>(7, files[upd].size()));
+    auto rec = c.Get(via, upd);
+    ASSERT_TRUE(rec.ok());
+    std::optional<StatusOr<uint64_t>> r;
+    c.StartUpdate(via, upd, rec->version, files[upd].size(), {{0, patch.size()}}, patch, &r);
+    c.RunUntil([&] { return r.has_value(); });
+    ASSERT_TRUE(r->ok()) << upd << ": " << r->status().ToString();
+    std::copy(patch.begin(), patch.end(), files[upd].begin());
+  }
+  // Two more nodes fail: every file (and the kept version's shards) still reads bit-exact.
+  const int a = (dead + 2) % kN, b = (dead + 5) % kN;
+  c.Kill(a);
+  c.Kill(b);
+  const int reader = (dead + 3) % kN;
+  for (const auto& [path, bytes] : files) {
+    auto got = c.Get(reader, path);
+    ASSERT_TRUE(got.ok()) << path << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << path;
+  }
+}
+
+// With k+m nodes every live node already holds a shard of each stripe: the
+// pass finds no place to move a shard to, says so, and changes nothing;
+// reads stay degraded and correct.
+TEST(NodeReplace, WithNoSpareNodeStripesStayDegradedAndSaySo) {
+  auto rng = fern::testing::TestRng();
+  Cluster c(512, kNodes, -1, fern::testing::RunSeed(), 2s);
+  auto bytes = Bytes(rng, 6 * kStripe + 9);
+  ASSERT_TRUE(c.Put(0, "/n/f", bytes).ok());
+  const int dead = static_cast<int>(rng() % kNodes);
+  c.Kill(dead);
+  c.TickAll(4);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  uint64_t no_spare = 0, moved = 0, degraded = 0;
+  for (int i = 0; i < kNodes; ++i) {
+    if (i == dead) continue;
+    no_spare += c.node(i).replace_progress().no_spare;
+    moved += c.node(i).replace_progress().shards_moved;
+    degraded += c.node(i).stripe_health().degraded;
+  }
+  EXPECT_EQ(moved, 0u);
+  EXPECT_EQ(no_spare, 7u);  // every stripe, counted by the file's one first owner
+  EXPECT_EQ(degraded, 7u);
+  auto got = c.Get((dead + 1) % kNodes, "/n/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+}
+
+// META_AMEND from a raw peer: a move outside the layout or to an unknown
+// node is refused, an unknown version is NotFound, a move whose shard is
+// not where it says (or onto a node already in the stripe) changes nothing,
+// and an applied one is what readers then follow: the shard is not on its
+// new node, so reads decode around it and stay right.
+TEST(NodeReplace, AmendIsValidatedAndAppliedOnlyWhereTheShardIs) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 7;
+  Cluster c(512, kN);
+  auto bytes = Bytes(rng, 2 * kStripe);
+  ASSERT_TRUE(c.Put(0, "/a/f", bytes).ok());
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/a/f", Caller{}, done); });
+  ASSERT_TRUE(ins.ok());
+  const auto& shards = ins->stripes[1].shards;
+  std::set<uint32_t> in_stripe;
+  for (const auto& sh : shards) in_stripe.insert(sh.node.value);
+  uint32_t spare = 0;
+  while (in_stripe.count(spare)) ++spare;
+  auto raw = c.net().AddNode(NodeId(99));
+  auto amend = [&](uint64_t version, uint32_t index, uint32_t from, uint32_t to) {
+    wire::MetaAmend a;
+    a.set_path("/a/f");
+    a.set_file_id(ins->file_id);
+    a.set_version(version);
+    auto* mv = a.add_moves();
+    mv->set_stripe(1);
+    mv->set_index(index);
+    mv->set_from_node(from);
+    mv->set_to_node(to);
+    std::vector<Status> out;
+    for (int i = 0; i < kN; ++i) {
+      std::optional<Status> st;
+      raw->Call(NodeId(i), {wire::META_AMEND, a.SerializeAsString(), {}}, {5s, nullptr},
+                [&](StatusOr<transport::InMessage> r) { st = r.status(); });
+      c.RunUntil([&] { return st.has_value(); });
+      out.push_back(*st);
+    }
+    return out;  // NotFound from nodes that own no record of the path
+  };
+  auto count = [](const std::vector<Status>& v, StatusCode code) {
+    return std::count_if(v.begin(), v.end(), [&](const Status& s) { return s.code() == code; });
+  };
+  const uint32_t holder = shards[2].node.value;
+  EXPECT_EQ(count(amend(1, 6, holder, spare), StatusCode::kInvalidArgument), 3);  // index past k+m
+  EXPECT_EQ(count(amend(1, 2, holder, 1000), StatusCode::kInvalidArgument), 3);   // no such node
+  EXPECT_EQ(count(amend(2, 2, holder, spare), StatusCode::kNotFound), kN);        // no version 2
+  const uint32_t other = shards[3].node.value;
+  EXPECT_EQ(count(amend(1, 2, other, spare), StatusCode::kOk), 3);  // from is not the holder
+  EXPECT_EQ(count(amend(1, 2, holder, other), StatusCode::kOk), 3); // onto the stripe's own node
+  auto again = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/a/f", Caller{}, done); });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->stripes[1].shards[2].node, NodeId(holder));
+  EXPECT_EQ(again->stripes[1].good, 6);
+  // Applied: the record now sends readers to the spare, which has no such shard.
+  EXPECT_EQ(count(amend(1, 2, holder, spare), StatusCode::kOk), 3);
+  again = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/a/f", Caller{}, done); });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->stripes[1].shards[2].node, NodeId(spare));
+  EXPECT_EQ(again->stripes[1].good, 5);
+  auto got = c.Get(3, "/a/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
 }
 
 // The node holding shard `index` of the (one-stripe) files in c.

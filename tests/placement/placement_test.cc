@@ -1,5 +1,6 @@
 #include "placement/placement.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -120,6 +121,38 @@ TEST(Placement, SpreadsOverFailureDomains) {
   }
 }
 
+// A shard of a stored stripe whose node stays dead goes where a new write
+// would have put it, to a node holding none of the stripe's shards, and a
+// second loss in the same stripe gets a third node.
+TEST(Placement, ReplacementOfAStoredShardIsWherePlaceWouldPutIt) {
+  auto p = *Placement::Make(fern::testing::RunSeed(), 4, 2);
+  auto view = Nodes(9, 9);
+  for (uint64_t s = 0; s < 2000; ++s) {
+    const auto home = *p.Home(5, s, view);
+    const NodeId dead = home[s % 6];
+    const auto one_down = view.WithAlive(dead, false);
+    auto spare = p.Replacement(5, s, home, one_down);
+    ASSERT_TRUE(spare.ok()) << spare.status().ToString();
+    ASSERT_EQ(*spare, p.Place(5, s, one_down)->shards[s % 6]) << "stripe " << s;
+    ASSERT_TRUE(one_down.IsAlive(*spare));
+    ASSERT_EQ(std::count(home.begin(), home.end(), *spare), 0) << "stripe " << s;
+    // Now a second node of the stripe dies too: its replacement avoids the first.
+    auto moved = home;
+    moved[s % 6] = *spare;
+    const NodeId dead2 = home[(s + 1) % 6];
+    auto second = p.Replacement(5, s, moved, one_down.WithAlive(dead2, false));
+    ASSERT_TRUE(second.ok());
+    ASSERT_EQ(std::count(moved.begin(), moved.end(), *second), 0) << "stripe " << s;
+    ASSERT_NE(*second, dead);
+  }
+  // Every live node already holds a shard of the stripe: none to go to.
+  auto six = Nodes(6);
+  const auto home = *p.Home(5, 0, six);
+  auto none = p.Replacement(5, 0, home, six.WithAlive(home[2], false));
+  EXPECT_EQ(none.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(none.status().message().find("already holds"), std::string_view::npos) << none.status().ToString();
+}
+
 TEST(Placement, ClearErrorsWhenTooFewNodes) {
   auto p = *Placement::Make(1, 4, 2);
   auto five = Nodes(5);
@@ -147,6 +180,22 @@ TEST(Placement, MetadataOwnersAndSequencer) {
   auto v2 = v1.WithAlive(owners[1], false).WithAlive(owners[2], false);
   EXPECT_EQ(p.Sequencer("/fern/a", v2).status().code(), StatusCode::kUnavailable);
   EXPECT_GT(v2.epoch(), view.epoch());
+  // Records live on the live owners, a stand-in taking each dead one's place.
+  EXPECT_EQ(p.MetadataReplicas("/fern/a", view), owners);
+  auto r1 = p.MetadataReplicas("/fern/a", v1);
+  ASSERT_EQ(r1.size(), 3u);
+  EXPECT_EQ(r1[0], owners[1]);
+  EXPECT_EQ(r1[1], owners[2]);
+  EXPECT_EQ(std::count(owners.begin(), owners.end(), r1[2]), 0);
+  EXPECT_TRUE(v1.IsAlive(r1[2]));
+  auto r2 = p.MetadataReplicas("/fern/a", v2);
+  ASSERT_EQ(r2.size(), 3u);
+  EXPECT_EQ(r2[0], r1[2]);  // the first stand-in stays
+  for (NodeId id : r2) EXPECT_TRUE(v2.IsAlive(id));
+  EXPECT_EQ(std::set<NodeId>(r2.begin(), r2.end()).size(), 3u);
+  // Fewer live nodes than m+1: all of them.
+  auto few = Nodes(4).WithAlive(NodeId(0), false).WithAlive(NodeId(1), false);
+  EXPECT_EQ(p.MetadataReplicas("/fern/a", few).size(), 2u);
   // Paths spread over owners.
   std::map<uint32_t, int> first;
   for (int i = 0; i < 8000; ++i) ++first[p.MetadataOwners("/f/" + std::to_string(i), view)[0].value];

@@ -1,0 +1,305 @@
+// Node re-placement (see NodeOptions::replace_after in node.h): the shards
+// of a node that stays dead are rebuilt on spare nodes and moved in the
+// records, so their stripes are whole again.
+//
+// Who: the first live metadata owner of each file (the node that counts
+// its stripes in stripe_health and hosts its sequencer), from its own copy
+// of the record. What: for the newest version and each kept one, every
+// stripe with a shard on an eligible dead node and at most m shards down;
+// the shard is decoded from k others (RebuildShard) and sent with SHARD_PUT
+// to Placement::Replacement's node. Then the moves that landed go to every
+// live owner of the path in one META_AMEND per version; an owner applies a
+// move only where its record still has the shard on the dead node. A move
+// that did not reach the records leaves its rebuilt shard unreferenced on
+// the spare (the next pass picks the same spare and overwrites it).
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <tuple>
+
+#include "daemon/node.h"
+#include "daemon/node_internal.h"
+#include "fern_wire.pb.h"
+
+namespace fern::daemon {
+
+using transport::InMessage;
+using transport::OutMessage;
+using transport::Payload;
+
+struct Node::ReplaceOp {
+  struct Task {
+    RecordPtr layout;  // the version the shard belongs to
+    uint64_t stripe = 0;
+    int index = 0;
+    NodeId from, to;
+  };
+  std::vector<Task> tasks;
+  size_t next = 0;
+  int in_flight = 0;
+  int copies_pending = 0;  // records being copied to their stand-in owners
+  bool planning = true;  // tasks still being listed: the pass cannot finish yet
+  bool finishing = false;
+  Status failure;
+  // Moves that landed, per (path, file_id, version).
+  std::map<std::tuple<std::string, uint64_t, uint64_t>, std::vector<wire::ShardMove>> moved;
+};
+
+void Node::MaybeReplace() {
+  // Nodes first seen dead now (SetAlive, or a view set from outside) start
+  // their clock; nodes alive again leave the map.
+  std::string eligible;
+  for (const auto& info : view_.nodes()) {
+    if (view_.IsAlive(info.id)) {
+      dead_since_.erase(info.id.value);
+      continue;
+    }
+    auto [it, fresh] = dead_since_.try_emplace(info.id.value, now_);
+    if (!fresh && now_ - it->second >= options_.replace_after) eligible += std::to_string(info.id.value) + ",";
+  }
+  if (options_.replace_after <= Duration::zero() || replace_.running || eligible.empty()) return;
+  const std::string key = std::to_string(view_.epoch()) + ":" + eligible;
+  if (key == replace_done_for_ || now_ < replace_retry_at_) return;
+
+  auto op = std::make_shared<ReplaceOp>();
+  const int k = options_.k, m = options_.m, n = k + m;
+  auto is_eligible = [&](NodeId id) {
+    auto it = dead_since_.find(id.value);
+    return !view_.IsAlive(id) && it != dead_since_.end() && now_ - it->second >= options_.replace_after;
+  };
+  replace_.running = true;
+  ++replace_.passes;
+  replace_.no_spare = 0;
+  replace_.lost = 0;
+  for (const auto& [path, rec] : records_) {
+    if (!internal::Live(*rec) || rec->is_dir()) continue;
+    auto first = placement_.Sequencer(path, view_);
+    if (!first.ok() || *first != options_.id) continue;
+    std::vector<RecordPtr> versions{std::make_shared<wire::FileRecord>(*rec)};
+    // An owner of the record stays dead: its stand-in gets a copy, so m
+    // more nodes may fail without losing the record.
+    for (NodeId owner : placement_.MetadataOwners(path, view_)) {
+      if (!is_eligible(owner)) continue;
+      ++op->copies_pending;
+      ++replace_.records_copied;
+      StoreRecord(*versions[0], [this, op, path](Status s) {
+        if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("copy the record of " + path + " to its stand-in owners");
+        --op->copies_pending;
+        ReplaceNext(op);
+      });
+      break;
+    }
+    for (const auto& h : rec->history()) {
+      versions.push_back(std::make_shared<wire::FileRecord>(h));
+      versions.back()->set_path(path);
+    }
+    for (const RecordPtr& layout : versions) {
+      if (static_cast<int>(layout->k()) != k || static_cast<int>(layout->m()) != m) continue;
+      const uint64_t stripes = geometry_.StripeCount(layout->size());
+      for (uint64_t s = 0; s < stripes; ++s) {
+        std::vector<NodeId> nodes = StripeNodes(*layout, s);
+        if (static_cast<int>(nodes.size()) != n) continue;
+        int down = 0;
+        for (NodeId id : nodes) down += view_.IsAlive(id) ? 0 : 1;
+        if (down == 0) continue;
+        if (down > m) {
+          ++replace_.lost;
+          continue;
+        }
+        for (int i = 0; i < n; ++i) {
+          if (!is_eligible(nodes[i])) continue;
+          auto to = placement_.Replacement(layout->file_id(), s, nodes, view_);
+          if (!to.ok()) {
+            ++replace_.no_spare;
+            break;
+          }
+          op->tasks.push_back({layout, s, i, nodes[i], *to});
+          nodes[i] = *to;  // a second dead shard of the stripe goes elsewhere
+        }
+      }
+    }
+  }
+  replace_.shards_planned = op->tasks.size();
+  if (!op->tasks.empty()) {
+    std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %zu shards of dead nodes %s to rebuild\n",
+                 options_.id.value, static_cast<unsigned long long>(replace_.passes), op->tasks.size(),
+                 eligible.substr(0, eligible.size() - 1).c_str());
+  }
+  replace_done_for_ = key;  // cleared again below if the pass fails
+  op->planning = false;
+  ReplaceNext(op);
+}
+
+void Node::ReplaceNext(const std::shared_ptr<ReplaceOp>& op) {
+  while (op->next < op->tasks.size() && op->in_flight < kRepairWindow) {
+    ++op->in_flight;
+    ReplaceShard(op, op->next++);
+  }
+  if (op->in_flight == 0 && op->next == op->tasks.size() && op->copies_pending == 0 && !op->planning &&
+      !op->finishing) {
+    op->finishing = true;
+    FinishReplace(op);
+  }
+}
+
+void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
+  const ReplaceOp::Task& t = op->tasks[task];
+  auto fail = [this, op, task](const Status& s) {
+    const ReplaceOp::Task& t = op->tasks[task];
+    ++replace_.shards_failed;
+    if (op->failure.ok()) {
+      op->failure = UnavailableError("move shard " + std::to_string(t.index) + " of stripe " +
+                                     std::to_string(t.stripe) + " of " + t.layout->path() + " from " +
+                                     t.from.ToString() + " to " + t.to.ToString() + ": " + std::string(s.message()));
+    }
+    --op->in_flight;
+    ReplaceNext(op);
+  };
+  RebuildShard(t.layout, t.stripe, t.index, [this, op, task, fail](StatusOr<RebuiltShard> r) {
+    if (!r.ok()) return fail(r.status());
+    const ReplaceOp::Task& t = op->tasks[task];
+    wire::ShardPut put;
+    auto* id = put.mutable_id();
+    id->set_file_id(t.layout->file_id());
+    id->set_version(t.layout->version());
+    id->set_stripe(t.stripe);
+    id->set_index(static_cast<uint32_t>(t.index));
+    put.set_length(r->bytes->size());
+    put.set_crc32c(r->crc32c);
+    put.set_seq(r->seq);
+    put.set_epoch(r->epoch);
+    const bool parity = t.index >= options_.k;
+    put.set_durable(parity);
+    if (parity) {
+      for (uint32_t c : r->data_crcs) put.add_stripe_crc32c(c);
+    }
+    auto bytes = r->bytes;
+    transport_->Call(t.to,
+                     OutMessage{wire::SHARD_PUT, put.SerializeAsString(),
+                                Payload::View({bytes->data(), bytes->size()}, bytes)},
+                     {options_.rpc_timeout, nullptr}, [this, op, task, fail](StatusOr<InMessage> reply) {
+                       if (!reply.ok()) return fail(reply.status());
+                       const ReplaceOp::Task& t = op->tasks[task];
+                       wire::ShardMove mv;
+                       mv.set_stripe(t.stripe);
+                       mv.set_index(static_cast<uint32_t>(t.index));
+                       mv.set_from_node(t.from.value);
+                       mv.set_to_node(t.to.value);
+                       op->moved[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
+                       --op->in_flight;
+                       ReplaceNext(op);
+                     });
+  });
+}
+
+void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
+  struct Amends {
+    int pending = 1;
+    uint64_t moved = 0;
+    Status failure;
+  };
+  auto am = std::make_shared<Amends>();
+  auto finish_one = [this, op, am]() {
+    if (--am->pending > 0) return;
+    replace_.shards_moved += am->moved;
+    Status s = op->failure.ok() ? am->failure : op->failure;
+    replace_.running = false;
+    if (!s.ok()) {
+      replace_.last_error = std::string(s.message());
+      replace_done_for_.clear();  // try again
+      replace_retry_at_ = now_ + replace_backoff_;
+      replace_backoff_ = std::min<Duration>(replace_backoff_ * 2, std::chrono::seconds(60));
+    } else {
+      replace_backoff_ = std::chrono::seconds(5);
+    }
+    if (!op->tasks.empty()) {
+      std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %llu of %zu shards moved%s%s\n",
+                   options_.id.value, static_cast<unsigned long long>(replace_.passes),
+                   static_cast<unsigned long long>(am->moved), op->tasks.size(), s.ok() ? "" : ": ",
+                   s.ok() ? "" : s.ToString().c_str());
+    }
+  };
+  for (auto& [key, moves] : op->moved) {
+    const auto& [path, file_id, version] = key;
+    wire::MetaAmend amend;
+    amend.set_path(path);
+    amend.set_file_id(file_id);
+    amend.set_version(version);
+    for (const auto& mv : moves) *amend.add_moves() = mv;
+    const std::string body = amend.SerializeAsString();
+    // Owners that are down now get the moves from a later put's record, or
+    // keep pointing at the dead node (read degraded) until then.
+    int asked = 0;
+    auto all_ok = std::make_shared<bool>(true);
+    auto left = std::make_shared<int>(0);
+    const std::vector<NodeId> replicas = placement_.MetadataReplicas(path, view_);
+    asked = static_cast<int>(replicas.size());
+    *left = asked;
+    if (asked == 0) {
+      if (am->failure.ok()) am->failure = UnavailableError(path + ": no metadata owner alive to record its moves");
+      continue;
+    }
+    const uint64_t count = moves.size();
+    ++am->pending;
+    for (NodeId owner : replicas) {
+      transport_->Call(owner, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
+                       [am, all_ok, left, count, finish_one, path](StatusOr<InMessage> r) {
+                         if (!r.ok()) {
+                           *all_ok = false;
+                           if (am->failure.ok()) am->failure = r.status().WithContext("record moves of " + path);
+                         }
+                         if (--*left > 0) return;
+                         if (*all_ok) am->moved += count;
+                         finish_one();
+                       });
+    }
+    // The sequencer this node may host for the version keeps its own copy.
+    AmendHostedSeq(amend);
+  }
+  finish_one();
+}
+
+StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const {
+  wire::FileRecord* layout = nullptr;
+  if (rec->file_id() == amend.file_id() && rec->version() == amend.version()) {
+    layout = rec;
+  } else {
+    for (auto& h : *rec->mutable_history()) {
+      if (h.file_id() == amend.file_id() && h.version() == amend.version()) layout = &h;
+    }
+  }
+  if (layout == nullptr || rec->deleted()) {
+    return NotFoundError(amend.path() + ": no version " + std::to_string(amend.version()) + " of file " +
+                         std::to_string(amend.file_id()) + " here");
+  }
+  const uint64_t n = layout->k() + layout->m();
+  const uint64_t stripes = geometry_.StripeCount(layout->size());
+  for (const auto& mv : amend.moves()) {
+    if (mv.index() >= n || mv.stripe() >= stripes || view_.Find(NodeId(mv.to_node())) == nullptr) {
+      return InvalidArgumentError("move of shard " + std::to_string(mv.index()) + " of stripe " +
+                                  std::to_string(mv.stripe()) + " to node " + std::to_string(mv.to_node()) +
+                                  " is outside " + amend.path() + "'s layout or the cluster");
+    }
+  }
+  int applied = 0;
+  for (const auto& mv : amend.moves()) {
+    std::vector<NodeId> nodes = StripeNodes(*layout, mv.stripe());
+    if (nodes.size() != n || nodes[mv.index()] != NodeId(mv.from_node())) continue;
+    if (std::count(nodes.begin(), nodes.end(), NodeId(mv.to_node())) > 0) continue;  // never two shards on one node
+    nodes[mv.index()] = NodeId(mv.to_node());
+    wire::StripeNodes* entry = nullptr;
+    for (auto& e : *layout->mutable_moved()) {
+      if (e.stripe() == mv.stripe()) entry = &e;
+    }
+    if (entry == nullptr) {
+      entry = layout->add_moved();
+      entry->set_stripe(mv.stripe());
+    }
+    entry->clear_nodes();
+    for (NodeId id : nodes) entry->add_nodes(id.value);
+    ++applied;
+  }
+  return applied;
+}
+
+}  // namespace fern::daemon
