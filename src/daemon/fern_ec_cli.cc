@@ -141,6 +141,7 @@ struct LocalOptions {
   uint64_t parity_capacity = uint64_t{256} << 20;
   double timeout_s = 30;
   int spin_us = 50;
+  double replace_after_s = 60;
   bool prepare_parity = true;
   bool wait_prepared = false;
 };
@@ -249,6 +250,7 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
       "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us),
+      "--replace-after", std::to_string(o.replace_after_s),
       std::string("--prepare-parity=") + (o.prepare_parity ? "1" : "0")};
   {
     std::ofstream cmdline(dir + "/cmdline");  // what `local restart` runs again
@@ -290,6 +292,9 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Size("parity-capacity", &o.parity_capacity, "parity shard space per node");
   f.Double("timeout", &o.timeout_s, "seconds to wait for the daemons");
   f.Int("spin-us", &o.spin_us, "daemons poll this long after an event before sleeping");
+  f.Double("replace-after", &o.replace_after_s,
+           "seconds a killed node stays dead before the others rebuild its shards on live nodes "
+           "outside their stripes (needs more than k+m nodes; 0: never; fern-ec-daemon --help)");
   f.Bool("prepare-parity", &o.prepare_parity,
          "daemons write their fresh parity slabs once in the background (fern-ec-daemon --help)");
   f.Bool("wait-prepared", &o.wait_prepared,

@@ -267,10 +267,12 @@ int CommitUpdate(int idx, uint64_t size) {
       err = DaemonUpdate(n.ns, blob, blob_size, &version);
       if (err == 0) {
         RefreshBase(idx, base.data(), runs, out.data() + table, version);
-      } else if (err == ESTALE || err == ENOENT || err == EINVAL) {
-        // Replaced, resized or removed behind us, or a daemon without
-        // UPDATE: the whole file is always right (and recreates a removed
-        // one, as a PUT did before updates existed).
+      } else if (err == ESTALE || err == ENOENT || err == EINVAL || err == EAGAIN) {
+        // Replaced, resized or removed behind us, a daemon without UPDATE,
+        // or a node of a stripe it touches down (EAGAIN: an update needs
+        // all k+m shards; a PUT's shards go to live nodes): the whole file
+        // is always right (and recreates a removed one, as a PUT did
+        // before updates existed).
         Debug("update %s (%u ranges, %llu bytes): %s: sending the whole file", n.ns, runs.count,
               static_cast<unsigned long long>(runs.bytes), std::strerror(err));
         err = kPutInstead;

@@ -67,6 +67,15 @@ void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
+// The object `"key": {...}` of a status --json document (no nested objects
+// inside), or "".
+std::string JsonBlock(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\": {");
+  if (at == std::string::npos) return "";
+  const size_t end = json.find('}', at);
+  return end == std::string::npos ? "" : json.substr(at, end - at + 1);
+}
+
 // The pid `fern-ec local start` recorded for node i under root, or 0.
 int NodePid(const std::string& root, int i) {
   std::ifstream pidfile(root + "/node-" + std::to_string(i) + "/pid");
@@ -471,7 +480,7 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
   // It rebuilds its shards (status shows the repair pass) ...
   std::string st;
   for (int i = 0; i < 300; ++i) {
-    st = Out("FERN_EC_SOCKET=" + root_ + "/node-" + wiped + "/sock " + Cli() + " status --json");
+    st = JsonBlock(Out("FERN_EC_SOCKET=" + root_ + "/node-" + wiped + "/sock " + Cli() + " status --json"), "repair");
     if (st.find("\"running\": false") != std::string::npos &&
         st.find("\"passes\": 0") == std::string::npos && st.find("\"failed\": 0") != std::string::npos &&
         st.find("\"missing\": 0") == std::string::npos) {
@@ -487,6 +496,86 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
   std::filesystem::remove(out);
   ASSERT_EQ(Sh(Cli() + " get /ck/a " + out + at + " --node " + wiped), 0);
   EXPECT_EQ(ReadFile(out), a);
+}
+
+// A node SIGKILLed and left dead: after --replace-after the other daemons
+// have rebuilt its shards on nodes outside their stripes and moved them in
+// the records (7 nodes, so every stripe has a spare), and then any two more
+// nodes may fail: every file still reads bit-exact.
+TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
+  auto rng = fern::testing::TestRng();
+  const std::string cli = FERN_EC_CLI;
+  const std::string root = "/dev/shm/fern-lr-" + std::to_string(getpid());
+  const std::string work = ::testing::TempDir() + "/fern-lr-work-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(work);
+  const std::string at = " --root " + root;
+  constexpr int kN = 7;
+  ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
+                     " --parity-capacity 64MiB --replace-after 2"),
+            0);
+  const std::vector<size_t> sizes = {0, 1, kStripe + 1, 3 * kStripe + 17, 8u << 20};
+  std::vector<std::vector<uint8_t>> files;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    files.emplace_back(sizes[i]);
+    fern::testing::FillRandom(rng, files[i].data(), sizes[i]);
+    WriteFile(work + "/in" + std::to_string(i), files[i]);
+    ASSERT_EQ(Sh(cli + " put " + work + "/in" + std::to_string(i) + " /lr/f" + std::to_string(i) + at +
+                 " --node " + std::to_string(i % kN)),
+              0);
+  }
+  auto holders = [&](size_t i) {
+    static const std::regex shard("\\{\"index\": ([0-9]+), \"node\": ([0-9]+)");
+    const std::string json = Out(cli + " inspect /lr/f" + std::to_string(i) + " --json" + at);
+    std::set<int> nodes;
+    for (auto it = std::sregex_iterator(json.begin(), json.end(), shard); it != std::sregex_iterator(); ++it) {
+      nodes.insert(std::stoi((*it)[2]));
+    }
+    return nodes;
+  };
+  const int dead = static_cast<int>(rng() % kN);
+  ASSERT_TRUE(holders(4).count(dead)) << "the 8 MiB file has no shard on node " << dead;
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(dead) + at), 0);
+  // Degraded at first, whole again once the shards moved.
+  const std::regex moved_re("([0-9]+) shards of dead nodes moved to live ones, ([0-9]+) failed");
+  auto moved_and_failed = [&](const std::string& text) {
+    uint64_t moved = 0, failed = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), moved_re); it != std::sregex_iterator(); ++it) {
+      moved += std::stoull((*it)[1]);
+      failed += std::stoull((*it)[2]);
+    }
+    return std::make_pair(moved, failed);
+  };
+  std::string status;
+  for (int i = 0; i < 300; ++i) {
+    status = Out(cli + " status" + at);
+    if (status.find(" stripes: 0 degraded, 0 lost") != std::string::npos && moved_and_failed(status).first > 0 &&
+        status.find("re-placement: running") == std::string::npos) {
+      break;
+    }
+    usleep(100 * 1000);
+  }
+  EXPECT_NE(status.find(" stripes: 0 degraded, 0 lost"), std::string::npos) << status;
+  EXPECT_NE(status.find("re-placement: idle (after 2 s down"), std::string::npos) << status;
+  EXPECT_GT(moved_and_failed(status).first, 0u) << status;
+  EXPECT_EQ(moved_and_failed(status).second, 0u) << status;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_EQ(holders(i).count(dead), 0u) << "/lr/f" << i << " still has a shard on node " << dead;
+  }
+  const int a = (dead + 1 + static_cast<int>(rng() % 3)) % kN, b = (dead + 4 + static_cast<int>(rng() % 3)) % kN;
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(a) + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(b) + at), 0);
+  int via = 0;
+  while (via == dead || via == a || via == b) ++via;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string out = work + "/out" + std::to_string(i);
+    ASSERT_EQ(Sh(cli + " get /lr/f" + std::to_string(i) + " " + out + at + " --node " + std::to_string(via)), 0)
+        << "nodes " << dead << ", " << a << ", " << b << " down: get size " << sizes[i];
+    EXPECT_EQ(ReadFile(out), files[i]) << "size " << sizes[i];
+  }
+  Sh(cli + " local stop" + at);
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(work);
 }
 
 // A flipped byte in the shard slab of one node: inspect names every shard

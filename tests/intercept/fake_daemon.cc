@@ -22,7 +22,10 @@
 // unless the file's size and version are the blob's; it changes the bytes in
 // place and keeps the version, so updates of one version by several writers
 // compose, while a PUT makes a new one. Versions are numbered across the
-// store, so a file deleted and created again never repeats one.
+// store, so a file deleted and created again never repeats one. An UPDATE of
+// a file named "unplaced" answers EAGAIN, as the real daemon does when a
+// node of a stripe the update touches is down (a whole-file PUT can still
+// be placed).
 // Prints "ready" on stdout once it accepts connections; exits on SIGTERM.
 //
 // Beyond the real daemon it refuses a file or directory under a path that is
@@ -177,6 +180,7 @@ class Store {
     File& f = it->second;
     if (!Permits(f.meta, false, c, W_OK)) return EACCES;
     if (u.header.file_size != f.bytes.size() || u.header.base_version != f.version) return ESTALE;
+    if (path.size() >= 9 && path.compare(path.size() - 9, 9, "/unplaced") == 0) return EAGAIN;
     const char* at = u.bytes;
     for (const UpdateBlobRange& range : u.ranges) {
       f.bytes.replace(range.offset, range.length, at, range.length);

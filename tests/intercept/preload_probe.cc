@@ -589,7 +589,8 @@ bool Flip(int fd, std::string* now, size_t off, size_t len) {
 void Update(const std::string& dir) {
   const size_t n = 3 * 4096 + 1000;
   const std::string data = Pattern(n, 10);
-  for (const char* name : {"a", "gap", "none", "grow", "stale", "gone", "fsync", "same", "half", "moved", "fork"}) {
+  for (const char* name :
+       {"a", "gap", "none", "grow", "stale", "gone", "unplaced", "fsync", "same", "half", "moved", "fork"}) {
     CHECK(Create(Join(dir, name), data), "create %s", name);
   }
   // Three disjoint, unaligned ranges: one spans a 4 KiB boundary, one ends the file.
@@ -632,6 +633,14 @@ void Update(const std::string& dir) {
   CHECK(fd >= 0 && Flip(fd, &want, 60, 2), "gone");
   CHECK(std::system(("rm " + Join(dir, "gone")).c_str()) == 0, "rm");
   CHECK(close(fd) == 0 && Slurp(Join(dir, "gone")) == want, "gone content");
+
+  // A node of the stripe is down, so the update cannot reach all k+m
+  // shards (EAGAIN): this close writes the whole file instead, which the
+  // daemon places on live nodes.
+  want = data;
+  fd = open(Join(dir, "unplaced").c_str(), O_RDWR | O_CLOEXEC);
+  CHECK(fd >= 0 && Flip(fd, &want, 70, 3), "unplaced");
+  CHECK(close(fd) == 0 && Slurp(Join(dir, "unplaced")) == want, "unplaced content");
 
   // fsync commits the first write; the close only the second.
   want = data;

@@ -414,6 +414,9 @@ class PreloadProbe : public PreloadTest {
                                              UpdateLine(d + "/stale", {{20, 4}}, ESTALE), PutLine(d + "/stale", n)}));
     EXPECT_EQ(Writes(d + "/gone"), (Lines{PutLine(d + "/gone", n), UpdateLine(d + "/gone", {{60, 2}}, ENOENT),
                                           PutLine(d + "/gone", n)}));
+    EXPECT_EQ(Writes(d + "/unplaced"), (Lines{PutLine(d + "/unplaced", n),
+                                              UpdateLine(d + "/unplaced", {{70, 3}}, EAGAIN),
+                                              PutLine(d + "/unplaced", n)}));
     EXPECT_EQ(Writes(d + "/fsync"), (Lines{PutLine(d + "/fsync", n), UpdateLine(d + "/fsync", {{30, 2}}),
                                            UpdateLine(d + "/fsync", {{5000, 3}})}));
     EXPECT_EQ(Writes(d + "/same"), (Lines{PutLine(d + "/same", n)})) << "committed bytes equal to the old ones";
