@@ -563,7 +563,8 @@ class Daemon {
            ", \"rebuilt\": " + std::to_string(r.shards_restored) +
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": " + JsonString(r.last_error) + "}" +
            ", \"replace\": {\"running\": " + (rp.running ? "true" : "false") + ", \"passes\": " + std::to_string(rp.passes) +
-           ", \"planned\": " + std::to_string(rp.shards_planned) + ", \"moved\": " + std::to_string(rp.shards_moved) +
+           ", \"planned\": " + std::to_string(rp.shards_planned) + ", \"sent\": " + std::to_string(rp.shards_sent) +
+           ", \"moved\": " + std::to_string(rp.shards_moved) +
            ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"no_spare\": " + std::to_string(rp.no_spare) +
            ", \"lost\": " + std::to_string(rp.lost) + ", \"records_copied\": " + std::to_string(rp.records_copied) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
@@ -625,6 +626,7 @@ class Daemon {
                                          " shards of dead nodes moved to live ones, " + n(rp.shards_failed) +
                                          " failed, " + n(rp.records_copied) +
                                          " file records copied to stand-in owners; last pass: " + n(rp.shards_planned) + " planned, " +
+                                         n(rp.shards_sent) + " rebuilt, " +
                                          n(rp.no_spare) + " stripes with no live node to take a shard, " +
                                          n(rp.lost) + " lost" +
                                          (rp.last_error.empty() ? "" : " (last error: " + rp.last_error + ")")

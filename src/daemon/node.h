@@ -219,6 +219,7 @@ class Node {
     bool running = false;
     uint64_t passes = 0;
     uint64_t shards_planned = 0;  // this pass
+    uint64_t shards_sent = 0;     // this pass: rebuilt and on their new node (not yet in the records)
     uint64_t shards_moved = 0;    // rebuilt elsewhere and amended in the records, all passes
     uint64_t shards_failed = 0;   // all passes
     uint64_t no_spare = 0;        // stripes no live node could take a shard of, last pass
@@ -481,6 +482,7 @@ class Node {
                     std::function<void(StatusOr<RebuiltShard>)> done);
   struct ReplaceOp;
   void MaybeReplace();
+  void PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<std::shared_ptr<wire::FileRecord>>& records);
   void ReplaceNext(const std::shared_ptr<ReplaceOp>& op);
   void ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task);
   void FinishReplace(const std::shared_ptr<ReplaceOp>& op);

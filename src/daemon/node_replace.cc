@@ -61,34 +61,61 @@ void Node::MaybeReplace() {
   const std::string key = std::to_string(view_.epoch()) + ":" + eligible;
   if (key == replace_done_for_ || now_ < replace_retry_at_) return;
 
-  auto op = std::make_shared<ReplaceOp>();
+  replace_.running = true;
+  ++replace_.passes;
+  replace_.shards_planned = 0;
+  replace_.shards_sent = 0;
+  replace_.no_spare = 0;
+  replace_.lost = 0;
+  replace_done_for_ = key;  // cleared again if the pass fails
+  // Planned from the newest records any live node has: this node's own copy
+  // may be stale, or missing files written while it was down.
+  ListRecords([this, eligible](StatusOr<std::vector<RecordPtr>> records) {
+    auto op = std::make_shared<ReplaceOp>();
+    if (!records.ok()) {
+      op->failure = records.status().WithContext("re-placement");
+    } else {
+      PlanReplace(op, *records);
+      if (!op->tasks.empty()) {
+        std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %zu shards of dead nodes %s to rebuild\n",
+                     options_.id.value, static_cast<unsigned long long>(replace_.passes), op->tasks.size(),
+                     eligible.substr(0, eligible.size() - 1).c_str());
+      }
+    }
+    op->planning = false;
+    ReplaceNext(op);
+  });
+}
+
+void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<RecordPtr>& records) {
   const int k = options_.k, m = options_.m, n = k + m;
   auto is_eligible = [&](NodeId id) {
     auto it = dead_since_.find(id.value);
     return !view_.IsAlive(id) && it != dead_since_.end() && now_ - it->second >= options_.replace_after;
   };
-  replace_.running = true;
-  ++replace_.passes;
-  replace_.no_spare = 0;
-  replace_.lost = 0;
-  for (const auto& [path, rec] : records_) {
-    if (!internal::Live(*rec) || rec->is_dir()) continue;
+  for (const RecordPtr& rec : records) {
+    const std::string& path = rec->path();
     auto first = placement_.Sequencer(path, view_);
     if (!first.ok() || *first != options_.id) continue;
-    std::vector<RecordPtr> versions{std::make_shared<wire::FileRecord>(*rec)};
+    // This node owns the path: keep the newest record (it may have missed
+    // writes while it was down).
+    if (auto mine = records_.find(path); mine == records_.end() || internal::Newer(*rec, *mine->second)) {
+      (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
+    }
     // An owner of the record stays dead: its stand-in gets a copy, so m
     // more nodes may fail without losing the record.
     for (NodeId owner : placement_.MetadataOwners(path, view_)) {
       if (!is_eligible(owner)) continue;
       ++op->copies_pending;
       ++replace_.records_copied;
-      StoreRecord(*versions[0], [this, op, path](Status s) {
+      StoreRecord(*rec, [this, op, path](Status s) {
         if (!s.ok() && op->failure.ok()) op->failure = s.WithContext("copy the record of " + path + " to its stand-in owners");
         --op->copies_pending;
         ReplaceNext(op);
       });
       break;
     }
+    std::vector<RecordPtr> versions{rec};
     for (const auto& h : rec->history()) {
       versions.push_back(std::make_shared<wire::FileRecord>(h));
       versions.back()->set_path(path);
@@ -120,14 +147,6 @@ void Node::MaybeReplace() {
     }
   }
   replace_.shards_planned = op->tasks.size();
-  if (!op->tasks.empty()) {
-    std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %zu shards of dead nodes %s to rebuild\n",
-                 options_.id.value, static_cast<unsigned long long>(replace_.passes), op->tasks.size(),
-                 eligible.substr(0, eligible.size() - 1).c_str());
-  }
-  replace_done_for_ = key;  // cleared again below if the pass fails
-  op->planning = false;
-  ReplaceNext(op);
 }
 
 void Node::ReplaceNext(const std::shared_ptr<ReplaceOp>& op) {
@@ -186,6 +205,7 @@ void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
                        mv.set_from_node(t.from.value);
                        mv.set_to_node(t.to.value);
                        op->moved[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
+                       ++replace_.shards_sent;
                        --op->in_flight;
                        ReplaceNext(op);
                      });

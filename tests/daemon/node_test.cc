@@ -799,6 +799,48 @@ TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
   }
 }
 
+// The file's first owner was down while its newest version was written, so
+// its own copy of the record is old; when a node holding the new version's
+// shards then stays dead, it re-places them all the same (a pass plans from
+// the newest record any live node has), and takes that record for itself.
+TEST(NodeReplace, AnOwnerThatMissedTheNewestVersionStillMovesItsShards) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 8;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 3s);
+  std::vector<placement::NodeInfo> infos;
+  for (int i = 0; i < kN; ++i) infos.push_back({NodeId(i), "", true});
+  const auto view = *placement::ClusterView::Make(infos);
+  const std::string path = "/o/f";
+  const auto owners = placement::Placement::Make(0, 4, 2)->MetadataOwners(path, view);
+  const int first = static_cast<int>(owners[0].value);
+  ASSERT_TRUE(c.Put((first + 1) % kN, path, Bytes(rng, 3 * kStripe)).ok());
+  c.Crash(first);
+  const auto newest = Bytes(rng, 9 * kStripe + 5);
+  ASSERT_TRUE(c.Put((first + 2) % kN, path, newest).ok());
+  c.Restart(first);
+  // A node holding shards of the newest version, other than the first owner.
+  std::set<int> held = HoldersOf(c, first, path);
+  held.erase(first);
+  ASSERT_FALSE(held.empty());
+  const int dead = *std::next(held.begin(), static_cast<long>(rng() % held.size()));
+  c.Kill(dead);
+  c.TickAll(5);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  EXPECT_GT(c.node(first).replace_progress().shards_moved, 0u);
+  EXPECT_EQ(c.node(first).replace_progress().shards_failed, 0u);
+  EXPECT_EQ(HoldersOf(c, first, path).count(dead), 0u);
+  // Two more fail (the first owner stays, so the record does too).
+  int a = (dead + 1) % kN;
+  while (a == first) a = (a + 1) % kN;
+  int b = (a + 1) % kN;
+  while (b == first || b == dead) b = (b + 1) % kN;
+  c.Kill(a);
+  c.Kill(b);
+  auto got = c.Get(first, path);
+  ASSERT_TRUE(got.ok()) << "nodes " << dead << ", " << a << ", " << b << " down: " << got.status().ToString();
+  EXPECT_TRUE(got->bytes == newest);
+}
+
 // With k+m nodes every live node already holds a shard of each stripe: the
 // pass finds no place to move a shard to, says so, and changes nothing;
 // reads stay degraded and correct.
