@@ -21,7 +21,9 @@ constexpr char kUsage[] =
     "  preload  an unmodified program checkpointing through LD_PRELOAD (sync and\n"
     "           async commit) vs the same program on tmpfs and disk + fsync\n"
     "  update   in-place updates through the PSW delta path vs a full rewrite of\n"
-    "           the same stripes, same run, same cluster\n";
+    "           the same stripes, same run, same cluster\n"
+    "  replace  a node killed for good: its shards rebuilt on live nodes outside\n"
+    "           their stripes vs the same run's PUT and degraded read of the file\n";
 
 }  // namespace
 
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   if (workload == "cluster") return fern::bench::RunCluster(args);
   if (workload == "preload") return fern::bench::RunPreload(args);
   if (workload == "update") return fern::bench::RunUpdate(args);
+  if (workload == "replace") return fern::bench::RunReplace(args);
   if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;

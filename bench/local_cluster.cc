@@ -79,7 +79,7 @@ LocalCluster::LocalCluster(LocalClusterOptions o) : o_(std::move(o)) {
            " --nodes " + std::to_string(o_.nodes) + " --k " + std::to_string(o_.k) + " --m " +
            std::to_string(o_.m) + " --shard-size " + std::to_string(o_.shard_size) +
            " --data-capacity " + std::to_string(o_.data_capacity) + " --parity-capacity " +
-           std::to_string(o_.parity_capacity) +
+           std::to_string(o_.parity_capacity) + " --replace-after " + std::to_string(o_.replace_after_s) +
            (o_.prepare_parity ? " --prepare-parity=1 --wait-prepared" : " --prepare-parity=0") +
            " >/dev/null") == 0;
 }

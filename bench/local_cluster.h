@@ -32,6 +32,7 @@ struct LocalClusterOptions {
   uint64_t data_capacity = 0;    // per node
   uint64_t parity_capacity = 0;  // per node
   bool prepare_parity = true;    // false: daemons leave fresh slabs unwritten, nothing waits
+  double replace_after_s = 60;   // fern-ec local start --replace-after
 };
 
 // What every cluster workload of ec_bench takes on its command line.

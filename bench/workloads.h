@@ -13,5 +13,6 @@ int RunTransportServe(const std::vector<std::string>& args);
 int RunCluster(const std::vector<std::string>& args);
 int RunPreload(const std::vector<std::string>& args);
 int RunUpdate(const std::vector<std::string>& args);
+int RunReplace(const std::vector<std::string>& args);
 
 }  // namespace fern::bench

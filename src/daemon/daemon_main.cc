@@ -564,6 +564,7 @@ class Daemon {
            ", \"failed\": " + std::to_string(r.shards_failed) + ", \"last_error\": " + JsonString(r.last_error) + "}" +
            ", \"replace\": {\"running\": " + (rp.running ? "true" : "false") + ", \"passes\": " + std::to_string(rp.passes) +
            ", \"planned\": " + std::to_string(rp.shards_planned) + ", \"sent\": " + std::to_string(rp.shards_sent) +
+           ", \"bytes_sent\": " + std::to_string(rp.bytes_sent) + ", \"last_pass_s\": " + std::to_string(rp.last_pass_s) +
            ", \"moved\": " + std::to_string(rp.shards_moved) +
            ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"no_spare\": " + std::to_string(rp.no_spare) +
            ", \"lost\": " + std::to_string(rp.lost) + ", \"records_copied\": " + std::to_string(rp.records_copied) +

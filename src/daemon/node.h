@@ -220,6 +220,9 @@ class Node {
     uint64_t passes = 0;
     uint64_t shards_planned = 0;  // this pass
     uint64_t shards_sent = 0;     // this pass: rebuilt and on their new node (not yet in the records)
+    uint64_t bytes_sent = 0;      // this pass: the bytes of those shards
+    double last_pass_s = 0;       // the last finished pass, from its start (records gathered, planned,
+                                  // rebuilt, recorded), wall-clock seconds
     uint64_t shards_moved = 0;    // rebuilt elsewhere and amended in the records, all passes
     uint64_t shards_failed = 0;   // all passes
     uint64_t no_spare = 0;        // stripes no live node could take a shard of, last pass
@@ -562,6 +565,7 @@ class Node {
   std::map<uint32_t, TimePoint> dead_since_;
   std::string replace_done_for_;
   TimePoint replace_retry_at_{};
+  std::chrono::steady_clock::time_point replace_started_{};
   Duration replace_backoff_ = std::chrono::seconds(5);
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;

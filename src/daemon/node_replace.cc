@@ -33,6 +33,7 @@ struct Node::ReplaceOp {
     uint64_t stripe = 0;
     int index = 0;
     NodeId from, to;
+    uint64_t length = 0;  // the shard's bytes
   };
   std::vector<Task> tasks;
   size_t next = 0;
@@ -65,6 +66,8 @@ void Node::MaybeReplace() {
   ++replace_.passes;
   replace_.shards_planned = 0;
   replace_.shards_sent = 0;
+  replace_.bytes_sent = 0;
+  replace_started_ = std::chrono::steady_clock::now();
   replace_.no_spare = 0;
   replace_.lost = 0;
   replace_done_for_ = key;  // cleared again if the pass fails
@@ -140,7 +143,7 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
             ++replace_.no_spare;
             break;
           }
-          op->tasks.push_back({layout, s, i, nodes[i], *to});
+          op->tasks.push_back({layout, s, i, nodes[i], *to, geometry_.StripeShardLen(layout->size(), s)});
           nodes[i] = *to;  // a second dead shard of the stripe goes elsewhere
         }
       }
@@ -206,6 +209,7 @@ void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
                        mv.set_to_node(t.to.value);
                        op->moved[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
                        ++replace_.shards_sent;
+                       replace_.bytes_sent += t.length;
                        --op->in_flight;
                        ReplaceNext(op);
                      });
@@ -224,6 +228,7 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
     replace_.shards_moved += am->moved;
     Status s = op->failure.ok() ? am->failure : op->failure;
     replace_.running = false;
+    replace_.last_pass_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - replace_started_).count();
     if (!s.ok()) {
       replace_.last_error = std::string(s.message());
       replace_done_for_.clear();  // try again

@@ -1,0 +1,270 @@
+// ec_bench replace: how fast a cluster is whole again after a node dies for
+// good. A local cluster (--nodes 7: one spare beyond k+m) takes a --size
+// file; one node (the last) is SIGKILLed; after --replace-after the
+// survivors rebuild its shards on live nodes outside their stripes and move
+// them in the records (node_replace.cc). Reported per round (a fresh cluster
+// each): the re-placement passes' time (the daemons' own clock, from
+// gathering the records to the last move recorded), the shard bytes they
+// rebuilt and their rate, next to the same run's baselines on the same
+// cluster: the PUT of the file (its rate of shard bytes written, (k+m)/k of
+// the file), a healthy read of it, and a degraded read with the node down
+// before its shards moved (each of its data shards decoded from k others). Afterwards two
+// more nodes are killed and the file must still read back bit-exact.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.h"
+#include "common/client_protocol.h"
+#include "common/flags.h"
+#include "local_cluster.h"
+#include "workloads.h"
+
+namespace fern::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+// One node's status --json, or "" when it does not answer.
+std::string StatusJson(const std::string& sock) {
+  client::Request req = ClientRequest(client::Op::kStatus, "/");
+  client::Reply reply;
+  int fd = -1;
+  if (ClientRoundtrip(sock, req, -1, &reply, &fd) != 0 || reply.err != 0 || fd < 0) {
+    if (fd >= 0) close(fd);
+    return "";
+  }
+  std::string out(reply.size, '\0');
+  const ssize_t n = pread(fd, out.data(), out.size(), 0);
+  close(fd);
+  return n == static_cast<ssize_t>(out.size()) ? out : "";
+}
+
+double Number(const std::string& json, const std::string& block, const std::string& key) {
+  const size_t at = json.find("\"" + block + "\": {");
+  if (at == std::string::npos) return -1;
+  const size_t end = json.find('}', at);
+  const size_t k = json.find("\"" + key + "\": ", at);
+  if (k == std::string::npos || k > end) return -1;
+  return std::strtod(json.c_str() + k + key.size() + 4, nullptr);
+}
+
+// Re-placement as the live nodes report it.
+struct ReplaceState {
+  bool answered = true;
+  bool running = false;
+  double passes = 0, planned = 0, moved = 0, failed = 0, bytes = 0, degraded = 0, longest_pass_s = 0;
+};
+
+ReplaceState Poll(const LocalCluster& c, int nodes, int dead) {
+  ReplaceState r;
+  for (int i = 0; i < nodes; ++i) {
+    if (i == dead) continue;
+    const std::string j = StatusJson(c.sock(i));
+    if (j.empty()) {
+      r.answered = false;
+      continue;
+    }
+    r.running |= j.find("\"replace\": {\"running\": true") != std::string::npos;
+    r.passes += Number(j, "replace", "passes");
+    r.planned += Number(j, "replace", "planned");
+    r.moved += Number(j, "replace", "moved");
+    r.failed += Number(j, "replace", "failed");
+    r.bytes += Number(j, "replace", "bytes_sent");
+    r.degraded += Number(j, "stripes", "degraded");
+    r.longest_pass_s = std::max(r.longest_pass_s, Number(j, "replace", "last_pass_s"));
+  }
+  return r;
+}
+
+// GB/s of one PUT of the memfd, or -1.
+double Put(const LocalCluster& c, int memfd, uint64_t size) {
+  client::Request req = ClientRequest(client::Op::kPut, "/bench/file");
+  req.size = size;
+  req.mode = 0644;
+  client::Reply reply;
+  const auto t0 = Clock::now();
+  int rc = ClientRoundtrip(c.sock(0), req, memfd, &reply, nullptr);
+  const double s = Seconds(t0);
+  if (rc != 0 || reply.err != 0) {
+    std::fprintf(stderr, "ec_bench replace: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
+    return -1;
+  }
+  return size / s / 1e9;
+}
+
+// GB/s of a GET into `into` (a memfd of `size` bytes, its pages allocated
+// first, as the reader's buffer would be), compared with `expect`, or -1.
+double Get(const LocalCluster& c, int via, int into, const uint8_t* expect, uint64_t size) {
+  // Zeros first (allocated before the clock starts), so bytes a read did not
+  // write are found.
+  static const std::vector<uint8_t> zeros(64 << 20);
+  for (uint64_t at = 0; at < size; at += zeros.size()) {
+    const size_t n = std::min<uint64_t>(zeros.size(), size - at);
+    if (pwrite(into, zeros.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) {
+      std::fprintf(stderr, "ec_bench replace: cannot clear the read buffer: %s\n", std::strerror(errno));
+      return -1;
+    }
+  }
+  client::Request req = ClientRequest(client::Op::kGet, "/bench/file");
+  req.flags = client::kGetInto;
+  client::Reply reply;
+  const auto t0 = Clock::now();
+  int rc = ClientRoundtrip(c.sock(via), req, into, &reply, nullptr);
+  const double s = Seconds(t0);
+  if (rc != 0 || reply.err != 0 || reply.size != size) {
+    std::fprintf(stderr, "ec_bench replace: get: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
+    return -1;
+  }
+  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, into, 0);
+  const bool same = p != MAP_FAILED && std::memcmp(p, expect, size) == 0;
+  if (p != MAP_FAILED) munmap(p, size);
+  if (!same) {
+    std::fprintf(stderr, "ec_bench replace: get returned different bytes\n");
+    return -1;
+  }
+  return size / s / 1e9;
+}
+
+}  // namespace
+
+int RunReplace(const std::vector<std::string>& args) {
+  ClusterBenchOptions o;
+  o.nodes = 7;
+  o.rounds = 1;
+  double replace_after = 10;
+  if (int rc = ParseClusterBench(
+          "replace",
+          "usage: ec_bench replace [--nodes 7 --k 4 --m 2 --size 1GiB] [flags]\n\n"
+          "Kills one node of a local cluster holding a --size file and measures how\n"
+          "long the survivors take to rebuild its shards on live nodes outside their\n"
+          "stripes (re-placement, after --replace-after), against the same run's PUT\n"
+          "and degraded read of the file; then kills two more nodes and reads the file\n"
+          "back. Needs --nodes > k+m. Each round is a fresh cluster.",
+          args, &o, [&](FlagSet& f) {
+            f.Double("replace-after", &replace_after, "seconds a node stays dead before its shards move");
+          });
+      rc >= 0) {
+    return rc;
+  }
+  if (o.nodes <= o.k + o.m) return std::fprintf(stderr, "ec_bench replace: needs --nodes > k+m\n"), 2;
+  if (o.m < 2) return std::fprintf(stderr, "ec_bench replace: needs m >= 2 (kills three nodes in all)\n"), 2;
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  AlignedBuffer data = AllocateTouched(o.size, 0);
+  for (uint64_t i = 0; i < o.size; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(data.get() + i, &v, std::min<uint64_t>(8, o.size - i));
+  }
+  const int memfd = memfd_create("ec-bench-replace", MFD_CLOEXEC);
+  const int dest = memfd_create("ec-bench-replace-read", MFD_CLOEXEC);
+  if (memfd < 0 || dest < 0 || ftruncate(memfd, o.size) != 0 || ftruncate(dest, o.size) != 0 ||
+      pwrite(memfd, data.get(), o.size, 0) != static_cast<ssize_t>(o.size)) {
+    std::fprintf(stderr, "ec_bench replace: cannot stage %llu bytes in a memfd\n", static_cast<unsigned long long>(o.size));
+    return 1;
+  }
+  const int dead = o.nodes - 1;
+  std::vector<double> put_gbps, healthy_gbps, degraded_gbps, pass_s, rebuilt_bytes, wait_s;
+  bool verified = true;
+  for (int round = 0; round < o.rounds && verified; ++round) {
+    LocalClusterOptions lo = BenchCluster(o, o.m, "r" + std::to_string(round));
+    lo.replace_after_s = replace_after;
+    LocalCluster c(lo);
+    if (!c.ok()) {
+      std::fprintf(stderr, "ec_bench replace: the cluster did not start\n");
+      return 1;
+    }
+    const double put = Put(c, memfd, o.size);
+    if (put < 0) return 1;
+    put_gbps.push_back(put);
+    const double healthy = Get(c, 0, dest, data.get(), o.size);
+    if (healthy < 0) return 1;
+    healthy_gbps.push_back(healthy);
+    const auto killed = Clock::now();
+    if (!c.Kill(dead)) return std::fprintf(stderr, "ec_bench replace: kill failed\n"), 1;
+    // Degraded read while the node's shards are still where it was.
+    const double degraded = Get(c, 0, dest, data.get(), o.size);
+    if (degraded < 0) return 1;
+    if (Seconds(killed) >= replace_after) {
+      std::fprintf(stderr, "ec_bench replace: the degraded read (%.2f GB/s) ended %.1f s after the kill, past --replace-after; raise it\n",
+                   degraded, Seconds(killed));
+      return 1;
+    }
+    degraded_gbps.push_back(degraded);
+    ReplaceState st;
+    for (int i = 0; i < 6000; ++i) {
+      st = Poll(c, o.nodes, dead);
+      if (st.answered && !st.running && st.degraded == 0 && st.moved > 0 && st.moved == st.planned) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    wait_s.push_back(Seconds(killed));
+    if (!(st.degraded == 0 && st.moved > 0 && st.failed == 0)) {
+      std::fprintf(stderr, "ec_bench replace: not whole after %.1f s: %.0f moved of %.0f planned, %.0f failed, %.0f degraded\n",
+                   Seconds(killed), st.moved, st.planned, st.failed, st.degraded);
+      return 1;
+    }
+    pass_s.push_back(st.longest_pass_s);
+    rebuilt_bytes.push_back(st.bytes);
+    // Two more nodes down: the file must still read back.
+    if (!c.Kill(1) || !c.Kill(2)) return std::fprintf(stderr, "ec_bench replace: kill failed\n"), 1;
+    if (Get(c, 0, dest, data.get(), o.size) < 0) verified = false;
+  }
+  close(memfd);
+  close(dest);
+  const double put = Median(put_gbps), healthy = Median(healthy_gbps), degraded = Median(degraded_gbps), pass = Median(pass_s),
+               bytes = Median(rebuilt_bytes), wait = Median(wait_s);
+  const double shard_bytes_put = put * (o.k + o.m) / o.k;  // GB/s of shard bytes a PUT writes
+  const double rebuild = pass > 0 ? bytes / pass / 1e9 : 0;
+  const CpuInfo cpu = DescribeCpu();
+  Json j;
+  j.Add("workload", "replace")
+      .Add("cpu", cpu.model)
+      .Add("nodes", o.nodes)
+      .Add("k", o.k)
+      .Add("m", o.m)
+      .Add("size_bytes", o.size)
+      .Add("shard_bytes", o.shard_size)
+      .Add("rounds", static_cast<int>(pass_s.size()))
+      .Add("seed", seed)
+      .Add("replace_after_s", replace_after)
+      .Add("rebuilt_bytes", bytes)
+      .Add("replace_pass_s", pass)
+      .Add("rebuild_gbps", rebuild)
+      .Add("kill_to_whole_s", wait)
+      .Add("put_gbps", put)
+      .Add("put_shard_gbps", shard_bytes_put)
+      .Add("healthy_read_gbps", healthy)
+      .Add("degraded_read_gbps", degraded)
+      .Add("ratio_rebuild_vs_put_shards", rebuild / shard_bytes_put)
+      .Add("ratio_rebuild_vs_degraded_read", rebuild / degraded)
+      .Add("verified_after_two_more_kills", verified);
+  if (o.json) {
+    std::printf("%s\n", j.ToString().c_str());
+  } else {
+    std::printf("replace %d nodes k=%d m=%d, %llu MiB file, node %d killed, median of %zu (cpu: %s)\n", o.nodes, o.k,
+                o.m, static_cast<unsigned long long>(o.size >> 20), dead, pass_s.size(), cpu.model.c_str());
+    std::printf("  re-placement: %.1f MiB of shards rebuilt elsewhere in %.2f s = %.2f GB/s (whole %.1f s after the kill, "
+                "%.0f s of it waiting --replace-after)\n",
+                bytes / (1 << 20), pass, rebuild, wait, replace_after);
+    std::printf("  same run: PUT %.2f GB/s of file = %.2f GB/s of shards; healthy read %.2f GB/s, degraded read %.2f GB/s\n",
+                put, shard_bytes_put, healthy, degraded);
+    std::printf("  rebuild / PUT shard rate = %.2f; rebuild / degraded read = %.2f\n", rebuild / shard_bytes_put,
+                rebuild / degraded);
+    std::printf("  two more nodes killed after: file read back bit-exact: %s\n", verified ? "yes" : "NO");
+  }
+  return verified ? 0 : 1;
+}
+
+}  // namespace fern::bench
