@@ -566,7 +566,8 @@ class Daemon {
            ", \"planned\": " + std::to_string(rp.shards_planned) + ", \"sent\": " + std::to_string(rp.shards_sent) +
            ", \"bytes_sent\": " + std::to_string(rp.bytes_sent) + ", \"last_pass_s\": " + std::to_string(rp.last_pass_s) +
            ", \"moved\": " + std::to_string(rp.shards_moved) +
-           ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"no_spare\": " + std::to_string(rp.no_spare) +
+           ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"skipped\": " + std::to_string(rp.skipped) +
+           ", \"no_spare\": " + std::to_string(rp.no_spare) +
            ", \"lost\": " + std::to_string(rp.lost) + ", \"records_copied\": " + std::to_string(rp.records_copied) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
            ", \"last_error\": " + JsonString(rp.last_error) + "}" +
@@ -625,7 +626,7 @@ class Daemon {
            (o_.replace_after_s > 0 ? std::string(rp.running ? "running" : "idle") + " (after " + after +
                                          " down; passes run: " + n(rp.passes) + "): " + n(rp.shards_moved) +
                                          " shards of dead nodes moved to live ones, " + n(rp.shards_failed) +
-                                         " failed, " + n(rp.records_copied) +
+                                         " failed, " + n(rp.skipped) + " skipped (node back), " + n(rp.records_copied) +
                                          " file records copied to stand-in owners; last pass: " + n(rp.shards_planned) + " planned, " +
                                          n(rp.shards_sent) + " rebuilt, " +
                                          n(rp.no_spare) + " stripes with no live node to take a shard, " +

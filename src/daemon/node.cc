@@ -180,6 +180,7 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   if (peer == options_.id || view_.IsAlive(peer) == alive) return;
   view_ = view_.WithAlive(peer, alive);
   if (alive) last_heard_[peer.value] = now_;
+  if (alive) dead_since_.erase(peer.value);  // dead again later: its clock starts afresh
   PswMembership(peer, alive);
   if (on_membership_) on_membership_(peer, alive, why);
 }
@@ -482,8 +483,8 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
                        }
                        if (--lk->pending > 0) return;
                        if (lk->best) return lk->done(lk->best);
-                       // Only an owner saw every write: stand-ins alone cannot
-                       // say the path does not exist.
+                       // Every write reaches a live owner (StoreRecord): stand-ins
+                       // alone cannot say the path does not exist.
                        if (lk->owner_answered) return lk->done(NotFoundError(path + ": no such file"));
                        if (lk->answered > 0) {
                          return lk->done(UnavailableError("all metadata owners of " + path +
@@ -713,14 +714,21 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
     if (--st->pending > 0) return;
     st->done(st->failure);
   };
+  // At least one of the path's own owners must take it: stand-ins alone
+  // are not asked once the owners are back, so a record only they hold
+  // would be lost then.
   int live_owners = 0;
-  for (NodeId owner : placement_.MetadataReplicas(record.path(), view_)) {
-    ++live_owners;
-    ++st->pending;
-    transport_->Call(owner, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
-                     [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });
+  for (NodeId owner : placement_.MetadataOwners(record.path(), view_)) live_owners += view_.IsAlive(owner) ? 1 : 0;
+  if (live_owners == 0) {
+    st->failure = UnavailableError("all " + std::to_string(options_.m + 1) + " metadata owners of " + record.path() +
+                                   " are down: its record cannot be written");
+  } else {
+    for (NodeId replica : placement_.MetadataReplicas(record.path(), view_)) {
+      ++st->pending;
+      transport_->Call(replica, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
+                       [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });
+    }
   }
-  if (live_owners == 0) st->failure = UnavailableError("all metadata owners are down");
   finish_one(Status());
 }
 

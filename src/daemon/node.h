@@ -225,6 +225,7 @@ class Node {
                                   // rebuilt, recorded), wall-clock seconds
     uint64_t shards_moved = 0;    // rebuilt elsewhere and amended in the records, all passes
     uint64_t shards_failed = 0;   // all passes
+    uint64_t skipped = 0;         // moves dropped because their node came back, all passes
     uint64_t no_spare = 0;        // stripes no live node could take a shard of, last pass
     uint64_t lost = 0;            // stripes with more than m shards down, last pass
     uint64_t records_copied = 0;  // records copied to stand-ins of dead owners, all passes
@@ -468,7 +469,8 @@ class Node {
   struct InspectOp;
   void InspectNext(const std::shared_ptr<InspectOp>& op);
   struct RepairOp;
-  void ListRecords(std::function<void(StatusOr<std::vector<std::shared_ptr<wire::FileRecord>>>)> done);
+  void ListRecords(std::function<void(StatusOr<std::vector<std::shared_ptr<wire::FileRecord>>>)> done,
+                   bool everything = false);
   void RepairNext(const std::shared_ptr<RepairOp>& op);
   void RepairShard(const std::shared_ptr<RepairOp>& op, size_t task);
   // One shard of a stored stripe decoded from k others at one update seq,
@@ -564,6 +566,7 @@ class Node {
   // view (epoch and eligible nodes) the last complete pass acted on.
   std::map<uint32_t, TimePoint> dead_since_;
   std::string replace_done_for_;
+  TimePoint replace_done_at_{};
   TimePoint replace_retry_at_{};
   std::chrono::steady_clock::time_point replace_started_{};
   Duration replace_backoff_ = std::chrono::seconds(5);

@@ -1,5 +1,6 @@
 // Node::Repair (see node.h): rebuild the shards this node should hold but
 // does not, from k of the other shards of each stripe.
+#include <algorithm>
 #include <cstring>
 #include <deque>
 
@@ -26,8 +27,9 @@ struct Node::RepairOp {
   std::function<void(Status)> done;
 };
 
-// Every live path's newest full record, from every live node.
-void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> done) {
+// Every live path's newest full record, from every live node (with
+// `everything`, directories and tombstones too).
+void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> done, bool everything) {
   struct Gather {
     int pending = 1;
     int asked = 0;
@@ -38,7 +40,7 @@ void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> don
   };
   auto g = std::make_shared<Gather>();
   g->done = std::move(done);
-  auto finish_one = [g]() {
+  auto finish_one = [g, everything]() {
     if (--g->pending > 0) return;
     // Every live node must answer: a missing one may own the only record
     // of some path.
@@ -49,7 +51,7 @@ void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> don
     }
     std::vector<RecordPtr> live;
     for (auto& [path, r] : g->newest) {
-      if (internal::Live(*r) && !r->is_dir()) live.push_back(r);
+      if (everything || (internal::Live(*r) && !r->is_dir())) live.push_back(r);
     }
     g->done(std::move(live));
   };
@@ -94,10 +96,20 @@ void Node::Repair(std::function<void(Status)> done) {
     if (!s.ok()) repair_.last_error = std::string(s.message());
     done(s);
   };
-  ListRecords([this, op](StatusOr<std::vector<RecordPtr>> records) {
+  ListRecords(
+      [this, op](StatusOr<std::vector<RecordPtr>> records) {
     if (!records.ok()) return op->done(records.status().WithContext("repair"));
     const int k = options_.k, n = k + options_.m;
     for (const RecordPtr& rec : *records) {
+      // A path this node owns whose newest record it missed (it was down):
+      // it keeps that one from now on.
+      const auto owners = placement_.MetadataOwners(rec->path(), view_);
+      auto mine = records_.find(rec->path());
+      if (std::count(owners.begin(), owners.end(), options_.id) > 0 &&
+          (mine == records_.end() || internal::Newer(*rec, *mine->second))) {
+        (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
+      }
+      if (!internal::Live(*rec) || rec->is_dir()) continue;
       std::vector<RecordPtr> versions{rec};
       for (const auto& h : rec->history()) versions.push_back(std::make_shared<wire::FileRecord>(h));
       for (const RecordPtr& layout : versions) {
@@ -117,7 +129,8 @@ void Node::Repair(std::function<void(Status)> done) {
       }
     }
     RepairNext(op);
-  });
+      },
+      /*everything=*/true);
 }
 
 void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {

@@ -39,6 +39,8 @@ struct Node::ReplaceOp {
   size_t next = 0;
   int in_flight = 0;
   int copies_pending = 0;  // records being copied to their stand-in owners
+  std::string key;       // the view it acts on (MaybeReplace)
+  uint64_t skipped = 0;  // moves dropped: their node came back
   bool planning = true;  // tasks still being listed: the pass cannot finish yet
   bool finishing = false;
   Status failure;
@@ -59,9 +61,13 @@ void Node::MaybeReplace() {
     if (!fresh && now_ - it->second >= options_.replace_after) eligible += std::to_string(info.id.value) + ",";
   }
   if (options_.replace_after <= Duration::zero() || replace_.running || eligible.empty()) return;
+  // A pass that moved shards is followed by another (a put or an update
+  // racing it may have dropped a move); the view is settled only when a
+  // pass finds nothing to do, and checked again every 10 minutes.
   const std::string key = std::to_string(view_.epoch()) + ":" + eligible;
-  if (key == replace_done_for_ || now_ < replace_retry_at_) return;
-
+  if ((key == replace_done_for_ && now_ - replace_done_at_ < std::chrono::minutes(10)) || now_ < replace_retry_at_) {
+    return;
+  }
   replace_.running = true;
   ++replace_.passes;
   replace_.shards_planned = 0;
@@ -70,24 +76,27 @@ void Node::MaybeReplace() {
   replace_started_ = std::chrono::steady_clock::now();
   replace_.no_spare = 0;
   replace_.lost = 0;
-  replace_done_for_ = key;  // cleared again if the pass fails
-  // Planned from the newest records any live node has: this node's own copy
-  // may be stale, or missing files written while it was down.
-  ListRecords([this, eligible](StatusOr<std::vector<RecordPtr>> records) {
-    auto op = std::make_shared<ReplaceOp>();
-    if (!records.ok()) {
-      op->failure = records.status().WithContext("re-placement");
-    } else {
-      PlanReplace(op, *records);
-      if (!op->tasks.empty()) {
-        std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %zu shards of dead nodes %s to rebuild\n",
-                     options_.id.value, static_cast<unsigned long long>(replace_.passes), op->tasks.size(),
-                     eligible.substr(0, eligible.size() - 1).c_str());
-      }
-    }
-    op->planning = false;
-    ReplaceNext(op);
-  });
+  // Planned from the newest records any live node has (directories and
+  // tombstones too, for the stand-ins): this node's own copy may be stale,
+  // or missing files written while it was down.
+  ListRecords(
+      [this, eligible, key](StatusOr<std::vector<RecordPtr>> records) {
+        auto op = std::make_shared<ReplaceOp>();
+        op->key = key;
+        if (!records.ok()) {
+          op->failure = records.status().WithContext("re-placement");
+        } else {
+          PlanReplace(op, *records);
+          if (!op->tasks.empty()) {
+            std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %zu shards of dead nodes %s to rebuild\n",
+                         options_.id.value, static_cast<unsigned long long>(replace_.passes), op->tasks.size(),
+                         eligible.substr(0, eligible.size() - 1).c_str());
+          }
+        }
+        op->planning = false;
+        ReplaceNext(op);
+      },
+      /*everything=*/true);
 }
 
 void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<RecordPtr>& records) {
@@ -105,8 +114,9 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
     if (auto mine = records_.find(path); mine == records_.end() || internal::Newer(*rec, *mine->second)) {
       (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
     }
-    // An owner of the record stays dead: its stand-in gets a copy, so m
-    // more nodes may fail without losing the record.
+    // An owner of the record stays dead: its stand-in gets a copy (of a
+    // directory or a tombstone too), so m more nodes may fail without
+    // losing the record.
     for (NodeId owner : placement_.MetadataOwners(path, view_)) {
       if (!is_eligible(owner)) continue;
       ++op->copies_pending;
@@ -118,13 +128,18 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
       });
       break;
     }
+    if (!internal::Live(*rec) || rec->is_dir()) continue;
     std::vector<RecordPtr> versions{rec};
     for (const auto& h : rec->history()) {
       versions.push_back(std::make_shared<wire::FileRecord>(h));
       versions.back()->set_path(path);
     }
     for (const RecordPtr& layout : versions) {
-      if (static_cast<int>(layout->k()) != k || static_cast<int>(layout->m()) != m) continue;
+      // Only what this node's coder and geometry can decode (as reads).
+      if (static_cast<int>(layout->k()) != k || static_cast<int>(layout->m()) != m ||
+          layout->shard_size() != options_.shard_size || layout->technique() != coder_->technique()) {
+        continue;
+      }
       const uint64_t stripes = geometry_.StripeCount(layout->size());
       for (uint64_t s = 0; s < stripes; ++s) {
         std::vector<NodeId> nodes = StripeNodes(*layout, s);
@@ -177,7 +192,20 @@ void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
     --op->in_flight;
     ReplaceNext(op);
   };
-  RebuildShard(t.layout, t.stripe, t.index, [this, op, task, fail](StatusOr<RebuiltShard> r) {
+  // Its node came back (with its shards, or repair rebuilds them there):
+  // the stripe is whole where it is; moving the shard now could point the
+  // record at bytes an in-place update has since changed on that node.
+  auto skip_if_back = [this, op, task]() {
+    if (!view_.IsAlive(op->tasks[task].from)) return false;
+    ++op->skipped;
+    ++replace_.skipped;
+    --op->in_flight;
+    ReplaceNext(op);
+    return true;
+  };
+  if (skip_if_back()) return;
+  RebuildShard(t.layout, t.stripe, t.index, [this, op, task, fail, skip_if_back](StatusOr<RebuiltShard> r) {
+    if (skip_if_back()) return;
     if (!r.ok()) return fail(r.status());
     const ReplaceOp::Task& t = op->tasks[task];
     wire::ShardPut put;
@@ -231,45 +259,58 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
     replace_.last_pass_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - replace_started_).count();
     if (!s.ok()) {
       replace_.last_error = std::string(s.message());
-      replace_done_for_.clear();  // try again
       replace_retry_at_ = now_ + replace_backoff_;
       replace_backoff_ = std::min<Duration>(replace_backoff_ * 2, std::chrono::seconds(60));
+    } else if (!op->tasks.empty()) {
+      replace_retry_at_ = now_ + std::chrono::seconds(5);  // a follow-up pass checks nothing was dropped
+      replace_backoff_ = std::chrono::seconds(5);
     } else {
+      replace_done_for_ = op->key;
+      replace_done_at_ = now_;
       replace_backoff_ = std::chrono::seconds(5);
     }
     if (!op->tasks.empty()) {
-      std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %llu of %zu shards moved%s%s\n",
+      std::fprintf(stderr, "fern-ec: node %u: re-placement pass %llu: %llu of %zu shards moved, %llu skipped (node back)%s%s\n",
                    options_.id.value, static_cast<unsigned long long>(replace_.passes),
-                   static_cast<unsigned long long>(am->moved), op->tasks.size(), s.ok() ? "" : ": ",
-                   s.ok() ? "" : s.ToString().c_str());
+                   static_cast<unsigned long long>(am->moved), op->tasks.size(),
+                   static_cast<unsigned long long>(op->skipped), s.ok() ? "" : ": ", s.ok() ? "" : s.ToString().c_str());
     }
   };
-  for (auto& [key, moves] : op->moved) {
-    const auto& [path, file_id, version] = key;
+  for (auto& [key, landed] : op->moved) {
+    const std::string path = std::get<0>(key);
     wire::MetaAmend amend;
     amend.set_path(path);
-    amend.set_file_id(file_id);
-    amend.set_version(version);
-    for (const auto& mv : moves) *amend.add_moves() = mv;
+    amend.set_file_id(std::get<1>(key));
+    amend.set_version(std::get<2>(key));
+    for (const auto& mv : landed) {
+      // Back meanwhile: its copy is the one the stripe's updates reach.
+      if (view_.IsAlive(NodeId(mv.from_node()))) {
+        ++op->skipped;
+        ++replace_.skipped;
+        continue;
+      }
+      *amend.add_moves() = mv;
+    }
+    if (amend.moves_size() == 0) continue;
     const std::string body = amend.SerializeAsString();
-    // Owners that are down now get the moves from a later put's record, or
-    // keep pointing at the dead node (read degraded) until then.
-    int asked = 0;
-    auto all_ok = std::make_shared<bool>(true);
-    auto left = std::make_shared<int>(0);
+    // Replicas that are down now get the moves from a later copy of the
+    // record (re-placement copies records to stand-ins), or keep pointing
+    // at the dead node (read degraded) until the follow-up pass.
     const std::vector<NodeId> replicas = placement_.MetadataReplicas(path, view_);
-    asked = static_cast<int>(replicas.size());
-    *left = asked;
-    if (asked == 0) {
+    if (replicas.empty()) {
       if (am->failure.ok()) am->failure = UnavailableError(path + ": no metadata owner alive to record its moves");
       continue;
     }
-    const uint64_t count = moves.size();
+    auto all_ok = std::make_shared<bool>(true);
+    auto left = std::make_shared<int>(static_cast<int>(replicas.size()));
+    const uint64_t count = amend.moves_size();
     ++am->pending;
-    for (NodeId owner : replicas) {
-      transport_->Call(owner, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
+    for (NodeId replica : replicas) {
+      transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
                        [am, all_ok, left, count, finish_one, path](StatusOr<InMessage> r) {
-                         if (!r.ok()) {
+                         // A stand-in without that version (it stood in after the
+                         // record was written) has nothing to move.
+                         if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
                            *all_ok = false;
                            if (am->failure.ok()) am->failure = r.status().WithContext("record moves of " + path);
                          }
@@ -278,7 +319,7 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
                          finish_one();
                        });
     }
-    // The sequencer this node may host for the version keeps its own copy.
+    // The sequencers this node hosts for the path keep their own copies.
     AmendHostedSeq(amend);
   }
   finish_one();
@@ -308,6 +349,9 @@ StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& am
   }
   int applied = 0;
   for (const auto& mv : amend.moves()) {
+    // The shard's node is alive (back, or never dead in this view): it
+    // stays the holder; its copy is the one updates reach.
+    if (view_.IsAlive(NodeId(mv.from_node()))) continue;
     std::vector<NodeId> nodes = StripeNodes(*layout, mv.stripe());
     if (nodes.size() != n || nodes[mv.index()] != NodeId(mv.from_node())) continue;
     if (std::count(nodes.begin(), nodes.end(), NodeId(mv.to_node())) > 0) continue;  // never two shards on one node

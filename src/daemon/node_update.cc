@@ -412,7 +412,11 @@ Node::FileSeq* Node::HostSequencer(const wire::FileRecord& record, Status* error
 }
 
 void Node::AmendHostedSeq(const wire::MetaAmend& amend) {
-  if (FileSeq* fs = HostedSeq({amend.file_id(), amend.version()})) (void)AmendRecord(&fs->record, amend);
+  // Every sequencer of the path: the one of a newer version holds the
+  // amended version in its record's history, and persists that record.
+  for (auto& [key, fs] : psw_->seqs) {
+    if (fs->path == amend.path()) (void)AmendRecord(&fs->record, amend);
+  }
 }
 
 Node::FileSeq* Node::HostedSeq(const std::pair<uint64_t, uint64_t>& key) {

@@ -743,9 +743,23 @@ TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
   }
   // A kept older version moves too.
   const std::string twice = "/m/" + std::to_string(5 * kStripe + 3);
-  const auto older = files[twice];
+  auto first_ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(twice, Caller{}, done); });
+  ASSERT_TRUE(first_ins.ok());
+  const uint64_t kept_id = first_ins->file_id, kept_stripes = first_ins->stripes.size();
   files[twice] = Bytes(rng, 3 * kStripe);
   ASSERT_TRUE(c.Put(1, twice, files[twice]).ok());
+  // Shards of the kept version on live nodes (the dead node's store stays
+  // in memory here: it is not counted).
+  auto kept_shards_alive = [&](int dead_node) {
+    size_t n = 0;
+    for (int i = 0; i < kN; ++i) {
+      if (i == dead_node) continue;
+      for (auto* store : {&c.data(i), &c.parity(i)}) {
+        for (const auto& meta : store->List()) n += meta.key.file_id == kept_id ? 1 : 0;
+      }
+    }
+    return n;
+  };
 
   const int dead = static_cast<int>(rng() % kN);
   std::set<std::string> held;  // files with a stripe on the dead node
@@ -753,6 +767,7 @@ TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
     if (HoldersOf(c, (dead + 1) % kN, path).count(dead)) held.insert(path);
   }
   ASSERT_FALSE(held.empty()) << "node " << dead << " held no shard";
+  const size_t kept_before = kept_shards_alive(dead);
   c.Kill(dead);
   c.TickAll(2);  // dead for less than replace_after: nothing moves yet
   uint64_t passes = 0;
@@ -773,19 +788,38 @@ TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
   for (const auto& [path, bytes] : files) {
     EXPECT_EQ(HoldersOf(c, via, path).count(dead), 0u) << path << " still has a shard on node " << dead;
   }
-  // Nothing left to do: another pass (a later view change) plans nothing.
-  c.TickAll(2);
-  // Updates of the stripes the dead node held are taken again.
-  const std::string upd = *held.begin();
-  if (!files[upd].empty()) {
-    auto patch = Bytes(rng, std::min<size_t>(7, files[upd].size()));
-    auto rec = c.Get(via, upd);
-    ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(kept_shards_alive(dead), kept_stripes * 6) << "the kept version was " << kept_before << " shards before";
+  // The follow-up pass (5 s later) finds nothing left to move.
+  c.TickAll(7);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  for (int i = 0; i < kN; ++i) {
+    if (i != dead && c.node(i).replace_progress().passes > 1) {
+      EXPECT_EQ(c.node(i).replace_progress().shards_planned, 0u) << "node " << i;
+    }
+  }
+  // Updates of a stripe the dead node held are taken again.
+  const std::string upd = *held.rbegin();
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect(upd, Caller{}, done); });
+  ASSERT_TRUE(ins.ok());
+  uint64_t moved_stripe = UINT64_MAX;
+  {
+    // Which stripe held a shard on the dead node: the kept inspection from before is gone,
+    // so ask the dead node's stores (still in memory) for the newest version's keys.
+    for (auto* store : {&c.data(dead), &c.parity(dead)}) {
+      for (const auto& meta : store->List()) {
+        if (meta.key.file_id == ins->file_id) moved_stripe = std::min(moved_stripe, meta.key.stripe);
+      }
+    }
+  }
+  ASSERT_NE(moved_stripe, UINT64_MAX) << upd;
+  {
+    const uint64_t off = moved_stripe * kStripe;
+    auto patch = Bytes(rng, std::min<size_t>(7, files[upd].size() - off));
     std::optional<StatusOr<uint64_t>> r;
-    c.StartUpdate(via, upd, rec->version, files[upd].size(), {{0, patch.size()}}, patch, &r);
+    c.StartUpdate(via, upd, ins->info.version, files[upd].size(), {{off, patch.size()}}, patch, &r);
     c.RunUntil([&] { return r.has_value(); });
-    ASSERT_TRUE(r->ok()) << upd << ": " << r->status().ToString();
-    std::copy(patch.begin(), patch.end(), files[upd].begin());
+    ASSERT_TRUE(r->ok()) << upd << " stripe " << moved_stripe << ": " << r->status().ToString();
+    std::copy(patch.begin(), patch.end(), files[upd].begin() + static_cast<long>(off));
   }
   // Two more nodes fail: every file (and the kept version's shards) still reads bit-exact.
   const int a = (dead + 2) % kN, b = (dead + 5) % kN;
@@ -841,6 +875,41 @@ TEST(NodeReplace, AnOwnerThatMissedTheNewestVersionStillMovesItsShards) {
   EXPECT_TRUE(got->bytes == newest);
 }
 
+// A file whose metadata owners all die one after another, with a pass in
+// between: the record lives on at the stand-in re-placement copied it to,
+// so the file still reads; a write needs an owner (a record only stand-ins
+// held would be lost when the owners return), so it is refused and the
+// file keeps its bytes.
+TEST(NodeReplace, AllOwnersDownReadsFromTheStandInAndRefusesWrites) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 9;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 2s);
+  std::vector<placement::NodeInfo> infos;
+  for (int i = 0; i < kN; ++i) infos.push_back({NodeId(i), "", true});
+  const auto view = *placement::ClusterView::Make(infos);
+  const std::string path = "/s/f";
+  const auto owners = placement::Placement::Make(0, 4, 2)->MetadataOwners(path, view);
+  int gw = 0;
+  while (std::count(owners.begin(), owners.end(), NodeId(gw))) ++gw;
+  const auto bytes = Bytes(rng, 4 * kStripe + 1);
+  ASSERT_TRUE(c.Put(gw, path, bytes).ok());
+  c.Kill(static_cast<int>(owners[0].value));
+  c.TickAll(4);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  EXPECT_GT(c.node(static_cast<int>(owners[1].value)).replace_progress().records_copied, 0u);
+  c.Kill(static_cast<int>(owners[1].value));
+  c.Kill(static_cast<int>(owners[2].value));
+  auto got = c.Get(gw, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+  Status put = c.Put(gw, path, Bytes(rng, 100));
+  EXPECT_EQ(put.code(), StatusCode::kUnavailable) << put.ToString();
+  EXPECT_NE(put.message().find("metadata owners of /s/f are down"), std::string_view::npos) << put.ToString();
+  got = c.Get(gw, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+}
+
 // With k+m nodes every live node already holds a shard of each stripe: the
 // pass finds no place to move a shard to, says so, and changes nothing;
 // reads stay degraded and correct.
@@ -868,11 +937,11 @@ TEST(NodeReplace, WithNoSpareNodeStripesStayDegradedAndSaySo) {
   EXPECT_TRUE(got->bytes == bytes);
 }
 
-// META_AMEND from a raw peer: a move outside the layout or to an unknown
-// node is refused, an unknown version is NotFound, a move whose shard is
-// not where it says (or onto a node already in the stripe) changes nothing,
-// and an applied one is what readers then follow: the shard is not on its
-// new node, so reads decode around it and stay right.
+// META_AMEND from a raw peer: a move off a live node, or whose shard is not
+// where it says, or onto a node already in the stripe changes nothing; a
+// move outside the layout or to an unknown node is refused; an unknown
+// version is NotFound; an applied one is what readers then follow (here the
+// shard is not on its new node, so reads decode around it and stay right).
 TEST(NodeReplace, AmendIsValidatedAndAppliedOnlyWhereTheShardIs) {
   auto rng = fern::testing::TestRng();
   constexpr int kN = 7;
@@ -887,6 +956,8 @@ TEST(NodeReplace, AmendIsValidatedAndAppliedOnlyWhereTheShardIs) {
   uint32_t spare = 0;
   while (in_stripe.count(spare)) ++spare;
   auto raw = c.net().AddNode(NodeId(99));
+  std::set<int> down;
+  // Each live node's answer, by node.
   auto amend = [&](uint64_t version, uint32_t index, uint32_t from, uint32_t to) {
     wire::MetaAmend a;
     a.set_path("/a/f");
@@ -897,37 +968,51 @@ TEST(NodeReplace, AmendIsValidatedAndAppliedOnlyWhereTheShardIs) {
     mv->set_index(index);
     mv->set_from_node(from);
     mv->set_to_node(to);
-    std::vector<Status> out;
+    std::map<int, Status> out;
     for (int i = 0; i < kN; ++i) {
+      if (down.count(i)) continue;
       std::optional<Status> st;
       raw->Call(NodeId(i), {wire::META_AMEND, a.SerializeAsString(), {}}, {5s, nullptr},
                 [&](StatusOr<transport::InMessage> r) { st = r.status(); });
       c.RunUntil([&] { return st.has_value(); });
-      out.push_back(*st);
+      out[i] = *st;
     }
-    return out;  // NotFound from nodes that own no record of the path
+    return out;  // NotFound from nodes that hold no record of the path
   };
-  auto count = [](const std::vector<Status>& v, StatusCode code) {
-    return std::count_if(v.begin(), v.end(), [&](const Status& s) { return s.code() == code; });
+  auto count = [](const std::map<int, Status>& v, StatusCode code) {
+    return std::count_if(v.begin(), v.end(), [&](const auto& e) { return e.second.code() == code; });
   };
   const uint32_t holder = shards[2].node.value;
-  EXPECT_EQ(count(amend(1, 6, holder, spare), StatusCode::kInvalidArgument), 3);  // index past k+m
-  EXPECT_EQ(count(amend(1, 2, holder, 1000), StatusCode::kInvalidArgument), 3);   // no such node
-  EXPECT_EQ(count(amend(2, 2, holder, spare), StatusCode::kNotFound), kN);        // no version 2
+  int via = 0;
+  while (via == static_cast<int>(holder)) ++via;
+  auto holder_of_2 = [&] {
+    auto now = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect("/a/f", Caller{}, done); });
+    EXPECT_TRUE(now.ok());
+    return now.ok() ? now->stripes[1].shards[2].node : NodeId();
+  };
+  // Its holder alive: the shard stays there (owners answer OK, move nothing).
+  auto first = amend(1, 2, holder, spare);
+  std::set<int> owners;
+  for (const auto& [i, st] : first) {
+    if (st.ok()) owners.insert(i);
+  }
+  ASSERT_EQ(owners.size(), 3u);
+  EXPECT_EQ(holder_of_2(), NodeId(holder));
+  c.Kill(static_cast<int>(holder));
+  down.insert(static_cast<int>(holder));
+  const long live_owners = static_cast<long>(owners.size() - owners.count(static_cast<int>(holder)));
+  EXPECT_EQ(count(amend(1, 6, holder, spare), StatusCode::kInvalidArgument), live_owners);  // index past k+m
+  EXPECT_EQ(count(amend(1, 2, holder, 1000), StatusCode::kInvalidArgument), live_owners);   // no such node
+  EXPECT_EQ(count(amend(2, 2, holder, spare), StatusCode::kNotFound), kN - 1);              // no version 2
   const uint32_t other = shards[3].node.value;
-  EXPECT_EQ(count(amend(1, 2, other, spare), StatusCode::kOk), 3);  // from is not the holder
-  EXPECT_EQ(count(amend(1, 2, holder, other), StatusCode::kOk), 3); // onto the stripe's own node
-  auto again = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/a/f", Caller{}, done); });
-  ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->stripes[1].shards[2].node, NodeId(holder));
-  EXPECT_EQ(again->stripes[1].good, 6);
-  // Applied: the record now sends readers to the spare, which has no such shard.
-  EXPECT_EQ(count(amend(1, 2, holder, spare), StatusCode::kOk), 3);
-  again = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/a/f", Caller{}, done); });
-  ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->stripes[1].shards[2].node, NodeId(spare));
-  EXPECT_EQ(again->stripes[1].good, 5);
-  auto got = c.Get(3, "/a/f");
+  EXPECT_EQ(count(amend(1, 2, other, spare), StatusCode::kOk), live_owners);   // from is not the holder
+  EXPECT_EQ(count(amend(1, 2, holder, other), StatusCode::kOk), live_owners);  // onto the stripe's own node
+  EXPECT_EQ(holder_of_2(), NodeId(holder));
+  // Applied: the record now sends readers to the spare, which has no such
+  // shard: reads decode around it.
+  EXPECT_EQ(count(amend(1, 2, holder, spare), StatusCode::kOk), live_owners);
+  EXPECT_EQ(holder_of_2(), NodeId(spare));
+  auto got = c.Get(via, "/a/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == bytes);
 }
