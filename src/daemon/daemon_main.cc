@@ -569,6 +569,7 @@ class Daemon {
            ", \"failed\": " + std::to_string(rp.shards_failed) + ", \"skipped\": " + std::to_string(rp.skipped) +
            ", \"no_spare\": " + std::to_string(rp.no_spare) +
            ", \"lost\": " + std::to_string(rp.lost) + ", \"records_copied\": " + std::to_string(rp.records_copied) +
+           ", \"orphans_deleted\": " + std::to_string(rp.orphans_deleted) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
            ", \"last_error\": " + JsonString(rp.last_error) + "}" +
            ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
@@ -627,7 +628,8 @@ class Daemon {
                                          " down; passes run: " + n(rp.passes) + "): " + n(rp.shards_moved) +
                                          " shards of dead nodes moved to live ones, " + n(rp.shards_failed) +
                                          " failed, " + n(rp.skipped) + " skipped (node back), " + n(rp.records_copied) +
-                                         " file records copied to stand-in owners; last pass: " + n(rp.shards_planned) + " planned, " +
+                                         " file records copied to stand-in owners, " + n(rp.orphans_deleted) +
+                                         " old copies deleted on nodes back; last pass: " + n(rp.shards_planned) + " planned, " +
                                          n(rp.shards_sent) + " rebuilt, " +
                                          n(rp.no_spare) + " stripes with no live node to take a shard, " +
                                          n(rp.lost) + " lost" +

@@ -181,6 +181,7 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   view_ = view_.WithAlive(peer, alive);
   if (alive) last_heard_[peer.value] = now_;
   if (alive) dead_since_.erase(peer.value);  // dead again later: its clock starts afresh
+  if (alive) DeleteMovedAway(peer);
   PswMembership(peer, alive);
   if (on_membership_) on_membership_(peer, alive, why);
 }

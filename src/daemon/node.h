@@ -229,6 +229,7 @@ class Node {
     uint64_t no_spare = 0;        // stripes no live node could take a shard of, last pass
     uint64_t lost = 0;            // stripes with more than m shards down, last pass
     uint64_t records_copied = 0;  // records copied to stand-ins of dead owners, all passes
+    uint64_t orphans_deleted = 0; // old copies deleted on nodes that came back after their shards moved
     std::string last_error;
   };
   const ReplaceProgress& replace_progress() const { return replace_; }
@@ -497,6 +498,10 @@ class Node {
   // InvalidArgument for a move outside the layout or to an unknown node.
   StatusOr<int> AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const;
   void AmendHostedSeq(const wire::MetaAmend& amend);  // node_update.cc
+  // `peer` is alive again: the shards this node moved away from it while it
+  // was dead are deleted there, each once the newest record confirms it
+  // lives elsewhere (or its version is gone).
+  void DeleteMovedAway(NodeId peer);
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
@@ -569,6 +574,8 @@ class Node {
   TimePoint replace_done_at_{};
   TimePoint replace_retry_at_{};
   std::chrono::steady_clock::time_point replace_started_{};
+  // Shards this node moved off each dead node, by node: (path, key).
+  std::map<uint32_t, std::vector<std::pair<std::string, ShardKey>>> moved_away_;
   Duration replace_backoff_ = std::chrono::seconds(5);
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;

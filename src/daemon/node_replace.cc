@@ -293,6 +293,8 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
     }
     if (amend.moves_size() == 0) continue;
     const std::string body = amend.SerializeAsString();
+    // The callbacks read the moves: one shared copy (and AmendHostedSeq below).
+    auto shared = std::make_shared<const wire::MetaAmend>(amend);
     // Replicas that are down now get the moves from a later copy of the
     // record (re-placement copies records to stand-ins), or keep pointing
     // at the dead node (read degraded) until the follow-up pass.
@@ -307,7 +309,7 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
     ++am->pending;
     for (NodeId replica : replicas) {
       transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
-                       [am, all_ok, left, count, finish_one, path](StatusOr<InMessage> r) {
+                       [this, am, all_ok, left, count, finish_one, path, amend = shared](StatusOr<InMessage> r) {
                          // A stand-in without that version (it stood in after the
                          // record was written) has nothing to move.
                          if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
@@ -315,7 +317,14 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
                            if (am->failure.ok()) am->failure = r.status().WithContext("record moves of " + path);
                          }
                          if (--*left > 0) return;
-                         if (*all_ok) am->moved += count;
+                         if (*all_ok) {
+                           am->moved += count;
+                           // What the dead nodes still hold of these goes when they are back.
+                           for (const auto& mv : amend->moves()) {
+                             moved_away_[mv.from_node()].push_back(
+                                 {path, ShardKey{amend->file_id(), amend->version(), mv.stripe(), mv.index()}});
+                           }
+                         }
                          finish_one();
                        });
     }
@@ -323,6 +332,46 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
     AmendHostedSeq(amend);
   }
   finish_one();
+}
+
+void Node::DeleteMovedAway(NodeId peer) {
+  auto it = moved_away_.find(peer.value);
+  if (it == moved_away_.end()) return;
+  std::map<std::string, std::vector<ShardKey>> by_path;
+  for (auto& [path, key] : it->second) by_path[path].push_back(key);
+  moved_away_.erase(it);
+  for (auto& [p, keys] : by_path) {
+    const std::string path = p;
+    LookupRecord(path, [this, peer, path, keys = std::move(keys)](StatusOr<RecordPtr> rec) {
+      // Unsure where the shards are (no owner answered): keep them.
+      if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return;
+      for (const ShardKey& key : keys) {
+        if (!view_.IsAlive(peer)) return;  // dead again
+        const wire::FileRecord* layout = nullptr;
+        if (rec.ok() && internal::Live(**rec)) {
+          if ((*rec)->file_id() == key.file_id && (*rec)->version() == key.version) layout = rec->get();
+          for (const auto& h : (*rec)->history()) {
+            if (h.file_id() == key.file_id && h.version() == key.version) layout = &h;
+          }
+        }
+        if (layout != nullptr) {
+          // The record points at the node again (a move it lost): keep.
+          const std::vector<NodeId> nodes = StripeNodes(*layout, key.stripe);
+          if (key.index < nodes.size() && nodes[key.index] == peer) continue;
+        }
+        // Elsewhere now, or the version (or file) is gone: an orphan.
+        wire::ShardDelete del;
+        auto* id = del.mutable_id();
+        id->set_file_id(key.file_id);
+        id->set_version(key.version);
+        id->set_stripe(key.stripe);
+        id->set_index(key.index);
+        ++replace_.orphans_deleted;
+        transport_->Call(peer, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}},
+                         {options_.rpc_timeout, nullptr}, [](StatusOr<InMessage>) {});
+      }
+    });
+  }
 }
 
 StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const {

@@ -910,6 +910,47 @@ TEST(NodeReplace, AllOwnersDownReadsFromTheStandInAndRefusesWrites) {
   EXPECT_TRUE(got->bytes == bytes);
 }
 
+// A node that comes back after its shards moved (its tmpfs intact) still
+// holds the old copies: the node that moved them deletes them there, once
+// the record says they live elsewhere. The file reads bit-exact throughout.
+TEST(NodeReplace, ANodeBackAfterItsShardsMovedLosesItsOldCopies) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 8;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 3s);
+  const std::string path = "/b/f";
+  const auto bytes = Bytes(rng, 12 * kStripe + 3);
+  ASSERT_TRUE(c.Put(0, path, bytes).ok());
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(path, Caller{}, done); });
+  ASSERT_TRUE(ins.ok());
+  const uint64_t file_id = ins->file_id;
+  std::set<int> holders = HoldersOf(c, 0, path);
+  holders.erase(0);
+  const int back = *std::next(holders.begin(), static_cast<long>(rng() % holders.size()));
+  auto held_by = [&](int node) {
+    size_t n = 0;
+    for (auto* store : {&c.data(node), &c.parity(node)}) {
+      for (const auto& meta : store->List()) n += meta.key.file_id == file_id ? 1 : 0;
+    }
+    return n;
+  };
+  const size_t before = held_by(back);
+  ASSERT_GT(before, 0u);
+  c.Crash(back);
+  c.TickAll(5);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  EXPECT_EQ(HoldersOf(c, 0, path).count(back), 0u);
+  EXPECT_EQ(held_by(back), before) << "a crashed node's stores stay as they were";
+  c.Restart(back);  // heard from again: the old copies go
+  c.RunUntilOrIdle([&] { return held_by(back) == 0; });
+  EXPECT_EQ(held_by(back), 0u);
+  uint64_t deleted = 0;
+  for (int i = 0; i < kN; ++i) deleted += c.node(i).replace_progress().orphans_deleted;
+  EXPECT_EQ(deleted, before);
+  auto got = c.Get(back, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+}
+
 // With k+m nodes every live node already holds a shard of each stripe: the
 // pass finds no place to move a shard to, says so, and changes nothing;
 // reads stay degraded and correct.
