@@ -500,8 +500,9 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
 
 // A node SIGKILLed and left dead: after --replace-after the other daemons
 // have rebuilt its shards on nodes outside their stripes and moved them in
-// the records (7 nodes, so every stripe has a spare), and then any two more
-// nodes may fail: every file still reads bit-exact.
+// the records (7 nodes, so every stripe has a spare). It comes back and its
+// old copies are deleted; then any two other nodes may fail: every file
+// still reads bit-exact.
 TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   auto rng = fern::testing::TestRng();
   const std::string cli = FERN_EC_CLI;
@@ -562,11 +563,28 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     EXPECT_EQ(holders(i).count(dead), 0u) << "/lr/f" << i << " still has a shard on node " << dead;
   }
+  // The node comes back with its tmpfs: the copies it still holds of the
+  // moved shards are deleted there (status counts them).
+  ASSERT_EQ(Sh(cli + " local restart " + std::to_string(dead) + at), 0);
+  std::smatch gone;
+  const std::regex gone_re("([0-9]+) old copies deleted on nodes back");
+  uint64_t deleted = 0;
+  for (int i = 0; i < 100 && deleted == 0; ++i) {
+    if (i > 0) usleep(100 * 1000);
+    status = Out(cli + " status" + at);
+    for (auto it = std::sregex_iterator(status.begin(), status.end(), gone_re); it != std::sregex_iterator(); ++it) {
+      deleted += std::stoull((*it)[1]);
+    }
+  }
+  EXPECT_GT(deleted, 0u) << status;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_EQ(holders(i).count(dead), 0u) << "/lr/f" << i << " went back to node " << dead;
+  }
   const int a = (dead + 1 + static_cast<int>(rng() % 3)) % kN, b = (dead + 4 + static_cast<int>(rng() % 3)) % kN;
   ASSERT_EQ(Sh(cli + " local kill " + std::to_string(a) + at), 0);
   ASSERT_EQ(Sh(cli + " local kill " + std::to_string(b) + at), 0);
   int via = 0;
-  while (via == dead || via == a || via == b) ++via;
+  while (via == a || via == b) ++via;
   for (size_t i = 0; i < sizes.size(); ++i) {
     const std::string out = work + "/out" + std::to_string(i);
     ASSERT_EQ(Sh(cli + " get /lr/f" + std::to_string(i) + " " + out + at + " --node " + std::to_string(via)), 0)
