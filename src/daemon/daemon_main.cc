@@ -65,6 +65,7 @@ struct Options {
   bool check_reads = true;
   double dead_after_s = 10;
   double replace_after_s = 60;
+  int min_shards = 0;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
 };
@@ -259,7 +260,8 @@ class Daemon {
                              .encode_on_worker = !o_.encode_inline,
                              .check_reads = o_.check_reads,
                              .replace_after = std::chrono::milliseconds(
-                                 static_cast<int64_t>(o_.replace_after_s * 1000))},
+                                 static_cast<int64_t>(o_.replace_after_s * 1000)),
+                             .min_shards = o_.min_shards},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -308,6 +310,14 @@ class Daemon {
       if (std::chrono::steady_clock::now() >= next_tick) {
         node_->Tick(std::chrono::steady_clock::now());
         next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+      if (node_->TakeRepairHint() && !repair_wanted) {
+        // Shards were written without this node while others took it for
+        // dead (--min-shards): rebuild them now, not at the next restart.
+        Log(o_.node_id, "told that stripes were written without its shards: repair pass");
+        repair_wanted = true;
+        next_repair = std::chrono::steady_clock::now();
+        backoff = std::chrono::seconds(5);
       }
       if (repair_wanted && !node_->repair_progress().running &&
           std::chrono::steady_clock::now() >= next_repair) {
@@ -572,6 +582,8 @@ class Daemon {
            ", \"orphans_deleted\": " + std::to_string(rp.orphans_deleted) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
            ", \"last_error\": " + JsonString(rp.last_error) + "}" +
+           ", \"degraded_writes\": {\"min_shards\": " + std::to_string(o_.min_shards ? o_.min_shards : o_.k + o_.m) +
+           ", \"stripes\": " + std::to_string(node_->degraded_stripes_written()) + "}" +
            ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
@@ -636,6 +648,11 @@ class Daemon {
                                          (rp.last_error.empty() ? "" : " (last error: " + rp.last_error + ")")
                                    : std::string("off (--replace-after 0)")) +
            "\n";
+    if (o_.min_shards != 0 && o_.min_shards < o_.k + o_.m) {
+      out += "  degraded writes: allowed down to " + std::to_string(o_.min_shards) + " of " +
+             std::to_string(o_.k + o_.m) + " shards per stripe; " + n(node_->degraded_stripes_written()) +
+             " stripes written so by this node\n";
+    }
     out += "  reads: " + n(c.verified) + " healthy stripes checked against parity records, " + n(c.unchecked) +
            " unchecked, " + n(c.mismatched) + " mismatched (" + n(c.rewritten) + " data shards rewritten); " +
            n(d.stripes) + " stripes decoded, " +
@@ -933,6 +950,11 @@ int main(int argc, char** argv) {
                "moved there in the records, so its stripes are whole again (each file's first live "
                "metadata owner does it; needs a live node outside the stripe: more than k+m nodes); "
                "0: never, stripes stay degraded until the node is back");
+  flags.Int("min-shards", &o.min_shards,
+            "with fewer than k+m live nodes, a put still commits if each stripe lands at least this "
+            "many shards (k..k+m) on live nodes; the missing ones are rebuilt by their nodes' repair "
+            "when they are back, and the stripes show as degraded until then (0: k+m: a put needs "
+            "k+m live nodes)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.String("coder", &o.coder,
                "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "

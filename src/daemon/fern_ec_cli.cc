@@ -142,6 +142,7 @@ struct LocalOptions {
   double timeout_s = 30;
   int spin_us = 50;
   double replace_after_s = 60;
+  int min_shards = 0;
   bool prepare_parity = true;
   bool wait_prepared = false;
 };
@@ -250,7 +251,7 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       "--shard-size", std::to_string(o.shard_size), "--data-capacity",
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
       "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us),
-      "--replace-after", std::to_string(o.replace_after_s),
+      "--replace-after", std::to_string(o.replace_after_s), "--min-shards", std::to_string(o.min_shards),
       std::string("--prepare-parity=") + (o.prepare_parity ? "1" : "0")};
   {
     std::ofstream cmdline(dir + "/cmdline");  // what `local restart` runs again
@@ -295,6 +296,9 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Double("replace-after", &o.replace_after_s,
            "seconds a killed node stays dead before the others rebuild its shards on live nodes "
            "outside their stripes (needs more than k+m nodes; 0: never; fern-ec-daemon --help)");
+  f.Int("min-shards", &o.min_shards,
+        "a put commits with at least this many shards per stripe on live nodes (k..k+m; 0: k+m; "
+        "fern-ec-daemon --help)");
   f.Bool("prepare-parity", &o.prepare_parity,
          "daemons write their fresh parity slabs once in the background (fern-ec-daemon --help)");
   f.Bool("wait-prepared", &o.wait_prepared,

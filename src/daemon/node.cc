@@ -74,6 +74,8 @@ std::shared_ptr<uint8_t> Node::BufferPool::Take() {
 
 struct Node::PutOp {
   std::string path;
+  uint64_t absent_stripes = 0;  // stripes written with fewer than k+m shards (min_shards)
+  std::set<uint32_t> absent_nodes;
   std::span<const uint8_t> bytes;
   std::shared_ptr<const void> owner;
   std::function<void(Status)> done;
@@ -129,6 +131,11 @@ StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& options,
                                              ShardStore* parity, placement::ClusterView view,
                                              MetaStore* meta) {
   if (options.keep_versions < 1) return InvalidArgumentError("keep_versions must be >= 1");
+  if (options.min_shards != 0 && (options.min_shards < options.k || options.min_shards > options.k + options.m)) {
+    return InvalidArgumentError("min_shards must be between k=" + std::to_string(options.k) + " and k+m=" +
+                                std::to_string(options.k + options.m) + " (0: k+m), not " +
+                                std::to_string(options.min_shards));
+  }
   FERN_ASSIGN_OR_RETURN(auto placement,
                         placement::Placement::Make(options.placement_seed, options.k, options.m));
   FERN_ASSIGN_OR_RETURN(auto coder, ec::MakeErasureCoder({.backend = options.backend,
@@ -182,6 +189,7 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   if (alive) last_heard_[peer.value] = now_;
   if (alive) dead_since_.erase(peer.value);  // dead again later: its clock starts afresh
   if (alive) DeleteMovedAway(peer);
+  if (alive && absent_on_.erase(peer.value)) transport_->Send(peer, OutMessage{wire::REPAIR_HINT, {}, {}});
   PswMembership(peer, alive);
   if (on_membership_) on_membership_(peer, alive, why);
 }
@@ -393,6 +401,8 @@ void Node::InstallHandlers() {
     last_heard_[m.from.value] = now_;
     if (!view_.IsAlive(m.from)) SetAlive(m.from, true, "heartbeat received");
   });
+
+  transport_->Handle(wire::REPAIR_HINT, [this](InMessage, Responder) { repair_hint_ = true; });
 
   // ---- metadata service ----
   transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {
@@ -645,16 +655,23 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   const int k = options_.k, n = options_.k + options_.m;
   const uint64_t file_id = op->record.file_id(), version = op->record.version();
   const size_t len = e.len;
-  FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_));
+  FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_, options_.min_shards ? options_.min_shards : n));
   if (where.degraded()) {
     auto* moved = op->record.add_moved();
     moved->set_stripe(s);
     for (NodeId id : where.shards) moved->add_nodes(id.value);
   }
+  if (where.present() < n) {
+    ++op->absent_stripes;
+    for (int i = 0; i < n; ++i) {
+      if (where.absent[i]) op->absent_nodes.insert(where.shards[i].value);
+    }
+  }
   const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
-  auto left = std::make_shared<int>(n);
+  auto left = std::make_shared<int>(where.present());
   for (int i = 0; i < n; ++i) {
+    if (where.absent[i]) continue;  // its dead node rebuilds it when back (repair)
     const uint8_t* bytes = i < k ? e.data[i] : e.parity[i - k];
     const bool in_buf = bytes >= buf_begin && bytes < buf_end;  // parity, or a padded data shard
     wire::ShardPut put;
@@ -690,6 +707,19 @@ void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
       // Not acknowledged by every live owner: reported as failed. An owner
       // that did store it serves the new version, whose shards stay.
       return op->done(s.WithContext("commit " + op->path));
+    }
+    if (op->absent_stripes > 0) {
+      degraded_stripes_written_ += op->absent_stripes;
+      std::string nodes;
+      for (uint32_t id : op->absent_nodes) {
+        nodes += (nodes.empty() ? "" : ",") + std::to_string(id);
+        absent_on_.insert(id);
+      }
+      std::fprintf(stderr,
+                   "fern-ec: node %u: put %s: %llu of %llu stripes written without their shards on dead nodes %s "
+                   "(--min-shards %d): less protected until those nodes are back and repaired\n",
+                   options_.id.value, op->path.c_str(), static_cast<unsigned long long>(op->absent_stripes),
+                   static_cast<unsigned long long>(op->stripes), nodes.c_str(), options_.min_shards);
     }
     // The writer hears first: collecting expired versions is one
     // SHARD_DELETE per shard (1536 for a GiB at 1 MiB shards), and nothing

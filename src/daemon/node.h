@@ -48,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -117,6 +118,12 @@ struct NodeOptions {
   // the stripe is whole again and m more nodes may fail. Zero: never (the
   // stripes stay degraded until the node is back).
   Duration replace_after = std::chrono::seconds(60);
+  // Degraded writes (DESIGN §3): with fewer than k+m live nodes a put still
+  // commits if every stripe lands at least this many shards (k..k+m) on
+  // live nodes; the shards of dead nodes no live node can stand in for are
+  // not written, and are rebuilt by those nodes' repair when they are back
+  // (the stripes count as degraded until then). 0: k+m, every put whole.
+  int min_shards = 0;
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -233,6 +240,17 @@ class Node {
     std::string last_error;
   };
   const ReplaceProgress& replace_progress() const { return replace_; }
+  // Puts committed with shards absent (NodeOptions::min_shards) by this
+  // gateway: stripes written that way, all puts.
+  uint64_t degraded_stripes_written() const { return degraded_stripes_written_; }
+  // A peer told this node it was taken for dead while this gateway wrote
+  // stripes without its shards (REPAIR_HINT): the owner should run a
+  // repair pass. Returns the hint once and clears it.
+  bool TakeRepairHint() {
+    const bool h = repair_hint_;
+    repair_hint_ = false;
+    return h;
+  }
 
   // Hands parity shards received since the last call to the flusher and
   // acknowledges those it committed (NodeOptions::batch_durable_commits).
@@ -576,6 +594,12 @@ class Node {
   std::chrono::steady_clock::time_point replace_started_{};
   // Shards this node moved off each dead node, by node: (path, key).
   std::map<uint32_t, std::vector<std::pair<std::string, ShardKey>>> moved_away_;
+  // Degraded writes: nodes this gateway left shards absent on (sent a
+  // REPAIR_HINT when heard from again), stripes written so, and a hint
+  // received.
+  std::set<uint32_t> absent_on_;
+  uint64_t degraded_stripes_written_ = 0;
+  bool repair_hint_ = false;
   Duration replace_backoff_ = std::chrono::seconds(5);
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;

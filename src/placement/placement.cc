@@ -75,6 +75,10 @@ bool StripePlacement::degraded() const {
   return std::find(moved.begin(), moved.end(), true) != moved.end();
 }
 
+int StripePlacement::present() const {
+  return static_cast<int>(shards.size()) - static_cast<int>(std::count(absent.begin(), absent.end(), true));
+}
+
 StatusOr<Placement> Placement::Make(uint64_t seed, int k, int m) {
   if (k < 1 || m < 0 || k + m > 32) {
     return InvalidArgumentError("placement needs k >= 1, m >= 0, k+m <= 32 (k=" +
@@ -138,9 +142,15 @@ StatusOr<std::vector<NodeId>> Placement::Home(uint64_t file_id, uint64_t stripe,
 
 StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe,
                                            const ClusterView& view) const {
+  return Place(file_id, stripe, view, k_ + m_);
+}
+
+StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe, const ClusterView& view,
+                                           int min_shards) const {
   const int n = k_ + m_;
-  if (view.live_count() < n) {
-    return UnavailableError("placement needs " + std::to_string(n) + " live nodes, " +
+  min_shards = std::clamp(min_shards, k_, n);
+  if (view.live_count() < min_shards) {
+    return UnavailableError("placement needs " + std::to_string(min_shards) + " live nodes, " +
                             std::to_string(view.live_count()) + " of " +
                             std::to_string(view.nodes().size()) + " are alive");
   }
@@ -149,6 +159,7 @@ StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe,
   StripePlacement p;
   p.shards = home;
   p.moved.assign(n, false);
+  p.absent.assign(n, false);
   std::set<NodeId> in_stripe;
   std::map<std::string, int> domain_uses;
   for (NodeId id : home) {
@@ -161,6 +172,10 @@ StatusOr<StripePlacement> Placement::Place(uint64_t file_id, uint64_t stripe,
     if (view.IsAlive(home[i])) continue;
     bool found = false;
     const NodeId best = PickSpare(ranking, in_stripe, domain_uses, view, &found);
+    if (!found) {
+      p.absent[i] = true;  // stays at its dead home: written when rebuilt there
+      continue;
+    }
     p.shards[i] = best;
     p.moved[i] = true;
     in_stripe.insert(best);

@@ -77,7 +77,11 @@ class ClusterView {
 struct StripePlacement {
   std::vector<NodeId> shards;  // k+m entries, index = shard index
   std::vector<bool> moved;     // shards[i] is a replacement for a dead home node
+  // shards[i] is a dead home node no live node could stand in for: nothing
+  // is written there (Place with min_shards < k+m only).
+  std::vector<bool> absent;
   bool degraded() const;
+  int present() const;  // k+m minus the absent shards
 };
 
 class Placement {
@@ -99,6 +103,11 @@ class Placement {
   // fewer than k+m nodes are alive.
   StatusOr<StripePlacement> Place(uint64_t file_id, uint64_t stripe,
                                   const ClusterView& view) const;
+  // The same, but with fewer than k+m live nodes a dead home node no spare
+  // can stand in for keeps its place, marked absent, as long as at least
+  // `min_shards` (k..k+m) shards land on live nodes; Unavailable otherwise.
+  StatusOr<StripePlacement> Place(uint64_t file_id, uint64_t stripe, const ClusterView& view,
+                                  int min_shards) const;
   // Where a shard of a stored stripe goes when the node holding it stays
   // dead: the first live node of the stripe's ranking that holds none of
   // its shards (`nodes`, the k+m where they are now, dead ones included),

@@ -596,6 +596,68 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   std::filesystem::remove_all(work);
 }
 
+// Six daemons with --min-shards 5: with one SIGKILLed a put still commits
+// (status reports the stripes written without it); the node restarts, its
+// repair pass writes the shards it missed, and then any two other nodes may
+// fail: the file reads back bit-exact.
+TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
+  auto rng = fern::testing::TestRng();
+  const std::string cli = FERN_EC_CLI;
+  const std::string root = "/dev/shm/fern-ldw-" + std::to_string(getpid());
+  const std::string work = ::testing::TempDir() + "/fern-ldw-work-" + std::to_string(getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(work);
+  const std::string at = " --root " + root;
+  ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
+                     " --parity-capacity 64MiB --min-shards 5"),
+            0);
+  const int down = 1 + static_cast<int>(rng() % 5);
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(down) + at), 0);
+  // The gateway has seen it die (a put racing the death fails like any put
+  // that loses a node mid-way).
+  const std::string seen = "nodes alive, down: " + std::to_string(down);
+  std::string st0;
+  for (int i = 0; i < 100 && st0.find(seen) == std::string::npos; ++i) {
+    if (i > 0) usleep(50 * 1000);
+    st0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
+  }
+  ASSERT_NE(st0.find(seen), std::string::npos) << st0;
+  std::vector<uint8_t> bytes(5 * kStripe + 7);
+  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  WriteFile(work + "/in", bytes);
+  ASSERT_EQ(Sh(cli + " put " + work + "/in /dw/f" + at + " --node 0"), 0);
+  std::string status = Out(cli + " status" + at);
+  EXPECT_NE(status.find("degraded writes: allowed down to 5 of 6 shards per stripe; 6 stripes written so"),
+            std::string::npos)
+      << status;
+  EXPECT_NE(status.find(" stripes: 6 degraded, 0 lost"), std::string::npos) << status;
+  ASSERT_EQ(Sh(cli + " get /dw/f " + work + "/out" + at + " --node 0"), 0);
+  EXPECT_EQ(ReadFile(work + "/out"), bytes);
+  // Back: its repair pass (at start, and on the gateway's hint) writes the 6 shards it missed.
+  ASSERT_EQ(Sh(cli + " local restart " + std::to_string(down) + at), 0);
+  std::string repair;
+  for (int i = 0; i < 100; ++i) {
+    repair = JsonBlock(Out("FERN_EC_SOCKET=" + root + "/node-" + std::to_string(down) + "/sock " + cli +
+                           " status --json"),
+                       "repair");
+    if (repair.find("\"rebuilt\": 6,") != std::string::npos && repair.find("\"running\": false") != std::string::npos) {
+      break;
+    }
+    usleep(100 * 1000);
+  }
+  EXPECT_NE(repair.find("\"rebuilt\": 6,"), std::string::npos) << repair;
+  const int a = (down + 1) % 6, b = (down + 3) % 6;
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(a) + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill " + std::to_string(b) + at), 0);
+  std::filesystem::remove(work + "/out");
+  ASSERT_EQ(Sh(cli + " get /dw/f " + work + "/out" + at + " --node " + std::to_string(down)), 0)
+      << "nodes " << a << ", " << b << " down";
+  EXPECT_EQ(ReadFile(work + "/out"), bytes);
+  Sh(cli + " local stop" + at);
+  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(work);
+}
+
 // A flipped byte in the shard slab of one node: inspect names every shard
 // it spoils as corrupt (the stripes stay readable), reads decode around
 // them bit-exact, and the node's repair pass after a restart rewrites them.

@@ -69,8 +69,9 @@ class Cluster {
   // replace_after: NodeOptions::replace_after (0: off, so that no test's
   // stripes move unless it asks).
   explicit Cluster(uint64_t slots_per_store = 512, int nodes = kNodes, int corrupt_node = -1,
-                   uint64_t seed = fern::testing::RunSeed(), Duration replace_after = Duration::zero())
-      : net_(seed), replace_after_(replace_after) {
+                   uint64_t seed = fern::testing::RunSeed(), Duration replace_after = Duration::zero(),
+                   int min_shards = 0)
+      : net_(seed), replace_after_(replace_after), min_shards_(min_shards) {
     std::vector<placement::NodeInfo> infos;
     for (int i = 0; i < nodes; ++i) infos.push_back({NodeId(i), "", true});
     view_ = *placement::ClusterView::Make(infos);
@@ -263,7 +264,8 @@ class Cluster {
 
   std::unique_ptr<Node> MakeNode(int i) {
     auto n = Node::Create({.id = NodeId(i), .k = 4, .m = 2, .shard_size = kShard, .rpc_timeout = 2s,
-                           .id_seed = net_.seed() | 1, .replace_after = replace_after_},
+                           .id_seed = net_.seed() | 1, .replace_after = replace_after_,
+                           .min_shards = min_shards_},
                           transports_[i].get(), data_[i].get(), parity_[i].get(), view_, metas_[i].get());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return n.ok() ? std::move(n).value() : nullptr;
@@ -271,6 +273,7 @@ class Cluster {
 
   transport::LoopbackNetwork net_;
   const Duration replace_after_;
+  const int min_shards_;
   placement::ClusterView view_;
   std::vector<std::unique_ptr<MetaStore>> metas_;
   std::set<int> crashed_;  // Crash: may Restart
@@ -1056,6 +1059,66 @@ TEST(NodeReplace, AmendIsValidatedAndAppliedOnlyWhereTheShardIs) {
   auto got = c.Get(via, "/a/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == bytes);
+}
+
+// --min-shards 5 on six nodes, one down: a put still commits, with the
+// dead node's shard of every stripe absent (reads decode around it, the
+// stripes count as degraded). When the node is back, the gateway tells it
+// (REPAIR_HINT), its repair pass writes the missing shards, and then any
+// two other nodes may fail. Two down is below min_shards: refused, and the
+// previous version stays.
+TEST(NodeDegradedWrite, MinShardsCommitsWithANodeDownAndItsRepairFillsTheGaps) {
+  auto rng = fern::testing::TestRng();
+  Cluster c(512, kNodes, -1, fern::testing::RunSeed(), Duration::zero(), /*min_shards=*/5);
+  const int down = 1 + static_cast<int>(rng() % (kNodes - 1));
+  c.Crash(down);
+  const auto bytes = Bytes(rng, 6 * kStripe + 11);
+  ASSERT_TRUE(c.Put(0, "/d/f", bytes).ok());
+  EXPECT_EQ(c.node(0).degraded_stripes_written(), 7u);
+  uint64_t degraded = 0;
+  for (int i = 0; i < kNodes; ++i) degraded += i == down ? 0 : c.node(i).stripe_health().degraded;
+  EXPECT_EQ(degraded, 7u);
+  auto got = c.Get(0, "/d/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+  // A second node down: 4 live nodes, fewer than 5 shards a stripe.
+  const int other = down == 1 ? 2 : 1;
+  c.Crash(other);
+  Status refused = c.Put(0, "/d/f", Bytes(rng, 100));
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.ToString();
+  EXPECT_NE(refused.message().find("placement needs 5 live nodes"), std::string_view::npos) << refused.ToString();
+  c.Restart(other);
+  EXPECT_FALSE(c.node(other).TakeRepairHint()) << "nothing was written without it";
+  c.Restart(down);
+  EXPECT_TRUE(c.node(down).TakeRepairHint());
+  Status s = c.Await<Status>([&](auto done) { c.node(down).Repair(done); });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.node(down).repair_progress().shards_restored, 7u);
+  degraded = 0;
+  for (int i = 0; i < kNodes; ++i) degraded += c.node(i).stripe_health().degraded;
+  EXPECT_EQ(degraded, 0u);
+  const int a = (down + 1) % kNodes, b = (down + 2) % kNodes;
+  c.Kill(a);
+  c.Kill(b);
+  got = c.Get(down, "/d/f");
+  ASSERT_TRUE(got.ok()) << "nodes " << a << ", " << b << " down: " << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+}
+
+TEST(NodeDegradedWrite, MinShardsOutsideKToKPlusMIsRefused) {
+  transport::LoopbackNetwork net(fern::testing::RunSeed());
+  auto t = net.AddNode(NodeId(0));
+  auto data = NewMemoryShardStore(4, kShard), parity = NewMemoryShardStore(4, kShard);
+  std::vector<placement::NodeInfo> infos;
+  for (int i = 0; i < 6; ++i) infos.push_back({NodeId(i), "", true});
+  for (int bad : {3, 7, -1}) {
+    auto n = Node::Create({.id = NodeId(0), .k = 4, .m = 2, .shard_size = kShard, .min_shards = bad}, t.get(),
+                          data.get(), parity.get(), *placement::ClusterView::Make(infos));
+    ASSERT_FALSE(n.ok()) << bad;
+    EXPECT_EQ(n.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(n.status().message().find("min_shards must be between k=4 and k+m=6"), std::string_view::npos)
+        << n.status().ToString();
+  }
 }
 
 // The node holding shard `index` of the (one-stripe) files in c.

@@ -153,6 +153,42 @@ TEST(Placement, ReplacementOfAStoredShardIsWherePlaceWouldPutIt) {
   EXPECT_NE(none.status().message().find("already holds"), std::string_view::npos) << none.status().ToString();
 }
 
+// With min_shards below k+m, a dead home node no spare can stand in for
+// keeps its place, marked absent; spares are still used first; fewer live
+// nodes than min_shards is Unavailable.
+TEST(Placement, MinShardsLeavesAbsentOnlyWhatNoSpareCanTake) {
+  auto p = *Placement::Make(fern::testing::RunSeed(), 4, 2);
+  auto six = Nodes(6);
+  for (uint64_t s = 0; s < 200; ++s) {
+    const auto home = *p.Home(3, s, six);
+    const NodeId dead = home[s % 6];
+    auto one_down = six.WithAlive(dead, false);
+    EXPECT_EQ(p.Place(3, s, one_down).status().code(), StatusCode::kUnavailable);
+    auto pl = p.Place(3, s, one_down, 5);
+    ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+    EXPECT_EQ(pl->shards, home);  // nothing moves: the dead node keeps its place
+    EXPECT_EQ(pl->present(), 5);
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(pl->absent[i], i == static_cast<int>(s % 6)) << "stripe " << s;
+    EXPECT_FALSE(pl->degraded());
+    EXPECT_EQ(p.Place(3, s, one_down.WithAlive(home[(s + 1) % 6], false), 5).status().code(),
+              StatusCode::kUnavailable);
+    auto two_down = one_down.WithAlive(home[(s + 1) % 6], false);
+    EXPECT_EQ(p.Place(3, s, two_down, 4)->present(), 4);
+  }
+  // Seven nodes, two of a stripe's down: one spare takes one, one is absent.
+  auto seven = Nodes(7);
+  for (uint64_t s = 0; s < 200; ++s) {
+    const auto home = *p.Home(4, s, seven);
+    auto down = seven.WithAlive(home[0], false).WithAlive(home[5], false);
+    auto pl = p.Place(4, s, down, 5);
+    ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+    EXPECT_EQ(pl->present(), 5);
+    EXPECT_TRUE(pl->moved[0]);
+    EXPECT_TRUE(pl->absent[5]);
+    EXPECT_EQ(pl->shards[5], home[5]);
+  }
+}
+
 TEST(Placement, ClearErrorsWhenTooFewNodes) {
   auto p = *Placement::Make(1, 4, 2);
   auto five = Nodes(5);
