@@ -293,6 +293,7 @@ class Daemon {
     auto next_repair = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     auto backoff = std::chrono::seconds(5);
     bool repair_wanted = true;
+    bool hint_pending = false;
     auto next_tick = std::chrono::steady_clock::now();
     auto stop_deadline = std::chrono::steady_clock::time_point::max();
     while (true) {
@@ -311,10 +312,13 @@ class Daemon {
         node_->Tick(std::chrono::steady_clock::now());
         next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
       }
-      if (node_->TakeRepairHint() && !repair_wanted) {
-        // Shards were written without this node while others took it for
-        // dead (--min-shards): rebuild them now, not at the next restart.
+      // Shards were written without this node while others took it for
+      // dead (--min-shards): a pass that starts after the hint rebuilds
+      // them (one already running may have listed the records before).
+      hint_pending |= node_->TakeRepairHint();
+      if (hint_pending && !node_->repair_progress().running) {
         Log(o_.node_id, "told that stripes were written without its shards: repair pass");
+        hint_pending = false;
         repair_wanted = true;
         next_repair = std::chrono::steady_clock::now();
         backoff = std::chrono::seconds(5);

@@ -188,8 +188,6 @@ void Node::SetAlive(NodeId peer, bool alive, const std::string& why) {
   view_ = view_.WithAlive(peer, alive);
   if (alive) last_heard_[peer.value] = now_;
   if (alive) dead_since_.erase(peer.value);  // dead again later: its clock starts afresh
-  if (alive) DeleteMovedAway(peer);
-  if (alive && absent_on_.erase(peer.value)) transport_->Send(peer, OutMessage{wire::REPAIR_HINT, {}, {}});
   PswMembership(peer, alive);
   if (on_membership_) on_membership_(peer, alive, why);
 }
@@ -288,6 +286,24 @@ void Node::Tick(TimePoint now) {
   }
   PswTick();
   MaybeReplace();
+  // Nodes back whose old copies of moved shards can go (node_replace.cc).
+  std::vector<NodeId> back;
+  for (const auto& [id, keys] : moved_away_) {
+    if (view_.IsAlive(NodeId(id)) && !keys.empty()) back.push_back(NodeId(id));
+  }
+  for (NodeId id : back) DeleteMovedAway(id);
+  // Nodes this gateway wrote stripes without: each live one is told, every
+  // tick until it answers, so its repair pass writes what it missed (it may
+  // have come back before the put committed, or without restarting).
+  for (uint32_t id : absent_on_) {
+    if (!view_.IsAlive(NodeId(id)) || hinting_.count(id)) continue;
+    hinting_.insert(id);
+    transport_->Call(NodeId(id), OutMessage{wire::REPAIR_HINT, {}, {}}, {options_.rpc_timeout, nullptr},
+                     [this, id](StatusOr<InMessage> r) {
+                       hinting_.erase(id);
+                       if (r.ok()) absent_on_.erase(id);
+                     });
+  }
 }
 
 // Unique per put: the path's hash mixed with this node, the time and a
@@ -402,7 +418,10 @@ void Node::InstallHandlers() {
     if (!view_.IsAlive(m.from)) SetAlive(m.from, true, "heartbeat received");
   });
 
-  transport_->Handle(wire::REPAIR_HINT, [this](InMessage, Responder) { repair_hint_ = true; });
+  transport_->Handle(wire::REPAIR_HINT, [this](InMessage, Responder r) {
+    repair_hint_ = true;
+    r.Reply(OutMessage{wire::REPAIR_HINT, {}, {}});
+  });
 
   // ---- metadata service ----
   transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {

@@ -243,9 +243,10 @@ class Node {
   // Puts committed with shards absent (NodeOptions::min_shards) by this
   // gateway: stripes written that way, all puts.
   uint64_t degraded_stripes_written() const { return degraded_stripes_written_; }
-  // A peer told this node it was taken for dead while this gateway wrote
-  // stripes without its shards (REPAIR_HINT): the owner should run a
-  // repair pass. Returns the hint once and clears it.
+  // A gateway wrote stripes without this node's shards while it was taken
+  // for dead (REPAIR_HINT, repeated by that gateway every tick until this
+  // node answers): the owner should run a repair pass that starts after
+  // the hint. Returns the hint once and clears it.
   bool TakeRepairHint() {
     const bool h = repair_hint_;
     repair_hint_ = false;
@@ -516,9 +517,9 @@ class Node {
   // InvalidArgument for a move outside the layout or to an unknown node.
   StatusOr<int> AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const;
   void AmendHostedSeq(const wire::MetaAmend& amend);  // node_update.cc
-  // `peer` is alive again: the shards this node moved away from it while it
-  // was dead are deleted there, each once the newest record confirms it
-  // lives elsewhere (or its version is gone).
+  // `peer` is alive again (Tick): the shards this node moved away from it
+  // while it was dead are deleted there, each once the newest record says
+  // it lives on another live node.
   void DeleteMovedAway(NodeId peer);
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
@@ -598,6 +599,7 @@ class Node {
   // REPAIR_HINT when heard from again), stripes written so, and a hint
   // received.
   std::set<uint32_t> absent_on_;
+  std::set<uint32_t> hinting_;  // REPAIR_HINT calls in flight
   uint64_t degraded_stripes_written_ = 0;
   bool repair_hint_ = false;
   Duration replace_backoff_ = std::chrono::seconds(5);

@@ -343,10 +343,16 @@ void Node::DeleteMovedAway(NodeId peer) {
   for (auto& [p, keys] : by_path) {
     const std::string path = p;
     LookupRecord(path, [this, peer, path, keys = std::move(keys)](StatusOr<RecordPtr> rec) {
-      // Unsure where the shards are (no owner answered): keep them.
-      if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) return;
+      if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) {
+        // No owner answered: ask again at the next tick.
+        for (const ShardKey& key : keys) moved_away_[peer.value].push_back({path, key});
+        return;
+      }
       for (const ShardKey& key : keys) {
-        if (!view_.IsAlive(peer)) return;  // dead again
+        if (!view_.IsAlive(peer)) {
+          moved_away_[peer.value].push_back({path, key});  // dead again: when it is back
+          continue;
+        }
         const wire::FileRecord* layout = nullptr;
         if (rec.ok() && internal::Live(**rec)) {
           if ((*rec)->file_id() == key.file_id && (*rec)->version() == key.version) layout = rec->get();
@@ -354,21 +360,25 @@ void Node::DeleteMovedAway(NodeId peer) {
             if (h.file_id() == key.file_id && h.version() == key.version) layout = &h;
           }
         }
-        if (layout != nullptr) {
-          // The record points at the node again (a move it lost): keep.
-          const std::vector<NodeId> nodes = StripeNodes(*layout, key.stripe);
-          if (key.index < nodes.size() && nodes[key.index] == peer) continue;
-        }
-        // Elsewhere now, or the version (or file) is gone: an orphan.
+        // Deleted only where the newest record names another node, alive,
+        // for that shard. Not when it names this one again (a move lost),
+        // nor when that node is down too (a later pass may move the shard
+        // back here, and this delete could land after it), nor when the
+        // version or the path is gone (renamed: another path's record may
+        // still name it here): those stay, orphans at worst.
+        if (layout == nullptr) continue;
+        const std::vector<NodeId> nodes = StripeNodes(*layout, key.stripe);
+        if (key.index >= nodes.size() || nodes[key.index] == peer || !view_.IsAlive(nodes[key.index])) continue;
         wire::ShardDelete del;
         auto* id = del.mutable_id();
         id->set_file_id(key.file_id);
         id->set_version(key.version);
         id->set_stripe(key.stripe);
         id->set_index(key.index);
-        ++replace_.orphans_deleted;
         transport_->Call(peer, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}},
-                         {options_.rpc_timeout, nullptr}, [](StatusOr<InMessage>) {});
+                         {options_.rpc_timeout, nullptr}, [this](StatusOr<InMessage> r) {
+                           if (r.ok()) ++replace_.orphans_deleted;
+                         });
       }
     });
   }

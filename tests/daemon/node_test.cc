@@ -944,11 +944,20 @@ TEST(NodeReplace, ANodeBackAfterItsShardsMovedLosesItsOldCopies) {
   EXPECT_EQ(HoldersOf(c, 0, path).count(back), 0u);
   EXPECT_EQ(held_by(back), before) << "a crashed node's stores stay as they were";
   c.Restart(back);  // heard from again: the old copies go
+  c.TickAll(2);
   c.RunUntilOrIdle([&] { return held_by(back) == 0; });
   EXPECT_EQ(held_by(back), 0u);
   uint64_t deleted = 0;
   for (int i = 0; i < kN; ++i) deleted += c.node(i).replace_progress().orphans_deleted;
   EXPECT_EQ(deleted, before);
+  // Nothing the records name was deleted: with two other nodes down every
+  // stripe still has k shards.
+  int a = (back + 1) % kN;
+  if (a == 0) a = (a + 1) % kN;
+  int b = (a + 1) % kN;
+  while (b == 0 || b == back) b = (b + 1) % kN;
+  c.Kill(a);
+  c.Kill(b);
   auto got = c.Get(back, path);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == bytes);
