@@ -586,6 +586,8 @@ class Daemon {
            ", \"orphans_deleted\": " + std::to_string(rp.orphans_deleted) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
            ", \"last_error\": " + JsonString(rp.last_error) + "}" +
+           ", \"deferred_deletes\": {\"waiting\": " + std::to_string(node_->deferred_deletes_waiting()) +
+           ", \"sent\": " + std::to_string(node_->deferred_deletes_sent()) + "}" +
            ", \"degraded_writes\": {\"min_shards\": " + std::to_string(o_.min_shards ? o_.min_shards : o_.k + o_.m) +
            ", \"stripes\": " + std::to_string(node_->degraded_stripes_written()) + "}" +
            ", \"decodes\": {\"stripes\": " + std::to_string(d.stripes) +
@@ -652,6 +654,10 @@ class Daemon {
                                          (rp.last_error.empty() ? "" : " (last error: " + rp.last_error + ")")
                                    : std::string("off (--replace-after 0)")) +
            "\n";
+    if (node_->deferred_deletes_waiting() + node_->deferred_deletes_sent() > 0) {
+      out += "  deletes held for nodes that were down: " + n(node_->deferred_deletes_waiting()) + " waiting, " +
+             n(node_->deferred_deletes_sent()) + " sent once they were back\n";
+    }
     if (o_.min_shards != 0 && o_.min_shards < o_.k + o_.m) {
       out += "  degraded writes: allowed down to " + std::to_string(o_.min_shards) + " of " +
              std::to_string(o_.k + o_.m) + " shards per stripe; " + n(node_->degraded_stripes_written()) +

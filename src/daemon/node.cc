@@ -286,6 +286,32 @@ void Node::Tick(TimePoint now) {
   }
   PswTick();
   MaybeReplace();
+  // Deletes held for nodes that were down: sent once they are back.
+  size_t budget = kDeferredDeletesPerTick;
+  for (auto it = deferred_deletes_.begin(); it != deferred_deletes_.end() && budget > 0;) {
+    const NodeId to(it->first);
+    if (!view_.IsAlive(to)) {
+      ++it;
+      continue;
+    }
+    auto& keys = it->second;
+    while (!keys.empty() && budget > 0) {
+      const ShardKey key = keys.back();
+      keys.pop_back();
+      --budget;
+      wire::ShardDelete del;
+      SetId(del.mutable_id(), key.file_id, key.version, key.stripe, static_cast<int>(key.index));
+      transport_->Call(to, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}}, {options_.rpc_timeout, nullptr},
+                       [this, to, key](StatusOr<InMessage> r) {
+                         if (r.ok() || r.status().code() == StatusCode::kNotFound) {
+                           ++deferred_deletes_sent_;
+                         } else {
+                           deferred_deletes_[to.value].push_back(key);  // try again
+                         }
+                       });
+    }
+    it = keys.empty() ? deferred_deletes_.erase(it) : std::next(it);
+  }
   // Nodes back whose old copies of moved shards can go (node_replace.cc).
   std::vector<NodeId> back;
   for (const auto& [id, keys] : moved_away_) {

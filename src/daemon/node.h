@@ -243,6 +243,14 @@ class Node {
   // Puts committed with shards absent (NodeOptions::min_shards) by this
   // gateway: stripes written that way, all puts.
   uint64_t degraded_stripes_written() const { return degraded_stripes_written_; }
+  // Shard deletes held for nodes that were down when their version was
+  // removed, collected or failed (sent once they are back), and sent so far.
+  size_t deferred_deletes_waiting() const {
+    size_t n = 0;
+    for (const auto& [id, keys] : deferred_deletes_) n += keys.size();
+    return n;
+  }
+  uint64_t deferred_deletes_sent() const { return deferred_deletes_sent_; }
   // A gateway wrote stripes without this node's shards while it was taken
   // for dead (REPAIR_HINT, repeated by that gateway every tick until this
   // node answers): the owner should run a repair pass that starts after
@@ -535,7 +543,9 @@ class Node {
   // The live (newest, not deleted) paths under `dir` from every live node.
   void ListAll(const std::string& dir,
                std::function<void(StatusOr<std::map<std::string, bool>>)> done);
-  // Best effort: deletes the shards of `layout`'s version, stripes [0, stripes).
+  // Deletes the shards of `layout`'s version, stripes [0, stripes): at once
+  // on live nodes (best effort), and on a dead node once it is heard from
+  // again (deferred_deletes_, in memory: a gateway restart forgets them).
   void DeleteShards(const wire::FileRecord& layout, uint64_t stripes);
   void DeleteAllVersions(const wire::FileRecord& record);
   uint64_t NewFileId(const std::string& path);
@@ -600,6 +610,12 @@ class Node {
   // received.
   std::set<uint32_t> absent_on_;
   std::set<uint32_t> hinting_;  // REPAIR_HINT calls in flight
+  // Deletes of unreferenced shards on nodes that were down (DeleteShards),
+  // sent from Tick once they are alive, at most kDeferredDeletesPerTick a
+  // tick; how many went out.
+  static constexpr size_t kDeferredDeletesPerTick = 4096;
+  std::map<uint32_t, std::vector<ShardKey>> deferred_deletes_;
+  uint64_t deferred_deletes_sent_ = 0;
   uint64_t degraded_stripes_written_ = 0;
   bool repair_hint_ = false;
   Duration replace_backoff_ = std::chrono::seconds(5);

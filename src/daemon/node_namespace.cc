@@ -334,7 +334,13 @@ void Node::DeleteShards(const wire::FileRecord& layout, uint64_t stripes) {
   for (uint64_t s = 0; s < stripes; ++s) {
     const std::vector<NodeId> nodes = StripeNodes(layout, s);
     for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
-      if (!view_.IsAlive(nodes[i])) continue;  // an orphan until that node is swept
+      if (!view_.IsAlive(nodes[i])) {
+        // Sent when the node is heard from again (Tick): its copy is no
+        // longer referenced by any record.
+        deferred_deletes_[nodes[i].value].push_back(
+            ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)});
+        continue;
+      }
       wire::ShardDelete del;
       auto* id = del.mutable_id();
       id->set_file_id(layout.file_id());

@@ -1130,6 +1130,53 @@ TEST(NodeDegradedWrite, MinShardsOutsideKToKPlusMIsRefused) {
   }
 }
 
+// Shards a node held of versions removed while it was down (collected by
+// --keep-versions, unlinked) are deleted there once it is back: nothing of
+// them is left in its stores, and what the records still name stays.
+TEST(NodeDeferredDelete, ANodeBackLosesTheShardsOfVersionsRemovedWhileItWasDown) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 7;
+  Cluster c(512, kN);
+  const auto v1 = Bytes(rng, 5 * kStripe);
+  ASSERT_TRUE(c.Put(0, "/g/f", v1).ok());
+  ASSERT_TRUE(c.Put(0, "/g/gone", Bytes(rng, 3 * kStripe)).ok());
+  auto id_of = [&](const std::string& path) {
+    auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(path, Caller{}, done); });
+    EXPECT_TRUE(ins.ok());
+    return ins.ok() ? ins->file_id : 0;
+  };
+  const uint64_t v1_id = id_of("/g/f"), gone_id = id_of("/g/gone");
+  // A node holding shards of both.
+  auto held_by = [&](int node, uint64_t file_id) {
+    size_t n = 0;
+    for (auto* store : {&c.data(node), &c.parity(node)}) {
+      for (const auto& meta : store->List()) n += meta.key.file_id == file_id ? 1 : 0;
+    }
+    return n;
+  };
+  int x = 1;
+  while (x < kN && (held_by(x, v1_id) == 0 || held_by(x, gone_id) == 0)) ++x;
+  ASSERT_LT(x, kN) << "no node holds shards of both files";
+  c.Crash(x);
+  // v2 and v3: with --keep-versions 2, v1 is collected; /g/gone is removed.
+  const auto v3 = Bytes(rng, 2 * kStripe + 1);
+  ASSERT_TRUE(c.Put(0, "/g/f", Bytes(rng, kStripe)).ok());
+  ASSERT_TRUE(c.Put(0, "/g/f", v3).ok());
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(0).Unlink("/g/gone", Caller{}, done); }).ok());
+  EXPECT_GT(c.node(0).deferred_deletes_waiting(), 0u);
+  EXPECT_GT(held_by(x, v1_id), 0u);
+  c.Restart(x);
+  c.TickAll(2);
+  c.RunUntilOrIdle([&] { return held_by(x, v1_id) + held_by(x, gone_id) == 0; });
+  EXPECT_EQ(held_by(x, v1_id), 0u);
+  EXPECT_EQ(held_by(x, gone_id), 0u);
+  EXPECT_EQ(c.node(0).deferred_deletes_waiting(), 0u);
+  EXPECT_GT(c.node(0).deferred_deletes_sent(), 0u);
+  auto got = c.Get(x, "/g/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == v3);
+}
+
 // The node holding shard `index` of the (one-stripe) files in c.
 int HolderOf(Cluster& c, uint32_t index, ShardKey* key = nullptr) {
   for (int i = 0; i < c.size(); ++i) {
