@@ -229,6 +229,12 @@ std::vector<int> Node::event_fds() const {
 Node::StripeHealth Node::stripe_health() const {
   StripeHealth h;
   const bool all_alive = view_.live_count() == static_cast<int>(view_.nodes().size());
+  auto any_absent = [](const wire::FileRecord& r) {
+    for (const auto& mv : r.moved()) {
+      if (mv.absent() != 0) return true;
+    }
+    return false;
+  };
   for (const auto& [path, rec] : records_) {
     if (!internal::Live(*rec) || rec->is_dir()) continue;
     auto first = placement_.Sequencer(path, view_);
@@ -236,10 +242,9 @@ Node::StripeHealth Node::stripe_health() const {
     ++h.files;
     const uint64_t stripes = geometry_.StripeCount(rec->size());
     h.stripes += stripes;
-    if (all_alive) continue;
+    if (all_alive && !any_absent(*rec)) continue;
     for (uint64_t s = 0; s < stripes; ++s) {
-      int down = 0;
-      for (NodeId id : StripeNodes(*rec, s)) down += view_.IsAlive(id) ? 0 : 1;
+      const int down = ShardsDown(*rec, s);
       if (down > options_.m) {
         ++h.lost;
       } else if (down > 0) {
@@ -701,16 +706,18 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   const uint64_t file_id = op->record.file_id(), version = op->record.version();
   const size_t len = e.len;
   FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_, options_.min_shards ? options_.min_shards : n));
-  if (where.degraded()) {
+  if (where.degraded() || where.present() < n) {
     auto* moved = op->record.add_moved();
     moved->set_stripe(s);
     for (NodeId id : where.shards) moved->add_nodes(id.value);
-  }
-  if (where.present() < n) {
-    ++op->absent_stripes;
+    uint32_t absent = 0;
     for (int i = 0; i < n; ++i) {
-      if (where.absent[i]) op->absent_nodes.insert(where.shards[i].value);
+      if (!where.absent[i]) continue;
+      absent |= 1u << i;
+      op->absent_nodes.insert(where.shards[i].value);
     }
+    moved->set_absent(absent);
+    if (absent) ++op->absent_stripes;
   }
   const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
@@ -806,6 +813,21 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
     }
   }
   finish_one(Status());
+}
+
+uint32_t Node::AbsentMask(const wire::FileRecord& record, uint64_t stripe) const {
+  for (const auto& moved : record.moved()) {
+    if (moved.stripe() == stripe) return moved.absent();
+  }
+  return 0;
+}
+
+int Node::ShardsDown(const wire::FileRecord& record, uint64_t stripe) const {
+  const std::vector<NodeId> nodes = StripeNodes(record, stripe);
+  const uint32_t absent = AbsentMask(record, stripe);
+  int down = 0;
+  for (size_t i = 0; i < nodes.size(); ++i) down += (!view_.IsAlive(nodes[i]) || (absent >> i & 1)) ? 1 : 0;
+  return down;
 }
 
 std::vector<NodeId> Node::StripeNodes(const wire::FileRecord& record, uint64_t stripe) const {
@@ -954,8 +976,9 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     // With the data shards: the header of the first live parity shard, for
     // the data CRCs it records (no bytes move; its node reads no shard).
     st.record_asked = true;
+    const uint32_t absent = AbsentMask(op->record, stripe);
     for (int p = k; p < n; ++p) {
-      if (!view_.IsAlive(nodes[p])) continue;
+      if (!view_.IsAlive(nodes[p]) || (absent >> p & 1)) continue;
       wire::ShardGet get;
       SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, p);
       get.set_header_only(true);

@@ -581,6 +581,11 @@ class Node {
                        const internal::ShardChecks& checks, std::vector<uint32_t>* data_crcs = nullptr);
   void WriteStripeOut(const std::shared_ptr<GetOp>& op, uint64_t stripe);
   std::vector<NodeId> StripeNodes(const wire::FileRecord& record, uint64_t stripe) const;
+  // Bit i: the record says shard i of the stripe was never written (a
+  // degraded write, NodeOptions::min_shards) and its node has not filled it.
+  uint32_t AbsentMask(const wire::FileRecord& record, uint64_t stripe) const;
+  // Shards of the stripe unavailable: on a dead node, or absent.
+  int ShardsDown(const wire::FileRecord& record, uint64_t stripe) const;
 
   const NodeOptions options_;
   transport::Transport* const transport_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <tuple>
 
 #include "daemon/node.h"
 #include "daemon/node_internal.h"
@@ -16,14 +18,28 @@ using transport::OutMessage;
 
 struct Node::RepairOp {
   struct Task {
-    std::shared_ptr<wire::FileRecord> layout;  // the version the shard belongs to
+    std::shared_ptr<wire::FileRecord> layout;  // the version the shard belongs to (path set)
     uint64_t stripe = 0;
     int index = 0;
+    bool absent = false;  // the record says it was never written (a degraded write)
   };
   std::vector<Task> tasks;
   size_t next = 0;
   int in_flight = 0;
+  bool finishing = false;
   Status failure;
+  // Absent shards now here, per (path, file_id, version): the records'
+  // absent bits to clear (META_AMEND with filled moves) before the pass ends.
+  std::map<std::tuple<std::string, uint64_t, uint64_t>, std::vector<wire::ShardMove>> fills;
+  void Filled(const Task& t, NodeId self) {
+    wire::ShardMove mv;
+    mv.set_stripe(t.stripe);
+    mv.set_index(static_cast<uint32_t>(t.index));
+    mv.set_from_node(self.value);
+    mv.set_to_node(self.value);
+    mv.set_filled(true);
+    fills[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
+  }
   std::function<void(Status)> done;
 };
 
@@ -111,19 +127,27 @@ void Node::Repair(std::function<void(Status)> done) {
       }
       if (!internal::Live(*rec) || rec->is_dir()) continue;
       std::vector<RecordPtr> versions{rec};
-      for (const auto& h : rec->history()) versions.push_back(std::make_shared<wire::FileRecord>(h));
+      for (const auto& h : rec->history()) {
+        versions.push_back(std::make_shared<wire::FileRecord>(h));
+        versions.back()->set_path(rec->path());
+      }
       for (const RecordPtr& layout : versions) {
         const uint64_t stripes = geometry_.StripeCount(layout->size());
         for (uint64_t s = 0; s < stripes; ++s) {
           const std::vector<NodeId> nodes = StripeNodes(*layout, s);
+          const uint32_t absent = AbsentMask(*layout, s);
           for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
             if (nodes[i] != options_.id) continue;
             ++repair_.shards_checked;
             ShardStore* store = i < k ? data_ : parity_;
             const ShardKey key{layout->file_id(), layout->version(), s, static_cast<uint32_t>(i)};
-            if (store->Read(key, ShardStore::Check::kVerify).ok()) continue;
+            const RepairOp::Task task{layout, s, i, (absent >> i & 1) != 0};
+            if (store->Read(key, ShardStore::Check::kVerify).ok()) {
+              if (task.absent) op->Filled(task, options_.id);  // written, its bit not yet cleared
+              continue;
+            }
             ++repair_.shards_missing;
-            op->tasks.push_back({layout, s, i});
+            op->tasks.push_back(task);
           }
         }
       }
@@ -138,7 +162,34 @@ void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {
     ++op->in_flight;
     RepairShard(op, op->next++);
   }
-  if (op->in_flight == 0 && op->next == op->tasks.size()) op->done(op->failure);
+  if (op->in_flight > 0 || op->next < op->tasks.size() || op->finishing) return;
+  op->finishing = true;
+  // Absent shards written: every replica of the record clears their bits.
+  auto pending = std::make_shared<int>(1);
+  auto one_done = [op, pending]() {
+    if (--*pending == 0) op->done(op->failure);
+  };
+  for (const auto& [key, moves] : op->fills) {
+    const std::string path = std::get<0>(key);
+    wire::MetaAmend amend;
+    amend.set_path(path);
+    amend.set_file_id(std::get<1>(key));
+    amend.set_version(std::get<2>(key));
+    for (const auto& mv : moves) *amend.add_moves() = mv;
+    const std::string body = amend.SerializeAsString();
+    for (NodeId replica : placement_.MetadataReplicas(path, view_)) {
+      ++*pending;
+      transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
+                       [op, one_done, path](StatusOr<InMessage> r) {
+                         if (!r.ok() && r.status().code() != StatusCode::kNotFound && op->failure.ok()) {
+                           op->failure = r.status().WithContext("record the shards written of " + path);
+                         }
+                         one_done();
+                       });
+    }
+    AmendHostedSeq(amend);
+  }
+  one_done();
 }
 
 void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
@@ -164,6 +215,7 @@ void Node::RepairShard(const std::shared_ptr<RepairOp>& op, size_t task) {
     }
     if (s.ok()) {
       ++repair_.shards_restored;
+      if (t.absent) op->Filled(t, options_.id);
     } else {
       ++repair_.shards_failed;
       if (op->failure.ok()) {

@@ -144,8 +144,7 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
       for (uint64_t s = 0; s < stripes; ++s) {
         std::vector<NodeId> nodes = StripeNodes(*layout, s);
         if (static_cast<int>(nodes.size()) != n) continue;
-        int down = 0;
-        for (NodeId id : nodes) down += view_.IsAlive(id) ? 0 : 1;
+        const int down = ShardsDown(*layout, s);
         if (down == 0) continue;
         if (down > m) {
           ++replace_.lost;
@@ -408,6 +407,18 @@ StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& am
   }
   int applied = 0;
   for (const auto& mv : amend.moves()) {
+    if (mv.filled()) {
+      // An absent shard its node has written: the stripe is whole there.
+      for (auto& e : *layout->mutable_moved()) {
+        if (e.stripe() != mv.stripe() || !(e.absent() >> mv.index() & 1)) continue;
+        if (mv.index() >= static_cast<uint32_t>(e.nodes_size()) || e.nodes(static_cast<int>(mv.index())) != mv.from_node()) {
+          continue;
+        }
+        e.set_absent(e.absent() & ~(1u << mv.index()));
+        ++applied;
+      }
+      continue;
+    }
     // The shard's node is alive (back, or never dead in this view): it
     // stays the holder; its copy is the one updates reach.
     if (view_.IsAlive(NodeId(mv.from_node()))) continue;
@@ -425,6 +436,7 @@ StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& am
     }
     entry->clear_nodes();
     for (NodeId id : nodes) entry->add_nodes(id.value);
+    entry->set_absent(entry->absent() & ~(1u << mv.index()));  // rebuilt on its new node
     ++applied;
   }
   return applied;

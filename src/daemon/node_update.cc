@@ -315,7 +315,14 @@ void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
   const std::vector<NodeId> nodes = StripeNodes(op->record, piece.stripe);
   const int k = options_.k, n = k + options_.m;
   if (static_cast<int>(nodes.size()) != n) return finish(UnavailableError("no placement for the stripe"));
+  const uint32_t absent = AbsentMask(op->record, piece.stripe);
   for (int i = 0; i < n; ++i) {
+    if (absent >> i & 1) {
+      // Written without this shard (--min-shards): not until its node has it.
+      return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
+                                     " on " + nodes[i].ToString() + " is not written yet")
+                        .WithErrno(EAGAIN));
+    }
     if (!view_.IsAlive(nodes[i])) {
       // All k+m shards must apply an update before it commits: not now.
       return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
