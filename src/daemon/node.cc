@@ -473,6 +473,9 @@ void Node::InstallHandlers() {
       changed.set_amended(changed.amended() + static_cast<uint64_t>(*applied));
       if (Status s = meta_->Put(changed); !s.ok()) return r.Fail(s);
       *it->second = std::move(changed);
+      // A sequencer hosted here keeps its own copy, which it persists with
+      // a newer epoch (and would put the old layout back).
+      AmendHostedSeq(amend);
     }
     r.Reply(OutMessage{wire::META_AMEND, {}, {}});
   });

@@ -600,6 +600,9 @@ class Node {
   std::unique_ptr<MetaStore> owned_meta_;  // when Create got none
   uint64_t file_id_counter_ = 0;
   RepairProgress repair_;
+  // Filled moves (absent shards this node wrote) some replica did not take:
+  // sent again by the next repair pass, which fails until they land.
+  std::vector<wire::MetaAmend> unsent_fills_;
   ReplaceProgress replace_;
   // Re-placement: since when each dead node has been seen dead, and the
   // view (epoch and eligible nodes) the last complete pass acted on.

@@ -169,25 +169,37 @@ void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {
   auto one_done = [op, pending]() {
     if (--*pending == 0) op->done(op->failure);
   };
+  // Fills a replica missed in an earlier pass go again: the newest record
+  // (which this pass planned from) may already have them.
+  std::vector<wire::MetaAmend> amends;
+  amends.swap(unsent_fills_);
   for (const auto& [key, moves] : op->fills) {
-    const std::string path = std::get<0>(key);
     wire::MetaAmend amend;
-    amend.set_path(path);
+    amend.set_path(std::get<0>(key));
     amend.set_file_id(std::get<1>(key));
     amend.set_version(std::get<2>(key));
     for (const auto& mv : moves) *amend.add_moves() = mv;
-    const std::string body = amend.SerializeAsString();
-    for (NodeId replica : placement_.MetadataReplicas(path, view_)) {
+    amends.push_back(std::move(amend));
+  }
+  for (auto& a : amends) {
+    auto amend = std::make_shared<const wire::MetaAmend>(std::move(a));
+    const std::string body = amend->SerializeAsString();
+    auto kept = std::make_shared<bool>(false);
+    for (NodeId replica : placement_.MetadataReplicas(amend->path(), view_)) {
       ++*pending;
       transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
-                       [op, one_done, path](StatusOr<InMessage> r) {
-                         if (!r.ok() && r.status().code() != StatusCode::kNotFound && op->failure.ok()) {
-                           op->failure = r.status().WithContext("record the shards written of " + path);
+                       [this, op, one_done, amend, kept](StatusOr<InMessage> r) {
+                         if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
+                           if (op->failure.ok()) {
+                             op->failure = r.status().WithContext("record the shards written of " + amend->path());
+                           }
+                           if (!*kept) unsent_fills_.push_back(*amend);  // the next pass sends it again
+                           *kept = true;
                          }
                          one_done();
                        });
     }
-    AmendHostedSeq(amend);
+    AmendHostedSeq(*amend);
   }
   one_done();
 }

@@ -397,12 +397,13 @@ Node::FileSeq* Node::HostSequencer(const wire::FileRecord& record, Status* error
   } else {
     // A sequencer ran before (this node restarted, or another owner hosted
     // it): learn every stripe's seq from its shards, treating the slots on
-    // dead nodes as lost.
+    // dead nodes, and those a degraded write left absent, as lost.
     std::vector<psw::ShardSlot> failed;
     for (uint64_t s = 0; s < config.stripes; ++s) {
       const auto nodes = StripeNodes(record, s);
+      const uint32_t absent = AbsentMask(record, s);  // never written: lost too
       for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
-        if (!view_.IsAlive(nodes[i])) failed.push_back({s, i});
+        if (!view_.IsAlive(nodes[i]) || (absent >> i & 1)) failed.push_back({s, i});
       }
     }
     seq = psw::Sequencer::Recover(config, record.psw_epoch(), failed, &actions);
