@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <regex>
 #include <string>
@@ -175,6 +176,10 @@ int RunReplace(const std::vector<std::string>& args) {
     std::fprintf(stderr, "ec_bench replace: cannot stage %llu bytes in a memfd\n", static_cast<unsigned long long>(o.size));
     return 1;
   }
+  struct RemoveAtExit {  // the rounds' clusters live under it
+    std::string dir;
+    ~RemoveAtExit() { std::filesystem::remove_all(dir); }
+  } remove_root{o.root};
   const int dead = o.nodes - 1;
   std::vector<double> put_gbps, healthy_gbps, degraded_gbps, pass_s, rebuilt_bytes, wait_s;
   bool verified = true;

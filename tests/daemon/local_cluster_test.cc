@@ -77,6 +77,20 @@ std::string JsonBlock(const std::string& json, const std::string& key) {
   return end == std::string::npos ? "" : json.substr(at, end - at + 1);
 }
 
+// Stops the cluster under `root` and removes it and `work` when the test
+// ends, an assertion's early return included (its daemons would otherwise
+// outlive the test).
+struct ClusterGuard {
+  std::string cli, root, work;
+  int stopped_pid = 0;  // a daemon the test SIGSTOPped: resumed first
+  ~ClusterGuard() {
+    if (stopped_pid > 0) kill(stopped_pid, SIGCONT);
+    std::system((cli + " local stop --root " + root + " >/dev/null 2>&1").c_str());
+    std::filesystem::remove_all(root);
+    std::filesystem::remove_all(work);
+  }
+};
+
 // The pid `fern-ec local start` recorded for node i under root, or 0.
 int NodePid(const std::string& root, int i) {
   std::ifstream pidfile(root + "/node-" + std::to_string(i) + "/pid");
@@ -511,6 +525,7 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   const std::string work = ::testing::TempDir() + "/fern-lr-work-" + std::to_string(getpid());
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(work);
+  const ClusterGuard guard{cli, root, work};
   const std::string at = " --root " + root;
   constexpr int kN = 7;
   ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
@@ -592,9 +607,6 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
         << "nodes " << dead << ", " << a << ", " << b << " down: get size " << sizes[i];
     EXPECT_EQ(ReadFile(out), files[i]) << "size " << sizes[i];
   }
-  Sh(cli + " local stop" + at);
-  std::filesystem::remove_all(root);
-  std::filesystem::remove_all(work);
 }
 
 // Six daemons with --min-shards 5: with one stopped (SIGSTOP) long enough
@@ -609,6 +621,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   const std::string work = ::testing::TempDir() + "/fern-ldw-work-" + std::to_string(getpid());
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(work);
+  ClusterGuard guard{cli, root, work};
   const std::string at = " --root " + root;
   ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
                      " --parity-capacity 64MiB --min-shards 5"),
@@ -617,6 +630,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   const int pid = NodePid(root, down);
   ASSERT_GT(pid, 0);
   ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  guard.stopped_pid = pid;
   // The gateway declares it dead after --dead-after of silence (a stopped
   // process keeps its connections).
   const std::string seen = "nodes alive, down: " + std::to_string(down);
@@ -632,6 +646,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   const int put_rc = Sh(cli + " put " + work + "/in /dw/f" + at + " --node 0");
   const std::string status = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
   kill(pid, SIGCONT);
+  guard.stopped_pid = 0;
   ASSERT_EQ(put_rc, 0);
   EXPECT_NE(status.find("degraded writes: allowed down to 5 of 6 shards per stripe; 6 stripes written so"),
             std::string::npos)
@@ -665,9 +680,6 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   ASSERT_EQ(Sh(cli + " get /dw/f " + work + "/out" + at + " --node " + std::to_string(down)), 0)
       << "nodes " << a << ", " << b << " down";
   EXPECT_EQ(ReadFile(work + "/out"), bytes);
-  Sh(cli + " local stop" + at);
-  std::filesystem::remove_all(root);
-  std::filesystem::remove_all(work);
 }
 
 // A flipped byte in the shard slab of one node: inspect names every shard
