@@ -304,16 +304,13 @@ void Node::Tick(TimePoint now) {
       const ShardKey key = keys.back();
       keys.pop_back();
       --budget;
-      wire::ShardDelete del;
-      SetId(del.mutable_id(), key.file_id, key.version, key.stripe, static_cast<int>(key.index));
-      transport_->Call(to, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}}, {options_.rpc_timeout, nullptr},
-                       [this, to, key](StatusOr<InMessage> r) {
-                         if (r.ok() || r.status().code() == StatusCode::kNotFound) {
-                           ++deferred_deletes_sent_;
-                         } else {
-                           deferred_deletes_[to.value].push_back(key);  // try again
-                         }
-                       });
+      DeleteShard(to, key, [this, to, key](Status st) {
+        if (st.ok() || st.code() == StatusCode::kNotFound) {
+          ++deferred_deletes_sent_;
+        } else {
+          deferred_deletes_[to.value].push_back(key);  // try again
+        }
+      });
     }
     it = keys.empty() ? deferred_deletes_.erase(it) : std::next(it);
   }
@@ -526,8 +523,8 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
   lk->done = std::move(done);
   wire::MetaGet get;
   get.set_path(path);
-  const std::vector<NodeId> owners = placement_.MetadataOwners(path, view_);
-  for (NodeId replica : placement_.MetadataReplicas(path, view_)) {
+  std::vector<NodeId> owners;
+  for (NodeId replica : placement_.MetadataReplicas(path, view_, &owners)) {
     const bool is_owner = std::count(owners.begin(), owners.end(), replica) > 0;
     ++lk->pending;
     transport_->Call(replica, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
@@ -803,13 +800,13 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
   // At least one of the path's own owners must take it: stand-ins alone
   // are not asked once the owners are back, so a record only they hold
   // would be lost then.
-  int live_owners = 0;
-  for (NodeId owner : placement_.MetadataOwners(record.path(), view_)) live_owners += view_.IsAlive(owner) ? 1 : 0;
-  if (live_owners == 0) {
+  std::vector<NodeId> owners;
+  const std::vector<NodeId> replicas = placement_.MetadataReplicas(record.path(), view_, &owners);
+  if (std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view_.IsAlive(id); })) {
     st->failure = UnavailableError("all " + std::to_string(options_.m + 1) + " metadata owners of " + record.path() +
                                    " are down: its record cannot be written");
   } else {
-    for (NodeId replica : placement_.MetadataReplicas(record.path(), view_)) {
+    for (NodeId replica : replicas) {
       ++st->pending;
       transport_->Call(replica, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
                        [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });

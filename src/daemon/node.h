@@ -525,6 +525,10 @@ class Node {
   // InvalidArgument for a move outside the layout or to an unknown node.
   StatusOr<int> AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const;
   void AmendHostedSeq(const wire::MetaAmend& amend);  // node_update.cc
+  // Sends `amend` to every replica of its path's record and applies it to
+  // the sequencers hosted here; done: OK once every replica took it (one
+  // without that version, answering NotFound, counts).
+  void StoreAmend(std::shared_ptr<const wire::MetaAmend> amend, std::function<void(Status)> done);
   // `peer` is alive again (Tick): the shards this node moved away from it
   // while it was dead are deleted there, each once the newest record says
   // it lives on another live node.
@@ -547,6 +551,8 @@ class Node {
   // on live nodes (best effort), and on a dead node once it is heard from
   // again (deferred_deletes_, in memory: a gateway restart forgets them).
   void DeleteShards(const wire::FileRecord& layout, uint64_t stripes);
+  // One SHARD_DELETE; `done` (may be null) gets the answer.
+  void DeleteShard(NodeId node, const ShardKey& key, std::function<void(Status)> done);
   void DeleteAllVersions(const wire::FileRecord& record);
   uint64_t NewFileId(const std::string& path);
   Status InstallRecord(std::unique_ptr<wire::FileRecord> record);

@@ -4,7 +4,11 @@
 
 #include <cstdint>
 #include <span>
+#include <map>
+#include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "daemon/node.h"
@@ -115,6 +119,60 @@ inline void SetId(wire::ShardId* id, uint64_t file_id, uint64_t version, uint64_
   id->set_stripe(stripe);
   id->set_index(static_cast<uint32_t>(index));
 }
+
+// The layout of version (file_id, version) in `record`: the record itself
+// or one of its kept versions; null when it holds no such version.
+inline const wire::FileRecord* FindVersion(const wire::FileRecord& record, uint64_t file_id, uint64_t version) {
+  if (record.file_id() == file_id && record.version() == version) return &record;
+  for (const auto& h : record.history()) {
+    if (h.file_id() == file_id && h.version() == version) return &h;
+  }
+  return nullptr;
+}
+inline wire::FileRecord* FindVersion(wire::FileRecord* record, uint64_t file_id, uint64_t version) {
+  return const_cast<wire::FileRecord*>(FindVersion(std::as_const(*record), file_id, version));
+}
+
+// The newest version of `record` and each kept one, each as its own layout
+// with the record's path (history entries carry none).
+inline std::vector<std::shared_ptr<wire::FileRecord>> Versions(const std::shared_ptr<wire::FileRecord>& record) {
+  std::vector<std::shared_ptr<wire::FileRecord>> out{record};
+  for (const auto& h : record->history()) {
+    out.push_back(std::make_shared<wire::FileRecord>(h));
+    out.back()->set_path(record->path());
+  }
+  return out;
+}
+
+// Shard moves (or fills) to record, one META_AMEND per version they
+// belong to. Add appends a move of shard `index` of `stripe` of `layout`
+// (a version with its path set) from node `from` to `to`.
+class AmendsByVersion {
+ public:
+  wire::ShardMove* Add(const wire::FileRecord& layout, uint64_t stripe, int index, NodeId from, NodeId to) {
+    wire::MetaAmend& a = by_version_[{layout.path(), layout.file_id(), layout.version()}];
+    if (a.path().empty()) {
+      a.set_path(layout.path());
+      a.set_file_id(layout.file_id());
+      a.set_version(layout.version());
+    }
+    wire::ShardMove* mv = a.add_moves();
+    mv->set_stripe(stripe);
+    mv->set_index(static_cast<uint32_t>(index));
+    mv->set_from_node(from.value);
+    mv->set_to_node(to.value);
+    return mv;
+  }
+  std::vector<wire::MetaAmend> Take() {
+    std::vector<wire::MetaAmend> out;
+    for (auto& [key, a] : by_version_) out.push_back(std::move(a));
+    by_version_.clear();
+    return out;
+  }
+
+ private:
+  std::map<std::tuple<std::string, uint64_t, uint64_t>, wire::MetaAmend> by_version_;
+};
 
 // A SHARD_PUT that rewrites shard `index` of a stripe with `len` bytes of
 // CRC `crc`, only if it is still stored at (seq, epoch) with CRC `expect`

@@ -341,16 +341,18 @@ void Node::DeleteShards(const wire::FileRecord& layout, uint64_t stripes) {
             ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)});
         continue;
       }
-      wire::ShardDelete del;
-      auto* id = del.mutable_id();
-      id->set_file_id(layout.file_id());
-      id->set_version(layout.version());
-      id->set_stripe(s);
-      id->set_index(i);
-      transport_->Call(nodes[i], OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}},
-                       {options_.rpc_timeout, nullptr}, [](StatusOr<InMessage>) {});
+      DeleteShard(nodes[i], ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)}, nullptr);
     }
   }
+}
+
+void Node::DeleteShard(NodeId node, const ShardKey& key, std::function<void(Status)> done) {
+  wire::ShardDelete del;
+  internal::SetId(del.mutable_id(), key.file_id, key.version, key.stripe, static_cast<int>(key.index));
+  transport_->Call(node, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}}, {options_.rpc_timeout, nullptr},
+                   [done = std::move(done)](StatusOr<InMessage> r) {
+                     if (done) done(r.status());
+                   });
 }
 
 void Node::DeleteAllVersions(const wire::FileRecord& record) {

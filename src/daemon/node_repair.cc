@@ -30,16 +30,8 @@ struct Node::RepairOp {
   Status failure;
   // Absent shards now here, per (path, file_id, version): the records'
   // absent bits to clear (META_AMEND with filled moves) before the pass ends.
-  std::map<std::tuple<std::string, uint64_t, uint64_t>, std::vector<wire::ShardMove>> fills;
-  void Filled(const Task& t, NodeId self) {
-    wire::ShardMove mv;
-    mv.set_stripe(t.stripe);
-    mv.set_index(static_cast<uint32_t>(t.index));
-    mv.set_from_node(self.value);
-    mv.set_to_node(self.value);
-    mv.set_filled(true);
-    fills[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
-  }
+  internal::AmendsByVersion fills;
+  void Filled(const Task& t, NodeId self) { fills.Add(*t.layout, t.stripe, t.index, self, self)->set_filled(true); }
   std::function<void(Status)> done;
 };
 
@@ -126,12 +118,7 @@ void Node::Repair(std::function<void(Status)> done) {
         (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
       }
       if (!internal::Live(*rec) || rec->is_dir()) continue;
-      std::vector<RecordPtr> versions{rec};
-      for (const auto& h : rec->history()) {
-        versions.push_back(std::make_shared<wire::FileRecord>(h));
-        versions.back()->set_path(rec->path());
-      }
-      for (const RecordPtr& layout : versions) {
+      for (const RecordPtr& layout : internal::Versions(rec)) {
         const uint64_t stripes = geometry_.StripeCount(layout->size());
         for (uint64_t s = 0; s < stripes; ++s) {
           const std::vector<NodeId> nodes = StripeNodes(*layout, s);
@@ -171,35 +158,19 @@ void Node::RepairNext(const std::shared_ptr<RepairOp>& op) {
   };
   // Fills a replica missed in an earlier pass go again: the newest record
   // (which this pass planned from) may already have them.
-  std::vector<wire::MetaAmend> amends;
-  amends.swap(unsent_fills_);
-  for (const auto& [key, moves] : op->fills) {
-    wire::MetaAmend amend;
-    amend.set_path(std::get<0>(key));
-    amend.set_file_id(std::get<1>(key));
-    amend.set_version(std::get<2>(key));
-    for (const auto& mv : moves) *amend.add_moves() = mv;
-    amends.push_back(std::move(amend));
-  }
+  std::vector<wire::MetaAmend> amends = op->fills.Take();
+  for (auto& a : unsent_fills_) amends.push_back(std::move(a));
+  unsent_fills_.clear();
   for (auto& a : amends) {
     auto amend = std::make_shared<const wire::MetaAmend>(std::move(a));
-    const std::string body = amend->SerializeAsString();
-    auto kept = std::make_shared<bool>(false);
-    for (NodeId replica : placement_.MetadataReplicas(amend->path(), view_)) {
-      ++*pending;
-      transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
-                       [this, op, one_done, amend, kept](StatusOr<InMessage> r) {
-                         if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
-                           if (op->failure.ok()) {
-                             op->failure = r.status().WithContext("record the shards written of " + amend->path());
-                           }
-                           if (!*kept) unsent_fills_.push_back(*amend);  // the next pass sends it again
-                           *kept = true;
-                         }
-                         one_done();
-                       });
-    }
-    AmendHostedSeq(*amend);
+    ++*pending;
+    StoreAmend(amend, [this, op, one_done, amend](Status s) {
+      if (!s.ok()) {
+        if (op->failure.ok()) op->failure = s.WithContext("record the shards written");
+        unsent_fills_.push_back(*amend);  // the next pass sends it again
+      }
+      one_done();
+    });
   }
   one_done();
 }

@@ -44,8 +44,7 @@ struct Node::ReplaceOp {
   bool planning = true;  // tasks still being listed: the pass cannot finish yet
   bool finishing = false;
   Status failure;
-  // Moves that landed, per (path, file_id, version).
-  std::map<std::tuple<std::string, uint64_t, uint64_t>, std::vector<wire::ShardMove>> moved;
+  internal::AmendsByVersion moved;  // moves that landed
 };
 
 void Node::MaybeReplace() {
@@ -129,12 +128,7 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
       break;
     }
     if (!internal::Live(*rec) || rec->is_dir()) continue;
-    std::vector<RecordPtr> versions{rec};
-    for (const auto& h : rec->history()) {
-      versions.push_back(std::make_shared<wire::FileRecord>(h));
-      versions.back()->set_path(path);
-    }
-    for (const RecordPtr& layout : versions) {
+    for (const RecordPtr& layout : internal::Versions(rec)) {
       // Only what this node's coder and geometry can decode (as reads).
       if (static_cast<int>(layout->k()) != k || static_cast<int>(layout->m()) != m ||
           layout->shard_size() != options_.shard_size || layout->technique() != coder_->technique()) {
@@ -208,11 +202,7 @@ void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
     if (!r.ok()) return fail(r.status());
     const ReplaceOp::Task& t = op->tasks[task];
     wire::ShardPut put;
-    auto* id = put.mutable_id();
-    id->set_file_id(t.layout->file_id());
-    id->set_version(t.layout->version());
-    id->set_stripe(t.stripe);
-    id->set_index(static_cast<uint32_t>(t.index));
+    internal::SetId(put.mutable_id(), t.layout->file_id(), t.layout->version(), t.stripe, t.index);
     put.set_length(r->bytes->size());
     put.set_crc32c(r->crc32c);
     put.set_seq(r->seq);
@@ -229,12 +219,7 @@ void Node::ReplaceShard(const std::shared_ptr<ReplaceOp>& op, size_t task) {
                      {options_.rpc_timeout, nullptr}, [this, op, task, fail](StatusOr<InMessage> reply) {
                        if (!reply.ok()) return fail(reply.status());
                        const ReplaceOp::Task& t = op->tasks[task];
-                       wire::ShardMove mv;
-                       mv.set_stripe(t.stripe);
-                       mv.set_index(static_cast<uint32_t>(t.index));
-                       mv.set_from_node(t.from.value);
-                       mv.set_to_node(t.to.value);
-                       op->moved[{t.layout->path(), t.layout->file_id(), t.layout->version()}].push_back(mv);
+                       op->moved.Add(*t.layout, t.stripe, t.index, t.from, t.to);
                        ++replace_.shards_sent;
                        replace_.bytes_sent += t.length;
                        --op->in_flight;
@@ -275,62 +260,61 @@ void Node::FinishReplace(const std::shared_ptr<ReplaceOp>& op) {
                    static_cast<unsigned long long>(op->skipped), s.ok() ? "" : ": ", s.ok() ? "" : s.ToString().c_str());
     }
   };
-  for (auto& [key, landed] : op->moved) {
-    const std::string path = std::get<0>(key);
-    wire::MetaAmend amend;
-    amend.set_path(path);
-    amend.set_file_id(std::get<1>(key));
-    amend.set_version(std::get<2>(key));
-    for (const auto& mv : landed) {
-      // Back meanwhile: its copy is the one the stripe's updates reach.
-      if (view_.IsAlive(NodeId(mv.from_node()))) {
-        ++op->skipped;
-        ++replace_.skipped;
-        continue;
-      }
-      *amend.add_moves() = mv;
-    }
+  for (wire::MetaAmend& amend : op->moved.Take()) {
+    // A move whose node is back meanwhile is dropped: its copy is the one
+    // the stripe's updates reach.
+    auto* moves = amend.mutable_moves();
+    const auto back = std::remove_if(moves->begin(), moves->end(),
+                                     [&](const wire::ShardMove& mv) { return view_.IsAlive(NodeId(mv.from_node())); });
+    const int dropped = static_cast<int>(moves->end() - back);
+    op->skipped += dropped;
+    replace_.skipped += dropped;
+    moves->erase(back, moves->end());
     if (amend.moves_size() == 0) continue;
-    const std::string body = amend.SerializeAsString();
-    // The callbacks read the moves: one shared copy (and AmendHostedSeq below).
-    auto shared = std::make_shared<const wire::MetaAmend>(amend);
     // Replicas that are down now get the moves from a later copy of the
     // record (re-placement copies records to stand-ins), or keep pointing
     // at the dead node (read degraded) until the follow-up pass.
-    const std::vector<NodeId> replicas = placement_.MetadataReplicas(path, view_);
-    if (replicas.empty()) {
-      if (am->failure.ok()) am->failure = UnavailableError(path + ": no metadata owner alive to record its moves");
-      continue;
-    }
-    auto all_ok = std::make_shared<bool>(true);
-    auto left = std::make_shared<int>(static_cast<int>(replicas.size()));
-    const uint64_t count = amend.moves_size();
+    auto shared = std::make_shared<const wire::MetaAmend>(std::move(amend));
     ++am->pending;
-    for (NodeId replica : replicas) {
-      transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
-                       [this, am, all_ok, left, count, finish_one, path, amend = shared](StatusOr<InMessage> r) {
-                         // A stand-in without that version (it stood in after the
-                         // record was written) has nothing to move.
-                         if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
-                           *all_ok = false;
-                           if (am->failure.ok()) am->failure = r.status().WithContext("record moves of " + path);
-                         }
-                         if (--*left > 0) return;
-                         if (*all_ok) {
-                           am->moved += count;
-                           // What the dead nodes still hold of these goes when they are back.
-                           for (const auto& mv : amend->moves()) {
-                             moved_away_[mv.from_node()].push_back(
-                                 {path, ShardKey{amend->file_id(), amend->version(), mv.stripe(), mv.index()}});
-                           }
-                         }
-                         finish_one();
-                       });
-    }
-    // The sequencers this node hosts for the path keep their own copies.
-    AmendHostedSeq(amend);
+    StoreAmend(shared, [this, am, finish_one, amend = shared](Status s) {
+      if (!s.ok()) {
+        if (am->failure.ok()) am->failure = s;
+      } else {
+        am->moved += amend->moves_size();
+        // What the dead nodes still hold of these goes when they are back.
+        for (const auto& mv : amend->moves()) {
+          moved_away_[mv.from_node()].push_back(
+              {amend->path(), ShardKey{amend->file_id(), amend->version(), mv.stripe(), mv.index()}});
+        }
+      }
+      finish_one();
+    });
   }
   finish_one();
+}
+
+void Node::StoreAmend(std::shared_ptr<const wire::MetaAmend> amend, std::function<void(Status)> done) {
+  AmendHostedSeq(*amend);  // the sequencers hosted here keep their own copies
+  const std::vector<NodeId> replicas = placement_.MetadataReplicas(amend->path(), view_);
+  if (replicas.empty()) return done(UnavailableError(amend->path() + ": no metadata owner alive to record its changes"));
+  struct Answers {
+    size_t left;
+    Status failure;
+    std::function<void(Status)> done;
+  };
+  auto a = std::make_shared<Answers>(Answers{replicas.size(), Status(), std::move(done)});
+  const std::string body = amend->SerializeAsString();
+  for (NodeId replica : replicas) {
+    transport_->Call(replica, OutMessage{wire::META_AMEND, body, {}}, {options_.rpc_timeout, nullptr},
+                     [a, amend](StatusOr<InMessage> r) {
+                       // A stand-in without that version (it stood in after the
+                       // record was written) has nothing to change.
+                       if (!r.ok() && r.status().code() != StatusCode::kNotFound && a->failure.ok()) {
+                         a->failure = r.status().WithContext("amend the record of " + amend->path());
+                       }
+                       if (--a->left == 0) a->done(a->failure);
+                     });
+  }
 }
 
 void Node::DeleteMovedAway(NodeId peer) {
@@ -352,13 +336,8 @@ void Node::DeleteMovedAway(NodeId peer) {
           moved_away_[peer.value].push_back({path, key});  // dead again: when it is back
           continue;
         }
-        const wire::FileRecord* layout = nullptr;
-        if (rec.ok() && internal::Live(**rec)) {
-          if ((*rec)->file_id() == key.file_id && (*rec)->version() == key.version) layout = rec->get();
-          for (const auto& h : (*rec)->history()) {
-            if (h.file_id() == key.file_id && h.version() == key.version) layout = &h;
-          }
-        }
+        const wire::FileRecord* layout =
+            rec.ok() && internal::Live(**rec) ? internal::FindVersion(**rec, key.file_id, key.version) : nullptr;
         // Deleted only where the newest record names another node, alive,
         // for that shard. Not when it names this one again (a move lost),
         // nor when that node is down too (a later pass may move the shard
@@ -368,30 +347,16 @@ void Node::DeleteMovedAway(NodeId peer) {
         if (layout == nullptr) continue;
         const std::vector<NodeId> nodes = StripeNodes(*layout, key.stripe);
         if (key.index >= nodes.size() || nodes[key.index] == peer || !view_.IsAlive(nodes[key.index])) continue;
-        wire::ShardDelete del;
-        auto* id = del.mutable_id();
-        id->set_file_id(key.file_id);
-        id->set_version(key.version);
-        id->set_stripe(key.stripe);
-        id->set_index(key.index);
-        transport_->Call(peer, OutMessage{wire::SHARD_DELETE, del.SerializeAsString(), {}},
-                         {options_.rpc_timeout, nullptr}, [this](StatusOr<InMessage> r) {
-                           if (r.ok()) ++replace_.orphans_deleted;
-                         });
+        DeleteShard(peer, key, [this](Status s) {
+          if (s.ok()) ++replace_.orphans_deleted;
+        });
       }
     });
   }
 }
 
 StatusOr<int> Node::AmendRecord(wire::FileRecord* rec, const wire::MetaAmend& amend) const {
-  wire::FileRecord* layout = nullptr;
-  if (rec->file_id() == amend.file_id() && rec->version() == amend.version()) {
-    layout = rec;
-  } else {
-    for (auto& h : *rec->mutable_history()) {
-      if (h.file_id() == amend.file_id() && h.version() == amend.version()) layout = &h;
-    }
-  }
+  wire::FileRecord* layout = internal::FindVersion(rec, amend.file_id(), amend.version());
   if (layout == nullptr || rec->deleted()) {
     return NotFoundError(amend.path() + ": no version " + std::to_string(amend.version()) + " of file " +
                          std::to_string(amend.file_id()) + " here");

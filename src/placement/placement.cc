@@ -226,10 +226,12 @@ std::vector<NodeId> Placement::MetadataOwners(std::string_view path,
   return SpreadOverDomains(r, view, owners);
 }
 
-std::vector<NodeId> Placement::MetadataReplicas(std::string_view path, const ClusterView& view) const {
+std::vector<NodeId> Placement::MetadataReplicas(std::string_view path, const ClusterView& view,
+                                                std::vector<NodeId>* owners) const {
   const std::vector<NodeId> ranking = RankByKey(Mix64(seed_ ^ HashPath(path)), view);
-  const int owners = std::min<int>(m_ + 1, static_cast<int>(ranking.size()));
-  const std::vector<NodeId> home = SpreadOverDomains(ranking, view, owners);
+  const std::vector<NodeId> home =
+      SpreadOverDomains(ranking, view, std::min<int>(m_ + 1, static_cast<int>(ranking.size())));
+  if (owners) *owners = home;
   std::vector<NodeId> out;
   std::set<NodeId> taken(home.begin(), home.end());
   std::map<std::string, int> uses;

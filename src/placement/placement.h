@@ -124,7 +124,9 @@ class Placement {
   // path's ranking (the least-used failure domain first). Records are
   // written to and read from these; a stand-in holds the records written
   // while it stands in, and those re-placement copies to it.
-  std::vector<NodeId> MetadataReplicas(std::string_view path, const ClusterView& view) const;
+  // `owners` (optional): the path's MetadataOwners, from the same ranking.
+  std::vector<NodeId> MetadataReplicas(std::string_view path, const ClusterView& view,
+                                       std::vector<NodeId>* owners = nullptr) const;
   // The first live metadata owner; Unavailable if all m+1 are down.
   StatusOr<NodeId> Sequencer(std::string_view path, const ClusterView& view) const;
 
