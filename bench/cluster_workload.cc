@@ -266,15 +266,8 @@ int RunCluster(const std::vector<std::string>& args) {
   // the disk took plain bytes in the same run.
   const double target_parity = 0.9 * k / n * stw * o.m / k;
   const CpuInfo cpu = DescribeCpu();
-  Json j;
-  j.Add("workload", "cluster")
-      .Add("cpu", cpu.model)
-      .Add("nodes", o.nodes)
-      .Add("k", o.k)
-      .Add("m", o.m)
-      .Add("size_bytes", o.size)
-      .Add("shard_bytes", o.shard_size)
-      .Add("rounds", o.rounds)
+  Json j = ClusterBenchJson("cluster", o, cpu.model);
+  j.Add("rounds", o.rounds)
       .Add("parity_slabs", o.cold_parity ? "cold" : "prepared")
       .Add("ec_write_gbps", ecw)
       .Add("ec_read_gbps", ecr)

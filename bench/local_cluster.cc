@@ -61,6 +61,18 @@ uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m) {
   return 3 * (o.size / o.k + o.shard_size) * (o.k + m) / o.nodes + (64 << 20);
 }
 
+Json ClusterBenchJson(const std::string& workload, const ClusterBenchOptions& o, const std::string& cpu) {
+  Json j;
+  j.Add("workload", workload)
+      .Add("cpu", cpu)
+      .Add("nodes", o.nodes)
+      .Add("k", o.k)
+      .Add("m", o.m)
+      .Add("size_bytes", o.size)
+      .Add("shard_bytes", o.shard_size);
+  return j;
+}
+
 LocalClusterOptions BenchCluster(const ClusterBenchOptions& o, int m, const std::string& tag) {
   const uint64_t per_node = PerNodeCapacity(o, m);
   return {.root = tag.empty() ? o.root : o.root + "/" + tag,

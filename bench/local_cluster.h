@@ -9,11 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
+#include "common/client_protocol.h"
+
 namespace fern {
 class FlagSet;
 }
-
-#include "common/client_protocol.h"
 
 namespace fern::bench {
 
@@ -64,6 +65,10 @@ uint64_t PerNodeCapacity(const ClusterBenchOptions& o, int m);
 // The cluster a workload runs on: o's layout with m parity shards, data
 // under o.root/tag (o.root itself when tag is empty), parity and metadata
 // under o.disk_dir; PerNodeCapacity on each tier (m = 0: a token parity tier).
+// A cluster workload's JSON result, started with what every one reports:
+// the workload's name, the CPU, nodes, k, m, size_bytes and shard_bytes.
+Json ClusterBenchJson(const std::string& workload, const ClusterBenchOptions& o, const std::string& cpu);
+
 LocalClusterOptions BenchCluster(const ClusterBenchOptions& o, int m, const std::string& tag);
 
 // The client protocol for a bench (client::MakeRequest/Roundtrip) with

@@ -233,15 +233,8 @@ int RunReplace(const std::vector<std::string>& args) {
   const double shard_bytes_put = put * (o.k + o.m) / o.k;  // GB/s of shard bytes a PUT writes
   const double rebuild = pass > 0 ? bytes / pass / 1e9 : 0;
   const CpuInfo cpu = DescribeCpu();
-  Json j;
-  j.Add("workload", "replace")
-      .Add("cpu", cpu.model)
-      .Add("nodes", o.nodes)
-      .Add("k", o.k)
-      .Add("m", o.m)
-      .Add("size_bytes", o.size)
-      .Add("shard_bytes", o.shard_size)
-      .Add("rounds", static_cast<int>(pass_s.size()))
+  Json j = ClusterBenchJson("replace", o, cpu.model);
+  j.Add("rounds", static_cast<int>(pass_s.size()))
       .Add("seed", seed)
       .Add("replace_after_s", replace_after)
       .Add("rebuilt_bytes", bytes)

@@ -230,14 +230,8 @@ int RunUpdate(const std::vector<std::string>& args) {
   std::sort(latencies.begin(), latencies.end());
   const double p50 = latencies.empty() ? 0 : latencies[latencies.size() / 2];
   const double p99 = latencies.empty() ? 0 : latencies[latencies.size() * 99 / 100];
-  Json j;
-  j.Add("workload", "update")
-      .Add("nodes", o.nodes)
-      .Add("k", o.k)
-      .Add("m", o.m)
-      .Add("size_bytes", o.size)
-      .Add("shard_bytes", o.shard_size)
-      .Add("update_bytes", update_size)
+  Json j = ClusterBenchJson("update", o, DescribeCpu().model);
+  j.Add("update_bytes", update_size)
       .Add("updates", updates)
       .Add("clients", clients)
       .Add("seed", seed)
