@@ -77,18 +77,28 @@ std::string JsonBlock(const std::string& json, const std::string& key) {
   return end == std::string::npos ? "" : json.substr(at, end - at + 1);
 }
 
-// Stops the cluster under `root` and removes it and `work` when the test
-// ends, an assertion's early return included (its daemons would otherwise
-// outlive the test).
-struct ClusterGuard {
-  std::string cli, root, work;
-  int stopped_pid = 0;  // a daemon the test SIGSTOPped: resumed first
-  ~ClusterGuard() {
+// A local cluster's directories for one test (ROOT on tmpfs, WORK for
+// local files; both fresh), and `fern-ec local start --root ROOT FLAGS`.
+// When the test ends, an assertion's early return included, the cluster is
+// stopped and both removed (its daemons would otherwise outlive the test).
+struct TestCluster {
+  explicit TestCluster(const std::string& name)
+      : root("/dev/shm/fern-" + name + "-" + std::to_string(getpid())),
+        work(::testing::TempDir() + "/fern-" + name + "-work-" + std::to_string(getpid())),
+        at(" --root " + root) {
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(work);
+  }
+  ~TestCluster() {
     if (stopped_pid > 0) kill(stopped_pid, SIGCONT);
-    std::system((cli + " local stop --root " + root + " >/dev/null 2>&1").c_str());
+    std::system((cli + " local stop" + at + " >/dev/null 2>&1").c_str());
     std::filesystem::remove_all(root);
     std::filesystem::remove_all(work);
   }
+  int Start(const std::string& flags) const { return Sh(cli + " local start" + at + " " + flags); }
+  const std::string cli = FERN_EC_CLI;
+  const std::string root, work, at;
+  int stopped_pid = 0;  // a daemon the test SIGSTOPped: resumed first
 };
 
 // The pid `fern-ec local start` recorded for node i under root, or 0.
@@ -520,16 +530,11 @@ TEST_F(LocalCluster, NamespaceSurvivesRestartAndWipedTmpfs) {
 // still reads bit-exact.
 TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   auto rng = fern::testing::TestRng();
-  const std::string cli = FERN_EC_CLI;
-  const std::string root = "/dev/shm/fern-lr-" + std::to_string(getpid());
-  const std::string work = ::testing::TempDir() + "/fern-lr-work-" + std::to_string(getpid());
-  std::filesystem::remove_all(root);
-  std::filesystem::create_directories(work);
-  const ClusterGuard guard{cli, root, work};
-  const std::string at = " --root " + root;
+  TestCluster tc("lr");
+  const std::string &cli = tc.cli, &work = tc.work, &at = tc.at;
   constexpr int kN = 7;
-  ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
-                     " --parity-capacity 64MiB --replace-after 2"),
+  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
+                     " --replace-after 2"),
             0);
   const std::vector<size_t> sizes = {0, 1, kStripe + 1, 3 * kStripe + 17, 8u << 20};
   std::vector<std::vector<uint8_t>> files;
@@ -616,21 +621,16 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
 // and then any two other nodes may fail: the file reads back bit-exact.
 TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   auto rng = fern::testing::TestRng();
-  const std::string cli = FERN_EC_CLI;
-  const std::string root = "/dev/shm/fern-ldw-" + std::to_string(getpid());
-  const std::string work = ::testing::TempDir() + "/fern-ldw-work-" + std::to_string(getpid());
-  std::filesystem::remove_all(root);
-  std::filesystem::create_directories(work);
-  ClusterGuard guard{cli, root, work};
-  const std::string at = " --root " + root;
-  ASSERT_EQ(Sh(cli + " local start" + at + " --nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB"
-                     " --parity-capacity 64MiB --min-shards 5"),
+  TestCluster tc("ldw");
+  const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
+  ASSERT_EQ(tc.Start("--nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
+                     " --min-shards 5"),
             0);
   const int down = 1 + static_cast<int>(rng() % 5);
   const int pid = NodePid(root, down);
   ASSERT_GT(pid, 0);
   ASSERT_EQ(kill(pid, SIGSTOP), 0);
-  guard.stopped_pid = pid;
+  tc.stopped_pid = pid;
   // The gateway declares it dead after --dead-after of silence (a stopped
   // process keeps its connections).
   const std::string seen = "nodes alive, down: " + std::to_string(down);
@@ -646,7 +646,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   const int put_rc = Sh(cli + " put " + work + "/in /dw/f" + at + " --node 0");
   const std::string status = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
   kill(pid, SIGCONT);
-  guard.stopped_pid = 0;
+  tc.stopped_pid = 0;
   ASSERT_EQ(put_rc, 0);
   EXPECT_NE(status.find("degraded writes: allowed down to 5 of 6 shards per stripe; 6 stripes written so"),
             std::string::npos)
