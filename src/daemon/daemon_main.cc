@@ -66,6 +66,7 @@ struct Options {
   double dead_after_s = 10;
   double replace_after_s = 60;
   int min_shards = 0;
+  double orphan_sweep_s = 300;
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
 };
@@ -261,7 +262,9 @@ class Daemon {
                              .check_reads = o_.check_reads,
                              .replace_after = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.replace_after_s * 1000)),
-                             .min_shards = o_.min_shards},
+                             .min_shards = o_.min_shards,
+                             .orphan_sweep = std::chrono::milliseconds(
+                                 static_cast<int64_t>(o_.orphan_sweep_s * 1000))},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -556,6 +559,7 @@ class Daemon {
     };
     const auto& r = node_->repair_progress();
     const auto& rp = node_->replace_progress();
+    const auto& op = node_->orphan_progress();
     const auto& d = node_->decode_stats();
     const auto& c = node_->read_check_stats();
     const Node::StripeHealth h = node_->stripe_health();
@@ -586,6 +590,11 @@ class Daemon {
            ", \"orphans_deleted\": " + std::to_string(rp.orphans_deleted) +
            ", \"after_s\": " + std::to_string(o_.replace_after_s) +
            ", \"last_error\": " + JsonString(rp.last_error) + "}" +
+           ", \"orphans\": {\"running\": " + (op.running ? "true" : "false") +
+           ", \"passes\": " + std::to_string(op.passes) + ", \"skipped\": " + std::to_string(op.skipped) +
+           ", \"candidates\": " + std::to_string(op.candidates) + ", \"deleted\": " + std::to_string(op.deleted) +
+           ", \"bytes_freed\": " + std::to_string(op.bytes_freed) +
+           ", \"every_s\": " + std::to_string(o_.orphan_sweep_s) + ", \"last_error\": " + JsonString(op.last_error) + "}" +
            ", \"deferred_deletes\": {\"waiting\": " + std::to_string(node_->deferred_deletes_waiting()) +
            ", \"sent\": " + std::to_string(node_->deferred_deletes_sent()) + "}" +
            ", \"degraded_writes\": {\"min_shards\": " + std::to_string(o_.min_shards ? o_.min_shards : o_.k + o_.m) +
@@ -653,6 +662,18 @@ class Daemon {
                                          n(rp.lost) + " lost" +
                                          (rp.last_error.empty() ? "" : " (last error: " + rp.last_error + ")")
                                    : std::string("off (--replace-after 0)")) +
+           "\n";
+    const auto& op = node_->orphan_progress();
+    char every[32];
+    std::snprintf(every, sizeof every, "%g s", o_.orphan_sweep_s);
+    out += "  orphan sweep: " +
+           (o_.orphan_sweep_s > 0
+                ? std::string(op.running ? "running" : "idle") + " (every " + every + "; passes run: " + n(op.passes) +
+                      ", " + n(op.skipped) + " deleted nothing): " + n(op.deleted) +
+                      " shards no record places here deleted (" + n(op.bytes_freed >> 20) + " MiB), " +
+                      n(op.candidates) + " found by the last pass, deleted at the next if still so" +
+                      (op.last_error.empty() ? "" : " (last: " + op.last_error + ")")
+                : std::string("off (--orphan-sweep 0)")) +
            "\n";
     if (node_->deferred_deletes_waiting() + node_->deferred_deletes_sent() > 0) {
       out += "  deletes held for nodes that were down: " + n(node_->deferred_deletes_waiting()) + " waiting, " +
@@ -965,6 +986,11 @@ int main(int argc, char** argv) {
             "many shards (k..k+m) on live nodes; the missing ones are rebuilt by their nodes' repair "
             "when they are back, and the stripes show as degraded until then (0: k+m: a put needs "
             "k+m live nodes)");
+  flags.Double("orphan-sweep", &o.orphan_sweep_s,
+               "seconds between orphan sweeps: shards held here that no file record places on this "
+               "node (a put whose gateway died, deletes a restarted gateway forgot, old copies of "
+               "moved shards) are deleted once two sweeps in a row found them so; a sweep deletes "
+               "nothing while more than m nodes are dead; 0: never");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.String("coder", &o.coder,
                "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "
@@ -1011,8 +1037,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");
     return 2;
   }
-  if (o.replace_after_s < 0 || o.dead_after_s <= 0 || o.rpc_timeout_s <= 0) {
-    std::fprintf(stderr, "fern-ec-daemon: --replace-after must be >= 0, --dead-after and --rpc-timeout > 0\n");
+  if (o.replace_after_s < 0 || o.orphan_sweep_s < 0 || o.dead_after_s <= 0 || o.rpc_timeout_s <= 0) {
+    std::fprintf(stderr,
+                 "fern-ec-daemon: --replace-after and --orphan-sweep must be >= 0, --dead-after and --rpc-timeout > 0\n");
     return 2;
   }
   fern::daemon::Daemon d(o);

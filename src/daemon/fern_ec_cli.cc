@@ -143,6 +143,7 @@ struct LocalOptions {
   int spin_us = 50;
   double replace_after_s = 60;
   int min_shards = 0;
+  double orphan_sweep_s = 300;
   bool prepare_parity = true;
   bool wait_prepared = false;
 };
@@ -252,6 +253,7 @@ pid_t SpawnDaemon(const LocalOptions& o, int i) {
       std::to_string(o.data_capacity), "--parity-capacity", std::to_string(o.parity_capacity),
       "--rpc-timeout", "5", "--spin-us", std::to_string(o.spin_us),
       "--replace-after", std::to_string(o.replace_after_s), "--min-shards", std::to_string(o.min_shards),
+      "--orphan-sweep", std::to_string(o.orphan_sweep_s),
       std::string("--prepare-parity=") + (o.prepare_parity ? "1" : "0")};
   {
     std::ofstream cmdline(dir + "/cmdline");  // what `local restart` runs again
@@ -299,6 +301,9 @@ int LocalStart(const std::vector<std::string>& args) {
   f.Int("min-shards", &o.min_shards,
         "a put commits with at least this many shards per stripe on live nodes (k..k+m; 0: k+m; "
         "fern-ec-daemon --help)");
+  f.Double("orphan-sweep", &o.orphan_sweep_s,
+           "seconds between the daemons' sweeps for shards no record places on their node "
+           "(0: never; fern-ec-daemon --help)");
   f.Bool("prepare-parity", &o.prepare_parity,
          "daemons write their fresh parity slabs once in the background (fern-ec-daemon --help)");
   f.Bool("wait-prepared", &o.wait_prepared,

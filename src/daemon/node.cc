@@ -291,6 +291,7 @@ void Node::Tick(TimePoint now) {
   }
   PswTick();
   MaybeReplace();
+  MaybeSweepOrphans();
   // Deletes held for nodes that were down: sent once they are back.
   size_t budget = kDeferredDeletesPerTick;
   for (auto it = deferred_deletes_.begin(); it != deferred_deletes_.end() && budget > 0;) {
@@ -354,6 +355,7 @@ Status Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec) {
 
 void Node::InstallHandlers() {
   InstallPswHandlers();
+  InstallOrphanHandler();
   // ---- shard service ----
   transport_->Handle(
       wire::SHARD_PUT,
@@ -584,6 +586,13 @@ void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
     wire::FileRecord& rec = op->record;
     rec.set_path(op->path);
     rec.set_file_id(NewFileId(op->path));
+    // Until the put ends its shards have no record: an orphan sweep asking
+    // this node leaves them alone.
+    puts_writing_.insert(rec.file_id());
+    op->done = [this, id = rec.file_id(), done = std::move(op->done)](Status s) {
+      if (auto it = puts_writing_.find(id); it != puts_writing_.end()) puts_writing_.erase(it);
+      done(std::move(s));
+    };
     rec.set_version(cur.ok() ? (*cur)->version() + 1 : 1);  // a tombstone keeps the counter
     rec.set_generation(cur.ok() ? (*cur)->generation() + 1 : 1);
     rec.set_uid(old ? old->uid() : caller.uid);

@@ -124,6 +124,15 @@ struct NodeOptions {
   // not written, and are rebuilt by those nodes' repair when they are back
   // (the stripes count as degraded until then). 0: k+m, every put whole.
   int min_shards = 0;
+  // Orphan sweep, run by Tick every this long (the first pass one period
+  // after start, spread by node id): shards held here that no record names
+  // on this node, of no put or re-placement still running anywhere, are
+  // deleted once two passes in a row found them so, unchanged. What it
+  // catches: shards of a put whose gateway died, deletes that a restarted
+  // gateway forgot, old copies on a node that came back after its shards
+  // moved. Needs every live node to answer and at most m nodes dead (a
+  // record lives on m+1), else the pass deletes nothing. Zero: never.
+  Duration orphan_sweep = std::chrono::minutes(5);
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -240,6 +249,25 @@ class Node {
     std::string last_error;
   };
   const ReplaceProgress& replace_progress() const { return replace_; }
+  // Orphan sweep (NodeOptions::orphan_sweep). SweepOrphans runs one pass
+  // now (Tick runs them on schedule): it lists the shards held here, asks
+  // every live node which puts it is writing (ORPHAN_CHECK), gathers every
+  // record (META_LIST), and deletes each shard no record places here that
+  // the previous pass found so too, with the same CRC and seq; the rest of
+  // those it found are remembered for the next pass. FailedPrecondition
+  // while a pass runs, Unavailable when it deleted nothing because more
+  // than m nodes are dead, a node did not answer, or a re-placement runs.
+  struct OrphanProgress {
+    bool running = false;
+    uint64_t passes = 0;          // finished passes, including skipped ones
+    uint64_t skipped = 0;         // passes that deleted nothing (see SweepOrphans)
+    uint64_t candidates = 0;      // shards the last pass found unnamed, to go at the next one if still so
+    uint64_t deleted = 0;         // all passes
+    uint64_t bytes_freed = 0;     // all passes
+    std::string last_error;
+  };
+  const OrphanProgress& orphan_progress() const { return orphans_; }
+  void SweepOrphans(std::function<void(Status)> done);
   // Puts committed with shards absent (NodeOptions::min_shards) by this
   // gateway: stripes written that way, all puts.
   uint64_t degraded_stripes_written() const { return degraded_stripes_written_; }
@@ -533,6 +561,11 @@ class Node {
   // while it was dead are deleted there, each once the newest record says
   // it lives on another live node.
   void DeleteMovedAway(NodeId peer);
+  void InstallOrphanHandler();  // node_orphans.cc
+  void MaybeSweepOrphans();
+  struct OrphanPass;
+  void FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass,
+                        const std::vector<std::shared_ptr<wire::FileRecord>>& records);
   Node(const NodeOptions& options, transport::Transport* t, ShardStore* data, ShardStore* parity,
        placement::ClusterView view, placement::Placement placement,
        std::unique_ptr<ec::ErasureCoder> coder, ec::StripeGeometry geometry);
@@ -633,6 +666,13 @@ class Node {
   uint64_t degraded_stripes_written_ = 0;
   bool repair_hint_ = false;
   Duration replace_backoff_ = std::chrono::seconds(5);
+  // Orphan sweep: file ids of this gateway's puts not finished (a put's
+  // shards land before its record), what the last pass found unnamed
+  // (key -> CRC, seq), and when the next pass is due.
+  std::multiset<uint64_t> puts_writing_;
+  std::unordered_map<ShardKey, std::pair<uint32_t, uint64_t>, ShardKeyHash> orphan_candidates_;
+  TimePoint orphan_next_{};
+  OrphanProgress orphans_;
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);

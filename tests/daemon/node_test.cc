@@ -265,7 +265,7 @@ class Cluster {
   std::unique_ptr<Node> MakeNode(int i) {
     auto n = Node::Create({.id = NodeId(i), .k = 4, .m = 2, .shard_size = kShard, .rpc_timeout = 2s,
                            .id_seed = net_.seed() | 1, .replace_after = replace_after_,
-                           .min_shards = min_shards_},
+                           .min_shards = min_shards_, .orphan_sweep = Duration::zero()},
                           transports_[i].get(), data_[i].get(), parity_[i].get(), view_, metas_[i].get());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return n.ok() ? std::move(n).value() : nullptr;
@@ -1198,6 +1198,245 @@ TEST(NodeDeferredDelete, ANodeBackLosesTheShardsOfVersionsRemovedWhileItWasDown)
   auto got = c.Get(x, "/g/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == v3);
+}
+
+// ---- orphan sweep (Node::SweepOrphans) ----
+
+// Commits `bytes` as shard `key` in `store`, as a put's SHARD_PUT would.
+void StoreShard(ShardStore& store, const ShardKey& key, const std::vector<uint8_t>& bytes) {
+  auto r = store.Reserve(key, bytes.size());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
+  ASSERT_TRUE(store.Commit(std::move(r).value(), ShardMeta{key, bytes.size(), 0, 0, ec::Crc32c(bytes)}).ok());
+}
+
+size_t ShardsOf(Cluster& c, int node, uint64_t file_id) {
+  size_t n = 0;
+  for (auto* store : {&c.data(node), &c.parity(node)}) {
+    for (const auto& meta : store->List()) n += meta.key.file_id == file_id ? 1 : 0;
+  }
+  return n;
+}
+
+Status Sweep(Cluster& c, int node) {
+  return c.Await<Status>([&](auto done) { c.node(node).SweepOrphans(done); });
+}
+
+uint64_t FileIdOf(Cluster& c, const std::string& path) {
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(path, Caller{}, done); });
+  EXPECT_TRUE(ins.ok()) << path << ": " << ins.status().ToString();
+  return ins.ok() ? ins->file_id : 0;
+}
+
+// Shards no record names (a version nobody wrote a record for, and a copy
+// of a committed shard on a node its record does not place it on) go at
+// the second pass that finds them; every shard the records name stays and
+// every file reads back bit-exact, then with two nodes down.
+TEST(NodeOrphans, UnnamedShardsGoAtTheSecondPassNamedOnesStay) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  std::map<std::string, std::vector<uint8_t>> files;
+  for (int i = 0; i < 4; ++i) {
+    const std::string path = "/o/f" + std::to_string(i);
+    files[path] = Bytes(rng, (i + 1) * kStripe + 7 * i);
+    ASSERT_TRUE(c.Put(i, path, files[path]).ok()) << path;
+  }
+  const size_t named = c.TotalShards();
+  // A version with no record: a data and a parity shard on node 2.
+  const uint64_t lost_id = rng() | 1;
+  StoreShard(c.data(2), ShardKey{lost_id, 1, 0, 1}, Bytes(rng, kShard));
+  StoreShard(c.parity(2), ShardKey{lost_id, 1, 0, 5}, Bytes(rng, kShard));
+  // A copy of a committed shard on another node than its record's.
+  const ShardMeta real = c.data(0).List().front();
+  const int other = 1;
+  {
+    auto v = c.data(0).Read(real.key);
+    ASSERT_TRUE(v.ok());
+    StoreShard(c.data(other), real.key, std::vector<uint8_t>(v->data.begin(), v->data.end()));
+  }
+  ASSERT_EQ(c.TotalShards(), named + 3);
+
+  for (int i = 0; i < kNodes; ++i) ASSERT_TRUE(Sweep(c, i).ok()) << "node " << i;
+  EXPECT_EQ(c.TotalShards(), named + 3) << "the first pass only remembers what it found";
+  EXPECT_EQ(c.node(2).orphan_progress().candidates, 2u);
+  EXPECT_EQ(c.node(other).orphan_progress().candidates, 1u);
+  for (int i = 0; i < kNodes; ++i) ASSERT_TRUE(Sweep(c, i).ok()) << "node " << i;
+  EXPECT_EQ(c.TotalShards(), named);
+  EXPECT_EQ(ShardsOf(c, 2, lost_id), 0u);
+  EXPECT_TRUE(c.data(0).Read(real.key).ok()) << "the copy its record names stays";
+  EXPECT_FALSE(c.data(other).Read(real.key).ok());
+  uint64_t deleted = 0, freed = 0;
+  for (int i = 0; i < kNodes; ++i) {
+    deleted += c.node(i).orphan_progress().deleted;
+    freed += c.node(i).orphan_progress().bytes_freed;
+    EXPECT_EQ(c.node(i).orphan_progress().candidates, 0u);
+    EXPECT_EQ(c.node(i).orphan_progress().passes, 2u);
+  }
+  EXPECT_EQ(deleted, 3u);
+  EXPECT_EQ(freed, 2 * kShard + real.length);
+  c.Kill(0);
+  c.Kill(3);
+  for (const auto& [path, bytes] : files) {
+    auto got = c.Get(4, path);
+    ASSERT_TRUE(got.ok()) << path << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << path;
+  }
+}
+
+// A shard rewritten between two passes is not the one the first pass saw:
+// it waits for another pass.
+TEST(NodeOrphans, AShardChangedBetweenPassesWaitsForAnotherPass) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const ShardKey key{rng() | 1, 3, 0, 0};
+  StoreShard(c.data(4), key, Bytes(rng, kShard));
+  ASSERT_TRUE(Sweep(c, 4).ok());
+  StoreShard(c.data(4), key, Bytes(rng, kShard));  // a new slot, another CRC
+  ASSERT_TRUE(Sweep(c, 4).ok());
+  EXPECT_TRUE(c.data(4).Read(key).ok());
+  EXPECT_EQ(c.node(4).orphan_progress().candidates, 1u);
+  ASSERT_TRUE(Sweep(c, 4).ok());
+  EXPECT_FALSE(c.data(4).Read(key).ok());
+  EXPECT_EQ(c.node(4).orphan_progress().deleted, 1u);
+}
+
+// The shards of a put still being written have no record yet; its gateway
+// says so and they stay, however many passes run meanwhile.
+TEST(NodeOrphans, APutStillBeingWrittenKeepsItsShards) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const std::string path = "/o/slow";
+  std::set<int> owners;
+  for (NodeId o : OwnersOf(path, kNodes)) owners.insert(static_cast<int>(o.value));
+  int gw = 0;
+  while (owners.count(gw)) ++gw;
+  int x = gw + 1;
+  while (owners.count(x)) ++x;
+  ASSERT_LT(x, kNodes);
+  const size_t before = c.TotalShards();
+  auto owned = std::make_shared<std::vector<uint8_t>>(Bytes(rng, 64 * kStripe));
+  auto result = std::make_shared<std::optional<Status>>();
+  c.net().SetDelay(1ms, 2ms);  // so that the put is seen halfway
+  c.node(gw).Put(path, *owned, owned, [result](Status s) { *result = s; });
+  // Shards are landing; the commit cannot reach the owners.
+  c.RunUntilOrIdle([&] { return c.TotalShards() > before + 12; });
+  ASSERT_FALSE(result->has_value());
+  for (int o : owners) c.net().Partition(NodeId(gw), NodeId(o));
+  const size_t landed = c.TotalShards();
+  for (int pass = 0; pass < 3; ++pass) {
+    ASSERT_TRUE(Sweep(c, x).ok());
+    ASSERT_FALSE(result->has_value()) << "the put ended while the passes ran: nothing shown";
+    EXPECT_EQ(c.node(x).orphan_progress().candidates, 0u);
+  }
+  EXPECT_EQ(c.node(x).orphan_progress().deleted, 0u);
+  EXPECT_GE(c.TotalShards(), landed);
+  c.net().Heal();
+}
+
+// A gateway that crashes mid-put leaves shards no record will ever name:
+// the other nodes' sweeps delete them (one node dead is at most m), the
+// restarted gateway's own sweep its local ones, and the files committed
+// before stay whole.
+TEST(NodeOrphans, ShardsOfAPutWhoseGatewayCrashedAreSwept) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const auto kept = Bytes(rng, 5 * kStripe + 3);
+  ASSERT_TRUE(c.Put(1, "/o/kept", kept).ok());
+  const size_t before = c.TotalShards();
+  auto owned = std::make_shared<std::vector<uint8_t>>(Bytes(rng, 64 * kStripe));
+  auto result = std::make_shared<std::optional<Status>>();
+  c.net().SetDelay(1ms, 2ms);  // so that the put is seen halfway
+  c.node(0).Put("/o/torn", *owned, owned, [result](Status s) { *result = s; });
+  c.RunUntilOrIdle([&] { return c.TotalShards() > before + 30; });
+  ASSERT_FALSE(result->has_value());
+  c.Crash(0);
+  c.RunUntilOrIdle([] { return false; });
+  ASSERT_GT(c.TotalShards(), before) << "the torn put left shards behind";
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 1; i < kNodes; ++i) ASSERT_TRUE(Sweep(c, i).ok()) << "node " << i;
+  }
+  c.Restart(0);
+  for (int pass = 0; pass < 2; ++pass) ASSERT_TRUE(Sweep(c, 0).ok());
+  EXPECT_EQ(c.TotalShards(), before);
+  EXPECT_EQ(c.Get(2, "/o/torn").status().code(), StatusCode::kNotFound);
+  c.Kill(3);
+  c.Kill(5);
+  auto got = c.Get(4, "/o/kept");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == kept);
+}
+
+// With more than m nodes dead a record may live only on them, and a node
+// that does not answer may be writing: the pass deletes nothing and says
+// why.
+TEST(NodeOrphans, NothingIsDeletedWithMoreThanMDeadOrANodeSilent) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const ShardKey key{rng() | 1, 1, 0, 2};
+  StoreShard(c.data(0), key, Bytes(rng, kShard));
+  c.net().Partition(NodeId(0), NodeId(4));
+  for (int pass = 0; pass < 2; ++pass) {
+    Status s = Sweep(c, 0);
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  }
+  EXPECT_NE(c.node(0).orphan_progress().last_error.find("did not answer"), std::string::npos)
+      << c.node(0).orphan_progress().last_error;
+  c.net().Heal();
+  ASSERT_TRUE(Sweep(c, 0).ok());  // found: the next pass would delete it
+  c.Kill(3);
+  c.Kill(4);
+  c.Kill(5);
+  Status s = Sweep(c, 0);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.ToString().find("3 nodes dead"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(c.data(0).Read(key).ok());
+  EXPECT_EQ(c.node(0).orphan_progress().skipped, 3u);
+  EXPECT_EQ(c.node(0).orphan_progress().passes, 4u);
+  EXPECT_EQ(c.node(0).orphan_progress().deleted, 0u);
+}
+
+// A node back after its shards moved, where every node that moved them has
+// restarted since (forgetting what it moved): the old copies are no
+// record's, and the node's sweep deletes them.
+TEST(NodeOrphans, OldCopiesOnANodeBackAreSweptWhenTheMoversForgot) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 8;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 3s);
+  const std::string path = "/o/moved";
+  const auto bytes = Bytes(rng, 12 * kStripe + 3);
+  ASSERT_TRUE(c.Put(0, path, bytes).ok());
+  const uint64_t file_id = FileIdOf(c, path);
+  std::set<int> holders = HoldersOf(c, 0, path);
+  holders.erase(0);
+  const int back = *std::next(holders.begin(), static_cast<long>(rng() % holders.size()));
+  const size_t old_copies = ShardsOf(c, back, file_id);
+  ASSERT_GT(old_copies, 0u);
+  c.Crash(back);
+  c.TickAll(5);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  ASSERT_EQ(HoldersOf(c, 0, path).count(back), 0u);
+  for (int i = 0; i < kN; ++i) {
+    if (i == back) continue;
+    c.Crash(i);  // forgets what it moved off `back`
+    c.Restart(i);
+  }
+  c.Restart(back);
+  c.TickAll(2);
+  c.RunUntilOrIdle([] { return false; });
+  ASSERT_EQ(ShardsOf(c, back, file_id), old_copies) << "no one remembered them";
+  ASSERT_TRUE(Sweep(c, back).ok());
+  ASSERT_TRUE(Sweep(c, back).ok());
+  EXPECT_EQ(ShardsOf(c, back, file_id), 0u);
+  EXPECT_EQ(c.node(back).orphan_progress().deleted, old_copies);
+  int a = (back + 1) % kN;
+  if (a == 0) a = (a + 1) % kN;
+  int b = (a + 1) % kN;
+  while (b == 0 || b == back) b = (b + 1) % kN;
+  c.Kill(a);
+  c.Kill(b);
+  auto got = c.Get(back, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
 }
 
 // The node holding shard `index` of the (one-stripe) files in c.
