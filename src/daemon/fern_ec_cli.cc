@@ -721,13 +721,15 @@ int ScrubCmd(const std::vector<std::string>& args) {
   return bad > 0 || count("degraded") > 0 ? 5 : 0;
 }
 
-// One node's status JSON, or "" when it does not answer.
+// One node's status JSON, or "" when it does not answer within
+// kStatusTimeoutS (a stopped or hung daemon still accepts the connection).
+constexpr int kStatusTimeoutS = 5;
 std::string NodeStatus(const std::string& sock, bool as_text) {
   client::Request req = MakeRequest(client::Op::kStatus, "/");
   req.flags = as_text ? client::kStatusText : 0;
   client::Reply r;
   int mfd = -1;
-  if (Roundtrip(sock, req, -1, &r, &mfd) != 0 || r.err != 0 || mfd < 0) {
+  if (Roundtrip(sock, req, -1, &r, &mfd, kStatusTimeoutS) != 0 || r.err != 0 || mfd < 0) {
     if (mfd >= 0) close(mfd);
     return "";
   }
@@ -748,7 +750,8 @@ int StatusCmd(const std::vector<std::string>& args) {
             "its in-place update counters, and the stripes of the files it is the first live\n"
             "metadata owner of (degraded: a shard's node is down; lost: more than m are):\n"
             "a few lines per node and a cluster total, or with --json one JSON object per\n"
-            "node. Exit code 1 if any node is down.");
+            "node. A node that does not answer within 5 s counts as down (a stopped\n"
+            "daemon still accepts the connection). Exit code 1 if any node is down.");
   f.String("root", &root, "local cluster directory");
   f.Bool("json", &json, "print a JSON array");
   if (auto s = f.Parse(args); !s.ok()) return Fail(s.ToString());
@@ -782,7 +785,8 @@ int StatusCmd(const std::vector<std::string>& args) {
       std::printf("%s%s", i ? ", " : "",
                   st.empty() ? ("{\"node\": " + nodes[i].first + ", \"down\": true}").c_str() : st.c_str());
     } else if (st.empty()) {
-      std::printf("node %s: DOWN (no answer at %s)\n", nodes[i].first.c_str(), nodes[i].second.c_str());
+      std::printf("node %s: DOWN (no answer at %s within %d s)\n", nodes[i].first.c_str(), nodes[i].second.c_str(),
+                  kStatusTimeoutS);
     } else {
       std::printf("%s", st.c_str());
     }

@@ -682,6 +682,89 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   EXPECT_EQ(ReadFile(work + "/out"), bytes);
 }
 
+// Shard slots in use on nodes [0, nodes) (status --json of each: data and
+// parity slots_used), or -1 when one does not answer.
+long SlotsUsed(const TestCluster& tc, int nodes = 6) {
+  static const std::regex used("\"slots_used\": ([0-9]+)");
+  long total = 0;
+  for (int i = 0; i < nodes; ++i) {
+    const std::string st = Out("FERN_EC_SOCKET=" + tc.root + "/node-" + std::to_string(i) + "/sock " + tc.cli +
+                               " status --json 2>/dev/null");
+    int tiers = 0;
+    for (auto it = std::sregex_iterator(st.begin(), st.end(), used); it != std::sregex_iterator(); ++it, ++tiers) {
+      total += std::stol((*it)[1]);
+    }
+    if (tiers != 2) return -1;
+  }
+  return total;
+}
+
+// A gateway SIGKILLed mid-put leaves shards on the other nodes (and its
+// own) that no record will ever name and nobody remembers: the orphan
+// sweeps (here every second) free them, the torn file never appears, and
+// a file committed before still reads bit-exact with two nodes down.
+TEST(LocalOrphans, AGatewayKilledMidPutLeavesNoShardsBehind) {
+  auto rng = fern::testing::TestRng();
+  TestCluster tc("lor");
+  const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
+  ASSERT_EQ(tc.Start("--nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
+                     " --orphan-sweep 1"),
+            0);
+  std::vector<uint8_t> kept(9 * kStripe + 5);
+  fern::testing::FillRandom(rng, kept.data(), kept.size());
+  WriteFile(work + "/kept", kept);
+  ASSERT_EQ(Sh(cli + " put " + work + "/kept /o/kept" + at + " --node 0"), 0);
+  const long baseline = SlotsUsed(tc);
+  ASSERT_GT(baseline, 0);
+  const long baseline5 = SlotsUsed(tc, 5);  // node 5 answers no one while stopped
+  std::vector<uint8_t> big(64 * kStripe);
+  fern::testing::FillRandom(rng, big.data(), big.size());
+  WriteFile(work + "/big", big);
+  // Node 5 stopped: the put's window of stripes lands on the others and
+  // waits for node 5's acknowledgements; meanwhile its gateway dies.
+  const int stopped = NodePid(root, 5);
+  ASSERT_GT(stopped, 0);
+  ASSERT_EQ(kill(stopped, SIGSTOP), 0);
+  tc.stopped_pid = stopped;
+  FILE* put = popen((cli + " put " + work + "/big /o/torn" + at + " --node 0 2>&1").c_str(), "r");
+  ASSERT_NE(put, nullptr);
+  long landed = 0;
+  for (int i = 0; i < 100 && landed < baseline5 + 40; ++i) {
+    usleep(50 * 1000);
+    landed = SlotsUsed(tc, 5);
+  }
+  ASSERT_EQ(Sh(cli + " local kill 0" + at), 0);
+  const int put_status = pclose(put);
+  // status names the stopped daemon down instead of waiting for it.
+  const std::string while_stopped = Out(cli + " status" + at + " 2>&1");
+  EXPECT_NE(while_stopped.find("node 5: DOWN (no answer"), std::string::npos) << while_stopped;
+  kill(stopped, SIGCONT);
+  tc.stopped_pid = 0;
+  ASSERT_GE(landed, baseline5 + 40) << "the put's shards never landed";
+  EXPECT_NE(put_status, 0) << "the put finished before its gateway died: nothing to show";
+  ASSERT_EQ(Sh(cli + " local restart 0" + at), 0);
+  long now = SlotsUsed(tc);
+  for (int i = 0; i < 300 && now != baseline; ++i) {
+    usleep(100 * 1000);
+    now = SlotsUsed(tc);
+  }
+  EXPECT_EQ(now, baseline) << "slots still used by the torn put";
+  uint64_t deleted = 0;
+  const std::string st = Out(cli + " status --json" + at);
+  static const std::regex swept("\"orphans\": \\{[^}]*\"deleted\": ([0-9]+)");
+  for (auto it = std::sregex_iterator(st.begin(), st.end(), swept); it != std::sregex_iterator(); ++it) {
+    deleted += std::stoull((*it)[1]);
+  }
+  EXPECT_GT(deleted, 0u) << st;  // (a transfer the kill cut short freed its slot by itself)
+  EXPECT_NE(Sh(cli + " get /o/torn " + work + "/torn" + at), 0);
+  const std::string text = Out(cli + " status" + at);
+  EXPECT_NE(text.find("orphan sweep: "), std::string::npos) << text;
+  ASSERT_EQ(Sh(cli + " local kill 2" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 4" + at), 0);
+  ASSERT_EQ(Sh(cli + " get /o/kept " + work + "/out" + at + " --node 1"), 0);
+  EXPECT_EQ(ReadFile(work + "/out"), kept);
+}
+
 // A flipped byte in the shard slab of one node: inspect names every shard
 // it spoils as corrupt (the stripes stay readable), reads decode around
 // them bit-exact, and the node's repair pass after a restart rewrites them.
