@@ -391,7 +391,9 @@ class Node {
   struct ShardReport {
     uint32_t index = 0;  // 0..k-1 data, k..k+m-1 parity
     NodeId node;
-    enum class State { kOk, kMissing, kCorrupt, kUnreachable } state = State::kUnreachable;
+    // kAbsent: never written, as the record says (a degraded write,
+    // NodeOptions::min_shards); its node writes it in its next repair pass.
+    enum class State { kOk, kMissing, kCorrupt, kUnreachable, kAbsent } state = State::kUnreachable;
     uint64_t length = 0;
     uint32_t crc32c = 0;  // from the shard's header, when it answered
     uint64_t seq = 0;     // the last in-place update in its bytes (PSW)

@@ -54,6 +54,7 @@ void Node::InspectNext(const std::shared_ptr<InspectOp>& op) {
     StripeReport& sr = op->result.stripes[stripe];
     sr.stripe = stripe;
     const auto nodes = StripeNodes(op->record, stripe);
+    const uint32_t absent = AbsentMask(op->record, stripe);
     const int n = op->result.k + op->result.m;
     sr.shards.resize(n);
     op->pending[stripe] = n;
@@ -82,7 +83,7 @@ void Node::InspectNext(const std::shared_ptr<InspectOp>& op) {
       get.set_verify_only(true);
       transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                        {options_.rpc_timeout, nullptr},
-                       [op, stripe, i, answered](StatusOr<InMessage> r) {
+                       [op, stripe, i, answered, absent](StatusOr<InMessage> r) {
                          StripeReport& sr = op->result.stripes[stripe];
                          ShardReport& shard = sr.shards[i];
                          wire::ShardGetReply reply;
@@ -92,6 +93,11 @@ void Node::InspectNext(const std::shared_ptr<InspectOp>& op) {
                                          : c == StatusCode::kDataLoss ? ShardReport::State::kCorrupt
                                                                       : ShardReport::State::kUnreachable;
                            shard.error = r.status().ToString();
+                           if (c == StatusCode::kNotFound && (absent >> i & 1)) {
+                             shard.state = ShardReport::State::kAbsent;
+                             shard.error = "not written (a degraded write, --min-shards): " +
+                                           shard.node.ToString() + " writes it in its next repair pass";
+                           }
                          } else if (!reply.ParseFromString(r->header)) {
                            shard.error = "bad SHARD_GET reply";
                          } else {

@@ -12,6 +12,7 @@ const char* StateName(const Node::ShardReport& s) {
   switch (s.state) {
     case State::kOk: return "ok";
     case State::kMissing: return "missing";
+    case State::kAbsent: return "absent";
     case State::kCorrupt: return "corrupt";
     case State::kUnreachable: return s.error.find("is down") != std::string::npos ? "down" : "unreachable";
   }

@@ -1111,6 +1111,22 @@ TEST(NodeDegradedWrite, MinShardsCommitsWithANodeDownAndItsRepairFillsTheGaps) {
     for (int i = 0; i < kNodes; ++i) degraded += c.node(i).stripe_health().degraded;
     EXPECT_EQ(degraded, 7u);
   }
+  // inspect tells a shard never written from one lost.
+  auto states = [&] {
+    std::map<Node::ShardReport::State, int> n;
+    auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/d/f", Caller{}, done); });
+    EXPECT_TRUE(ins.ok()) << ins.status().ToString();
+    if (ins.ok()) {
+      for (const auto& st : ins->stripes) {
+        for (const auto& sh : st.shards) ++n[sh.state];
+      }
+    }
+    return n;
+  };
+  auto before_repair = states();
+  EXPECT_EQ(before_repair[Node::ShardReport::State::kAbsent], 7);
+  EXPECT_EQ(before_repair[Node::ShardReport::State::kMissing], 0);
+  EXPECT_EQ(before_repair[Node::ShardReport::State::kOk], 7 * 5);
   std::optional<StatusOr<uint64_t>> upd;
   auto patch = Bytes(rng, 5);
   c.StartUpdate(0, "/d/f", got->version, bytes.size(), {{3, patch.size()}}, patch, &upd);
@@ -1122,6 +1138,7 @@ TEST(NodeDegradedWrite, MinShardsCommitsWithANodeDownAndItsRepairFillsTheGaps) {
   degraded = 0;
   for (int i = 0; i < kNodes; ++i) degraded += c.node(i).stripe_health().degraded;
   EXPECT_EQ(degraded, 0u) << "the records still call shards absent";
+  EXPECT_EQ(states()[Node::ShardReport::State::kOk], 7 * 6);
   // Repaired: updates go through again.
   upd.reset();
   c.StartUpdate(0, "/d/f", got->version, bytes.size(), {{3, patch.size()}}, patch, &upd);
