@@ -204,6 +204,21 @@ class Cluster {
     for (auto& n : nodes_) n->SetView(view_);
   }
 
+  // Two nodes other than `a` and `b` die; `path` then still reads as
+  // `bytes` through `via`.
+  void KillTwoMoreAndExpect(int a, int b, int via, const std::string& path, const std::vector<uint8_t>& bytes) {
+    std::vector<int> gone;
+    for (int i = 1; i < size() && gone.size() < 2; ++i) {
+      const int n = (a + i) % size();
+      if (n != a && n != b && n != via && !killed_.count(n) && !crashed_.count(n)) gone.push_back(n);
+    }
+    ASSERT_EQ(gone.size(), 2u);
+    for (int n : gone) Kill(n);
+    auto got = Get(via, path);
+    ASSERT_TRUE(got.ok()) << path << ", nodes " << gone[0] << " and " << gone[1] << " down: " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << path;
+  }
+
   ShardStore& data(int i) { return *data_[i]; }
   ShardStore& parity(int i) { return *parity_[i]; }
   int size() const { return static_cast<int>(nodes_.size()); }
@@ -954,15 +969,7 @@ TEST(NodeReplace, ANodeBackAfterItsShardsMovedLosesItsOldCopies) {
   EXPECT_EQ(deleted, before);
   // Nothing the records name was deleted: with two other nodes down every
   // stripe still has k shards.
-  int a = (back + 1) % kN;
-  if (a == 0) a = (a + 1) % kN;
-  int b = (a + 1) % kN;
-  while (b == 0 || b == back) b = (b + 1) % kN;
-  c.Kill(a);
-  c.Kill(b);
-  auto got = c.Get(back, path);
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(got->bytes == bytes);
+  c.KillTwoMoreAndExpect(back, 0, back, path, bytes);
 }
 
 // With k+m nodes every live node already holds a shard of each stripe: the
@@ -1291,12 +1298,12 @@ TEST(NodeOrphans, UnnamedShardsGoAtTheSecondPassNamedOnesStay) {
   }
   EXPECT_EQ(deleted, 3u);
   EXPECT_EQ(freed, 2 * kShard + real.length);
-  c.Kill(0);
-  c.Kill(3);
-  for (const auto& [path, bytes] : files) {
-    auto got = c.Get(4, path);
-    ASSERT_TRUE(got.ok()) << path << ": " << got.status().ToString();
-    EXPECT_TRUE(got->bytes == bytes) << path;
+  auto file = files.begin();
+  c.KillTwoMoreAndExpect(4, 4, 4, file->first, file->second);
+  for (++file; file != files.end(); ++file) {
+    auto got = c.Get(4, file->first);
+    ASSERT_TRUE(got.ok()) << file->first << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == file->second) << file->first;
   }
 }
 
@@ -1376,11 +1383,7 @@ TEST(NodeOrphans, ShardsOfAPutWhoseGatewayCrashedAreSwept) {
   for (int pass = 0; pass < 2; ++pass) ASSERT_TRUE(Sweep(c, 0).ok());
   EXPECT_EQ(c.TotalShards(), before);
   EXPECT_EQ(c.Get(2, "/o/torn").status().code(), StatusCode::kNotFound);
-  c.Kill(3);
-  c.Kill(5);
-  auto got = c.Get(4, "/o/kept");
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(got->bytes == kept);
+  c.KillTwoMoreAndExpect(0, 1, 4, "/o/kept", kept);
 }
 
 // With more than m nodes dead a record may live only on them, and a node
@@ -1445,15 +1448,7 @@ TEST(NodeOrphans, OldCopiesOnANodeBackAreSweptWhenTheMoversForgot) {
   ASSERT_TRUE(Sweep(c, back).ok());
   EXPECT_EQ(ShardsOf(c, back, file_id), 0u);
   EXPECT_EQ(c.node(back).orphan_progress().deleted, old_copies);
-  int a = (back + 1) % kN;
-  if (a == 0) a = (a + 1) % kN;
-  int b = (a + 1) % kN;
-  while (b == 0 || b == back) b = (b + 1) % kN;
-  c.Kill(a);
-  c.Kill(b);
-  auto got = c.Get(back, path);
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(got->bytes == bytes);
+  c.KillTwoMoreAndExpect(back, 0, back, path, bytes);
 }
 
 // The node holding shard `index` of the (one-stripe) files in c.
