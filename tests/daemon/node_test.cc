@@ -859,6 +859,57 @@ TEST(NodeReplace, ADeadNodesShardsMoveToLiveNodesThenAnyTwoMoreMayFail) {
   }
 }
 
+// A sequencer already hosting the file (an update ran before the node
+// died, so it keeps its own copy of the record): after the move the next
+// update of the stripe lands on the shard's new node, and the bytes it
+// wrote read back with two more nodes down. (The gateway sends pieces by
+// its own, amended, record: this passes even if the host's copy missed
+// the move; what that copy steers, recovery rounds, is not reached here.)
+TEST(NodeReplace, ASequencerHostingTheFileSendsLaterUpdatesToTheMovedShard) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = 8;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), 3s);
+  const std::string path = "/s/f";
+  auto bytes = Bytes(rng, 5 * kStripe + 9);
+  ASSERT_TRUE(c.Put(0, path, bytes).ok());
+  const int host = static_cast<int>(OwnersOf(path, kN)[0].value);
+  auto update = [&](int via, uint64_t off, size_t n) {
+    auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect(path, Caller{}, done); });
+    ASSERT_TRUE(ins.ok()) << ins.status().ToString();
+    auto patch = Bytes(rng, n);
+    std::optional<StatusOr<uint64_t>> r;
+    c.StartUpdate(via, path, ins->info.version, bytes.size(), {{off, n}}, patch, &r);
+    c.RunUntil([&] { return r.has_value(); });
+    ASSERT_TRUE(r->ok()) << "update at " << off << ": " << r->status().ToString();
+    std::copy(patch.begin(), patch.end(), bytes.begin() + static_cast<long>(off));
+  };
+  int via = 0;  // the updates' gateway, not the sequencer's host
+  while (via == host) ++via;
+  ASSERT_NO_FATAL_FAILURE(update(via, 1, 6));  // the host now holds the file's sequencer
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect(path, Caller{}, done); });
+  ASSERT_TRUE(ins.ok());
+  // A node holding data shard `idx` of stripe 0 (file bytes from
+  // idx*kShard), neither the host nor the gateway, dies.
+  int dead = -1;
+  uint32_t idx = 0;
+  for (const auto& sh : ins->stripes[0].shards) {
+    const int n = static_cast<int>(sh.node.value);
+    if (sh.index < 4 && n != host && n != via) {
+      dead = n;
+      idx = sh.index;
+      break;
+    }
+  }
+  ASSERT_GE(dead, 0) << "no data shard of stripe 0 outside the host and the gateway";
+  c.Kill(dead);
+  c.TickAll(5);
+  c.RunUntil([&] { return ReplaceIdle(c); });
+  ASSERT_EQ(HoldersOf(c, via, path).count(dead), 0u) << "its shards did not move";
+  // An update inside the moved shard, through the same host's sequencer.
+  ASSERT_NO_FATAL_FAILURE(update(via, idx * kShard + 5, 9));
+  c.KillTwoMoreAndExpect(dead, host, via, path, bytes);
+}
+
 // The file's first owner was down while its newest version was written, so
 // its own copy of the record is old; when a node holding the new version's
 // shards then stays dead, it re-places them all the same (a pass plans from
