@@ -689,7 +689,8 @@ class Daemon {
            n(d.stripes) + " stripes decoded, " +
            n(d.verified) + " verified, " + n(d.rejected) + " rejected\n";
     out += "  in-place updates: " + n(p.updates_committed) + " committed, " + n(p.updates_failed) + " failed, " +
-           n(p.pieces_applied) + " pieces applied here, " + n(p.sequencers) + " sequencers hosted, " +
+           n(p.pieces_applied) + " pieces applied here, " + n(p.pieces_retried) + " sent again after a rollback, " +
+           n(p.sequencers) + " sequencers hosted, " +
            n(p.stripes_resolved) + " stripes resolved by recovery, " + n(p.stripes_lost) + " lost\n";
     return out;
   }
@@ -698,6 +699,7 @@ class Daemon {
     return ", \"psw\": {\"updates_committed\": " + std::to_string(p.updates_committed) +
            ", \"updates_failed\": " + std::to_string(p.updates_failed) +
            ", \"pieces_applied\": " + std::to_string(p.pieces_applied) +
+           ", \"pieces_retried\": " + std::to_string(p.pieces_retried) +
            ", \"sequencers\": " + std::to_string(p.sequencers) +
            ", \"stripes_resolved\": " + std::to_string(p.stripes_resolved) +
            ", \"stripes_lost\": " + std::to_string(p.stripes_lost) + "}";

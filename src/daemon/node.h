@@ -466,6 +466,7 @@ class Node {
     uint64_t updates_committed = 0;
     uint64_t updates_failed = 0;
     uint64_t pieces_applied = 0;
+    uint64_t pieces_retried = 0;  // this gateway's pieces sent again after a rollback (kUpdateRetries)
     uint64_t sequencers = 0;
     uint64_t stripes_resolved = 0;
     uint64_t stripes_lost = 0;
@@ -478,6 +479,11 @@ class Node {
   struct UpdateOp;
   struct ScrubOp;
   static constexpr int kUpdateWindow = 16;  // update pieces in flight per Update
+  // A piece the sequencer rolled back or refused (Aborted: its bytes are in
+  // no shard) goes again, at most this many times: the recovery round that
+  // rolled it back has rebuilt what it lacked (a shard lost on a node that
+  // restarted with an empty tmpfs), so the next try usually commits.
+  static constexpr int kUpdateRetries = 2;
   void InstallPswHandlers();
   void PswTick();
   void PswMembership(NodeId peer, bool alive);

@@ -204,6 +204,7 @@ struct Node::UpdateOp {
     uint64_t offset = 0;  // within the stripe's data
     uint64_t length = 0;
     size_t bytes_at = 0;  // where its bytes start in `bytes`
+    int retries = 0;      // sent again after Aborted (kUpdateRetries)
   };
   std::vector<Piece> pieces;
   size_t next = 0;
@@ -307,7 +308,15 @@ void Node::UpdateNext(const std::shared_ptr<UpdateOp>& op) {
 
 void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
   const UpdateOp::Piece piece = op->pieces[index];
-  auto finish = [this, op](Status s) {
+  auto finish = [this, op, index](Status s) {
+    if (s.code() == StatusCode::kAborted && op->failure.ok() && op->pieces[index].retries < kUpdateRetries) {
+      ++op->pieces[index].retries;
+      ++psw_->stats.pieces_retried;
+      std::fprintf(stderr, "fern-ec: node %u: update %s stripe %llu: %s; sending it again\n", options_.id.value,
+                   op->path.c_str(), static_cast<unsigned long long>(op->pieces[index].stripe),
+                   std::string(s.message()).c_str());
+      return UpdatePiece(op, index);
+    }
     if (!s.ok() && op->failure.ok()) op->failure = s;
     --op->in_flight;
     UpdateNext(op);

@@ -2152,6 +2152,40 @@ TEST(NodeUpdate, ParityRebuiltByARecoveryRoundRecordsItsDataCrcs) {
 
 // Two writers overwrite the same bytes at once: every byte of the range is
 // one writer's (the sequencer's order), the same on data and parity.
+// A node restarted with an empty tmpfs has not rebuilt its data shard yet
+// when an update of that shard's bytes comes: the sequencer's recovery
+// round rolls the update back and rebuilds the shard, and the gateway sends
+// the piece again, which commits: the writer sees success, not EIO.
+TEST(NodeUpdate, AnUpdateRolledBackForAShardLostInAWipeIsSentAgainAndCommits) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  auto bytes = Bytes(rng, 2 * kStripe + 3);
+  ASSERT_TRUE(c.Put(0, "/w/f", bytes).ok());
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect("/w/f", Caller{}, done); });
+  ASSERT_TRUE(ins.ok());
+  const int holder = static_cast<int>(ins->stripes[0].shards[1].node.value);  // data shard 1 of stripe 0
+  c.WipeData(holder);
+  c.Crash(holder);
+  c.Restart(holder);  // no repair pass run yet
+  const int via = (holder + 1) % kNodes;
+  const uint64_t off = kShard + 3;  // inside the lost shard
+  auto patch = Bytes(rng, 5);
+  std::optional<StatusOr<uint64_t>> r;
+  c.StartUpdate(via, "/w/f", ins->info.version, bytes.size(), {{off, patch.size()}}, patch, &r);
+  for (int t = 0; t < 100 && !r.has_value(); ++t) {
+    c.RunUntilOrIdle([&] { return r.has_value(); });
+    if (!r.has_value()) c.TickAll(1);  // the sequencer's deadlines start its recovery round
+  }
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r->ok()) << r->status().ToString();
+  std::copy(patch.begin(), patch.end(), bytes.begin() + static_cast<long>(off));
+  EXPECT_GE(c.node(via).psw_stats().pieces_retried, 1u);
+  EXPECT_EQ(c.data(holder).List().size(), 1u) << "the recovery round rebuilt the shard it updated";
+  // Its repair pass brings back the rest; then two more nodes may fail.
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(holder).Repair(done); }).ok());
+  c.KillTwoMoreAndExpect(holder, holder, via, "/w/f", bytes);
+}
+
 TEST(NodeUpdate, OverlappingWritersGetTheSequencersOrder) {
   auto rng = fern::testing::TestRng();
   Cluster c;
