@@ -86,6 +86,10 @@ struct Node::PutOp {
   int stripes_in_flight = 0;
   int pending = 0;            // metadata commit
   Status failure;
+  // Stripes sent again after a shard's node failed mid-put, and the shards
+  // their earlier try left, by stripe: (index, node).
+  std::map<uint64_t, int> stripe_retries;
+  std::map<uint64_t, std::vector<std::pair<int, NodeId>>> landed_before;
 };
 
 struct Node::GetOp {
@@ -715,6 +719,15 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   const uint64_t file_id = op->record.file_id(), version = op->record.version();
   const size_t len = e.len;
   FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_, options_.min_shards ? options_.min_shards : n));
+  // A stripe sent again (a node failed during its first try) replaces what
+  // the try recorded about it.
+  auto* moved_list = op->record.mutable_moved();
+  for (int j = 0; j < moved_list->size(); ++j) {
+    if (moved_list->Get(j).stripe() != s) continue;
+    if (moved_list->Get(j).absent()) --op->absent_stripes;
+    moved_list->DeleteSubrange(j, 1);
+    break;
+  }
   if (where.degraded() || where.present() < n) {
     auto* moved = op->record.add_moved();
     moved->set_stripe(s);
@@ -728,9 +741,25 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     moved->set_absent(absent);
     if (absent) ++op->absent_stripes;
   }
+  // Shards an earlier try left where this one does not put them go.
+  if (auto before = op->landed_before.find(s); before != op->landed_before.end()) {
+    for (const auto& [i, node] : before->second) {
+      if (where.absent[i] || where.shards[i] != node) {
+        DeleteShard(node, ShardKey{file_id, version, s, static_cast<uint32_t>(i)}, nullptr);
+      }
+    }
+    op->landed_before.erase(before);
+  }
   const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
-  auto left = std::make_shared<int>(where.present());
+  struct Try {
+    int left = 0;
+    Status failure;
+    bool retryable = true;  // every failed shard's node failed (or is dead now)
+    std::vector<std::pair<int, NodeId>> landed;
+  };
+  auto attempt = std::make_shared<Try>();
+  attempt->left = where.present();
   for (int i = 0; i < n; ++i) {
     if (where.absent[i]) continue;  // its dead node rebuilds it when back (repair)
     const uint8_t* bytes = i < k ? e.data[i] : e.parity[i - k];
@@ -749,13 +778,36 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     transport_->Call(
         to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, std::move(owner))},
         {options_.rpc_timeout, nullptr},
-        [this, op, left, to, s, i](StatusOr<InMessage> r) {
-          if (!r.ok() && op->failure.ok()) {
-            op->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
-                                                 std::to_string(i) + " on " + to.ToString());
+        [this, op, attempt, to, s, i](StatusOr<InMessage> r) {
+          if (r.ok()) {
+            attempt->landed.push_back({i, to});
+          } else {
+            // A node that failed (its connection, or declared dead by now)
+            // is left out when the stripe is placed again; a full store or
+            // a refusal would fail the same way twice.
+            attempt->retryable = attempt->retryable && (r.status().code() == StatusCode::kUnavailable ||
+                                                         !view_.IsAlive(to));
+            if (attempt->failure.ok()) {
+              attempt->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
+                                                        std::to_string(i) + " on " + to.ToString());
+            }
           }
-          if (--*left > 0) return;
+          if (--attempt->left > 0) return;
           --op->stripes_in_flight;
+          if (!attempt->failure.ok() && op->failure.ok()) {
+            if (attempt->retryable && ++op->stripe_retries[s] <= kStripeRetries) {
+              std::fprintf(stderr, "fern-ec: node %u: put %s: %s; sending stripe %llu again\n", options_.id.value,
+                           op->path.c_str(), std::string(attempt->failure.message()).c_str(),
+                           static_cast<unsigned long long>(s));
+              op->landed_before[s] = std::move(attempt->landed);
+              Status st = IssueStripe(op, s);
+              if (st.ok()) return;
+              attempt->failure = st;
+            }
+            op->failure = attempt->failure;
+            // What this try landed is not where the record will say (the put
+            // fails): deleted with the rest of the version by the op's end.
+          }
           IssueStripes(op);
         });
   }

@@ -526,6 +526,10 @@ class Node {
   // of the pool), and stripes a get keeps being fetched. Measured with
   // ec_bench cluster (docs/performance.md): puts gained up to 24, gets to 48.
   static constexpr int kStripeWindow = 24;
+  // A put's stripe whose shard's node failed while it was sent is placed
+  // again without that node (the next one in placement order) and sent
+  // again, at most this many times; the put fails only after that.
+  static constexpr int kStripeRetries = 2;
   static constexpr int kGetWindow = 48;
   static constexpr int kRepairWindow = 4;
   static constexpr int kInspectWindow = 16;  // stripes checked at once

@@ -1275,6 +1275,39 @@ TEST(NodeDeferredDelete, ANodeBackLosesTheShardsOfVersionsRemovedWhileItWasDown)
   EXPECT_TRUE(got->bytes == v3);
 }
 
+// A node that fails while a put is being sent does not fail the put: the
+// stripes it was to hold are placed again without it and sent again (with
+// a spare node, whole; with k+m nodes and --min-shards 5, with its shard
+// absent), and the file reads back bit-exact, then with two more nodes down
+// once it is back.
+TEST(NodePut, ANodeFailingMidPutSendsItsStripesElsewhere) {
+  for (const int nodes : {7, 6}) {
+    SCOPED_TRACE(std::to_string(nodes) + " nodes");
+    auto rng = fern::testing::TestRng();
+    Cluster c(512, nodes, -1, fern::testing::RunSeed(), Duration::zero(), /*min_shards=*/nodes == 6 ? 5 : 0);
+    const auto bytes = Bytes(rng, 48 * kStripe + 5);
+    const size_t before = c.TotalShards();
+    c.net().SetDelay(1ms, 2ms);  // so that the put is seen halfway
+    auto owned = std::make_shared<std::vector<uint8_t>>(bytes);
+    auto result = std::make_shared<std::optional<Status>>();
+    c.node(0).Put("/p/f", *owned, owned, [result](Status s) { *result = s; });
+    c.RunUntilOrIdle([&] { return c.TotalShards() > before + 40; });
+    ASSERT_FALSE(result->has_value()) << "the put ended before a node could fail";
+    const int x = 1 + static_cast<int>(rng() % (nodes - 1));
+    c.Crash(x);
+    c.RunUntil([&] { return result->has_value(); });
+    ASSERT_TRUE(result->value().ok()) << "node " << x << " failed mid-put: " << result->value().ToString();
+    c.net().SetDelay(0ms, 0ms);
+    if (nodes == 6) EXPECT_GT(c.node(0).degraded_stripes_written(), 0u);
+    auto got = c.Get((x + 1) % nodes, "/p/f");
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes);
+    c.Restart(x);
+    if (nodes == 6) ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(x).Repair(done); }).ok());
+    c.KillTwoMoreAndExpect(x, 0, x, "/p/f", bytes);
+  }
+}
+
 // ---- orphan sweep (Node::SweepOrphans) ----
 
 // Commits `bytes` as shard `key` in `store`, as a put's SHARD_PUT would.
