@@ -838,9 +838,7 @@ void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
     // SHARD_DELETE per shard (1536 for a GiB at 1 MiB shards), and nothing
     // the writer or a reader sees waits on it.
     op->done(Status());
-    for (const auto& old : op->expired) {
-      DeleteShards(old, geometry_.StripeCount(old.size()));
-    }
+    for (const auto& old : op->expired) DeleteVersionUnlessNamedElsewhere(old);
   });
 }
 

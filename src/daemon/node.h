@@ -599,6 +599,11 @@ class Node {
   // One SHARD_DELETE; `done` (may be null) gets the answer.
   void DeleteShard(NodeId node, const ShardKey& key, std::function<void(Status)> done);
   void DeleteAllVersions(const wire::FileRecord& record);
+  // Deletes the shards of one version (a record or a kept version), unless
+  // it came through a rename cut short (wire FileRecord renaming_to /
+  // renamed_from) and the other name is live and names the same file_id:
+  // then both names hold the file, and the shards stay.
+  void DeleteVersionUnlessNamedElsewhere(const wire::FileRecord& version);
   uint64_t NewFileId(const std::string& path);
   Status InstallRecord(std::unique_ptr<wire::FileRecord> record);
   void SendShards(const std::shared_ptr<PutOp>& op);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 
 #include "daemon/node.h"
 #include "daemon/node_internal.h"
@@ -263,17 +264,28 @@ void Node::Rename(const std::string& from, const std::string& to, const Caller& 
                                             std::to_string(replaced->uid())));
         }
       }
+      // Three steps: the old name says where the file is going, the new
+      // name is written (saying where it came from), the old name goes. A
+      // crash between them leaves two names for the file, never none, and
+      // removing either later keeps the shards the other still names
+      // (DeleteVersionUnlessNamedElsewhere).
+      wire::FileRecord leaving = old;
+      leaving.set_renaming_to(to);
+      leaving.set_generation(old.generation() + 1);
       wire::FileRecord moved = old;
+      moved.clear_renaming_to();
+      moved.set_renamed_from(old.path());
       moved.set_path(to);
       moved.set_generation((dst.ok() ? (*dst)->generation() : 0) + 1);
-      // The new name first: a crash in between leaves two names for the
-      // file, never none.
-      StoreRecord(moved, [this, old, replaced, done](Status s) {
-        if (!s.ok()) return done(s.WithContext("rename " + old.path()));
-        StoreRecord(Tombstone(old), [this, old, replaced, done](Status s) {
-          if (!s.ok()) return done(s.WithContext("rename " + old.path()));
-          if (replaced) DeleteAllVersions(*replaced);
-          done(Status());
+      StoreRecord(leaving, [this, leaving, moved, replaced, done](Status s) {
+        if (!s.ok()) return done(s.WithContext("rename " + leaving.path()));
+        StoreRecord(moved, [this, leaving, replaced, done](Status s) {
+          if (!s.ok()) return done(s.WithContext("rename " + leaving.path()));
+          StoreRecord(Tombstone(leaving), [this, leaving, replaced, done](Status s) {
+            if (!s.ok()) return done(s.WithContext("rename " + leaving.path()));
+            if (replaced) DeleteAllVersions(*replaced);
+            done(Status());
+          });
         });
       });
     });
@@ -356,8 +368,43 @@ void Node::DeleteShard(NodeId node, const ShardKey& key, std::function<void(Stat
 }
 
 void Node::DeleteAllVersions(const wire::FileRecord& record) {
-  DeleteShards(record, geometry_.StripeCount(record.size()));
-  for (const auto& old : record.history()) DeleteShards(old, geometry_.StripeCount(old.size()));
+  DeleteVersionUnlessNamedElsewhere(record);
+  for (const auto& old : record.history()) DeleteVersionUnlessNamedElsewhere(old);
+}
+
+void Node::DeleteVersionUnlessNamedElsewhere(const wire::FileRecord& version) {
+  const uint64_t stripes = geometry_.StripeCount(version.size());
+  std::vector<std::string> others;
+  for (const std::string& p : {version.renaming_to(), version.renamed_from()}) {
+    if (!p.empty() && p != version.path()) others.push_back(p);
+  }
+  if (others.empty()) return DeleteShards(version, stripes);
+  struct Check {
+    size_t pending = 0;
+    bool named = false;
+    std::string where;
+  };
+  auto check = std::make_shared<Check>();
+  check->pending = others.size();
+  auto layout = std::make_shared<wire::FileRecord>(version);
+  for (const std::string& other : others) {
+    LookupRecord(other, [this, check, layout, stripes, other](StatusOr<RecordPtr> rec) {
+      // Not knowing (an owner unreachable) counts as named: a shard too many
+      // is the orphan sweep's, a shard too few is a file lost.
+      const bool named = rec.ok() ? internal::Live(**rec) && internal::FindVersion(**rec, layout->file_id(),
+                                                                                     layout->version()) != nullptr
+                                  : rec.status().code() != StatusCode::kNotFound;
+      if (named && !check->named) {
+        check->named = true;
+        check->where = other;
+      }
+      if (--check->pending > 0) return;
+      if (!check->named) return DeleteShards(*layout, stripes);
+      std::fprintf(stderr, "fern-ec: node %u: the shards of file %llu version %llu stay: %s still names them "
+                   "(a rename cut short)\n", options_.id.value, static_cast<unsigned long long>(layout->file_id()),
+                   static_cast<unsigned long long>(layout->version()), check->where.c_str());
+    });
+  }
 }
 
 }  // namespace fern::daemon

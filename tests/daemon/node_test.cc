@@ -1308,6 +1308,79 @@ TEST(NodePut, ANodeFailingMidPutSendsItsStripesElsewhere) {
   }
 }
 
+// A gateway that dies in the middle of a rename leaves two names for the
+// file (the new one written, the old one not yet removed). Removing either
+// name then keeps the shards the other still names: the file stays
+// readable under it. A rename that finished leaves nothing of the sort:
+// removing the new name frees every shard, and renaming onto a file frees
+// the shards of the file replaced.
+TEST(NodeNamespace, ARenameCutShortKeepsTheFileUnderTheNameLeft) {
+  for (const bool remove_old : {true, false}) {
+    SCOPED_TRACE(remove_old ? "the old name removed" : "the new name removed");
+    auto rng = fern::testing::TestRng();
+    Cluster c;
+    // Paths whose owners leave a node out to be the gateway.
+    std::string from, to;
+    int gw = -1;
+    for (int i = 0; gw < 0; ++i) {
+      from = "/r/tmp" + std::to_string(i);
+      to = "/r/final" + std::to_string(i);
+      std::set<int> owners;
+      for (NodeId o : OwnersOf(from, kNodes)) owners.insert(static_cast<int>(o.value));
+      for (NodeId o : OwnersOf(to, kNodes)) owners.insert(static_cast<int>(o.value));
+      for (int n = 0; n < kNodes && gw < 0; ++n) gw = owners.count(n) ? -1 : n;
+    }
+    std::set<int> to_owners;
+    for (NodeId o : OwnersOf(to, kNodes)) to_owners.insert(static_cast<int>(o.value));
+    const auto bytes = Bytes(rng, 3 * kStripe + 5);
+    ASSERT_TRUE(c.Put(gw, from, bytes).ok());
+    std::map<int, size_t> owned;
+    for (int o : to_owners) owned[o] = c.node(o).records_owned();
+    c.net().SetDelay(1ms, 2ms);
+    std::optional<Status> renamed;
+    c.node(gw).Rename(from, to, Caller{}, [&](Status s) { renamed = s; });
+    // The new name is on all its owners; the gateway dies before the old
+    // name's tombstone goes out.
+    c.RunUntilOrIdle([&] {
+      for (int o : to_owners) {
+        if (c.node(o).records_owned() == owned[o]) return false;
+      }
+      return true;
+    });
+    ASSERT_FALSE(renamed.has_value()) << "the rename finished first";
+    c.Crash(gw);
+    c.net().SetDelay(0ms, 0ms);
+    const int via = (gw + 1) % kNodes;
+    auto before = c.Get(via, from);
+    ASSERT_TRUE(before.ok()) << "the old name is gone: " << before.status().ToString();
+    ASSERT_TRUE(c.Get(via, to).ok());
+    const std::string removed = remove_old ? from : to, left = remove_old ? to : from;
+    ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(via).Unlink(removed, Caller{}, done); }).ok());
+    c.RunUntilOrIdle([] { return false; });  // deletes, if any, land
+    EXPECT_EQ(c.Get(via, removed).status().code(), StatusCode::kNotFound);
+    auto got = c.Get(via, left);
+    ASSERT_TRUE(got.ok()) << left << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes);
+  }
+  // A rename that finished: its markers cost nothing later.
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const size_t empty = c.TotalShards();
+  ASSERT_TRUE(c.Put(0, "/r/a", Bytes(rng, 2 * kStripe)).ok());
+  const size_t one = c.TotalShards();
+  const auto b = Bytes(rng, kStripe + 1);
+  ASSERT_TRUE(c.Put(1, "/r/b", b).ok());
+  const size_t of_b = c.TotalShards() - one;
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(2).Rename("/r/b", "/r/c", Caller{}, done); }).ok());
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(3).Rename("/r/c", "/r/a", Caller{}, done); }).ok());
+  EXPECT_EQ(c.TotalShards(empty + of_b), empty + of_b) << "the replaced file's shards stayed";
+  auto got = c.Get(4, "/r/a");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == b);
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(5).Unlink("/r/a", Caller{}, done); }).ok());
+  EXPECT_EQ(c.TotalShards(empty), empty) << "shards left after the renamed file was removed";
+}
+
 // ---- orphan sweep (Node::SweepOrphans) ----
 
 // Commits `bytes` as shard `key` in `store`, as a put's SHARD_PUT would.
