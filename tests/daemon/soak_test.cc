@@ -2,8 +2,8 @@
 // real daemons, k=4 m=2, with re-placement, orphan sweeps and degraded
 // writes on short clocks (--replace-after 6, --orphan-sweep 2,
 // --min-shards 5), under a seeded random mix for FERN_SOAK_SECONDS (default
-// 240): new versions and new files put through random live nodes, removes,
-// SIGKILLs and restarts (half with an empty tmpfs). At most m=2 nodes are
+// 240): new versions and new files put through random live nodes, renames,
+// removes, SIGKILLs and restarts (half with an empty tmpfs). At most m=2 nodes are
 // down, and a node is killed only while the cluster is whole (no stripe
 // degraded, no repair or re-placement running). After every few steps each
 // file reads back as one of the contents it may have (a failed put may or
@@ -61,7 +61,7 @@ bool Whole(const TestCluster& tc, const std::set<int>& live) {
          SumStatus(tc, live, "replace", "running") == 0;
 }
 
-TEST(Soak, RandomPutsRemovesKillsAndWipesLoseNothingAndLeakNothing) {
+TEST(Soak, RandomPutsRenamesRemovesKillsAndWipesLoseNothingAndLeakNothing) {
   auto rng = fern::testing::TestRng();
   const char* env = std::getenv("FERN_SOAK_SECONDS");
   const int seconds = env ? std::atoi(env) : 240;
@@ -124,6 +124,25 @@ TEST(Soak, RandomPutsRemovesKillsAndWipesLoseNothingAndLeakNothing) {
       } else {
         it->second.may_be_absent = true;
         ++counts["rm failed"];
+      }
+    } else if (dice < 56) {
+      auto a = std::next(files.begin(), static_cast<long>(rng() % files.size()));
+      auto b = std::next(files.begin(), static_cast<long>(rng() % files.size()));
+      if (a == b) continue;
+      const int rc = Sh(tc.cli + " mv " + a->first + " " + b->first + tc.at + " --node " + std::to_string(pick(live)));
+      if (rc == 0) {
+        b->second = Expect{a->second.contents, false};
+        a->second = Expect{{}, true};
+        ++counts["mv"];
+      } else if (rc == 3) {
+        EXPECT_TRUE(a->second.may_be_absent) << "mv " << a->first << ": no such file";
+        a->second = Expect{{}, true};
+        ++counts["mv of nothing"];
+      } else {
+        // Done, not done, or cut short (both names): either content.
+        for (const auto& c : a->second.contents) b->second.contents.push_back(c);
+        a->second.may_be_absent = true;
+        ++counts["mv failed"];
       }
     } else if (dice < 62) {
       if (down.size() < 2 && live.size() > 1 && Whole(tc, live)) {
