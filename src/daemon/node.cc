@@ -86,10 +86,11 @@ struct Node::PutOp {
   int stripes_in_flight = 0;
   int pending = 0;            // metadata commit
   Status failure;
-  // Stripes sent again after a shard's node failed mid-put, and the shards
-  // their earlier try left, by stripe: (index, node).
+  // Stripes sent again after a shard's node failed mid-put, and where
+  // their earlier try sent shards (landed or maybe landed), by stripe:
+  // (index, node).
   std::map<uint64_t, int> stripe_retries;
-  std::map<uint64_t, std::vector<std::pair<int, NodeId>>> landed_before;
+  std::map<uint64_t, std::vector<std::pair<int, NodeId>>> sent_before;
 };
 
 struct Node::GetOp {
@@ -741,14 +742,19 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     moved->set_absent(absent);
     if (absent) ++op->absent_stripes;
   }
-  // Shards an earlier try left where this one does not put them go.
-  if (auto before = op->landed_before.find(s); before != op->landed_before.end()) {
+  // Shards an earlier try left where this one does not put them go (on a
+  // node that is down, once it is back: deferred_deletes_).
+  if (auto before = op->sent_before.find(s); before != op->sent_before.end()) {
     for (const auto& [i, node] : before->second) {
-      if (where.absent[i] || where.shards[i] != node) {
-        DeleteShard(node, ShardKey{file_id, version, s, static_cast<uint32_t>(i)}, nullptr);
+      if (!where.absent[i] && where.shards[i] == node) continue;
+      const ShardKey key{file_id, version, s, static_cast<uint32_t>(i)};
+      if (view_.IsAlive(node)) {
+        DeleteShard(node, key, nullptr);
+      } else {
+        deferred_deletes_[node.value].push_back(key);
       }
     }
-    op->landed_before.erase(before);
+    op->sent_before.erase(before);
   }
   const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
@@ -756,10 +762,13 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     int left = 0;
     Status failure;
     bool retryable = true;  // every failed shard's node failed (or is dead now)
-    std::vector<std::pair<int, NodeId>> landed;
+    std::vector<std::pair<int, NodeId>> sent;  // a shard whose reply was lost may have landed too
   };
   auto attempt = std::make_shared<Try>();
   attempt->left = where.present();
+  for (int i = 0; i < n; ++i) {
+    if (!where.absent[i]) attempt->sent.push_back({i, where.shards[i]});
+  }
   for (int i = 0; i < n; ++i) {
     if (where.absent[i]) continue;  // its dead node rebuilds it when back (repair)
     const uint8_t* bytes = i < k ? e.data[i] : e.parity[i - k];
@@ -779,9 +788,7 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
         to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, std::move(owner))},
         {options_.rpc_timeout, nullptr},
         [this, op, attempt, to, s, i](StatusOr<InMessage> r) {
-          if (r.ok()) {
-            attempt->landed.push_back({i, to});
-          } else {
+          if (!r.ok()) {
             // A node that failed (its connection, or declared dead by now)
             // is left out when the stripe is placed again; a full store or
             // a refusal would fail the same way twice.
@@ -799,7 +806,7 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
               std::fprintf(stderr, "fern-ec: node %u: put %s: %s; sending stripe %llu again\n", options_.id.value,
                            op->path.c_str(), std::string(attempt->failure.message()).c_str(),
                            static_cast<unsigned long long>(s));
-              op->landed_before[s] = std::move(attempt->landed);
+              op->sent_before[s] = std::move(attempt->sent);
               Status st = IssueStripe(op, s);
               if (st.ok()) return;
               attempt->failure = st;

@@ -1275,6 +1275,34 @@ TEST(NodeDeferredDelete, ANodeBackLosesTheShardsOfVersionsRemovedWhileItWasDown)
   EXPECT_TRUE(got->bytes == v3);
 }
 
+// ---- orphan sweep (Node::SweepOrphans) ----
+
+// Commits `bytes` as shard `key` in `store`, as a put's SHARD_PUT would.
+void StoreShard(ShardStore& store, const ShardKey& key, const std::vector<uint8_t>& bytes) {
+  auto r = store.Reserve(key, bytes.size());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
+  ASSERT_TRUE(store.Commit(std::move(r).value(), ShardMeta{key, bytes.size(), 0, 0, ec::Crc32c(bytes)}).ok());
+}
+
+size_t ShardsOf(Cluster& c, int node, uint64_t file_id) {
+  size_t n = 0;
+  for (auto* store : {&c.data(node), &c.parity(node)}) {
+    for (const auto& meta : store->List()) n += meta.key.file_id == file_id ? 1 : 0;
+  }
+  return n;
+}
+
+Status Sweep(Cluster& c, int node) {
+  return c.Await<Status>([&](auto done) { c.node(node).SweepOrphans(done); });
+}
+
+uint64_t FileIdOf(Cluster& c, const std::string& path) {
+  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(path, Caller{}, done); });
+  EXPECT_TRUE(ins.ok()) << path << ": " << ins.status().ToString();
+  return ins.ok() ? ins->file_id : 0;
+}
+
 // A node that fails while a put is being sent does not fail the put: the
 // stripes it was to hold are placed again without it and sent again (with
 // a spare node, whole; with k+m nodes and --min-shards 5, with its shard
@@ -1304,6 +1332,14 @@ TEST(NodePut, ANodeFailingMidPutSendsItsStripesElsewhere) {
     EXPECT_TRUE(got->bytes == bytes);
     c.Restart(x);
     if (nodes == 6) ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(x).Repair(done); }).ok());
+    // What the failed tries left on x went when it was back (deferred
+    // deletes): its orphan sweep finds nothing to free.
+    c.TickAll(2);
+    c.RunUntilOrIdle([] { return false; });
+    ASSERT_TRUE(Sweep(c, x).ok());
+    ASSERT_TRUE(Sweep(c, x).ok());
+    EXPECT_EQ(c.node(x).orphan_progress().deleted, 0u);
+    EXPECT_EQ(c.node(x).orphan_progress().candidates, 0u);
     c.KillTwoMoreAndExpect(x, 0, x, "/p/f", bytes);
   }
 }
@@ -1379,34 +1415,6 @@ TEST(NodeNamespace, ARenameCutShortKeepsTheFileUnderTheNameLeft) {
   EXPECT_TRUE(got->bytes == b);
   ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(5).Unlink("/r/a", Caller{}, done); }).ok());
   EXPECT_EQ(c.TotalShards(empty), empty) << "shards left after the renamed file was removed";
-}
-
-// ---- orphan sweep (Node::SweepOrphans) ----
-
-// Commits `bytes` as shard `key` in `store`, as a put's SHARD_PUT would.
-void StoreShard(ShardStore& store, const ShardKey& key, const std::vector<uint8_t>& bytes) {
-  auto r = store.Reserve(key, bytes.size());
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  std::copy(bytes.begin(), bytes.end(), (*r)->data().begin());
-  ASSERT_TRUE(store.Commit(std::move(r).value(), ShardMeta{key, bytes.size(), 0, 0, ec::Crc32c(bytes)}).ok());
-}
-
-size_t ShardsOf(Cluster& c, int node, uint64_t file_id) {
-  size_t n = 0;
-  for (auto* store : {&c.data(node), &c.parity(node)}) {
-    for (const auto& meta : store->List()) n += meta.key.file_id == file_id ? 1 : 0;
-  }
-  return n;
-}
-
-Status Sweep(Cluster& c, int node) {
-  return c.Await<Status>([&](auto done) { c.node(node).SweepOrphans(done); });
-}
-
-uint64_t FileIdOf(Cluster& c, const std::string& path) {
-  auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(0).Inspect(path, Caller{}, done); });
-  EXPECT_TRUE(ins.ok()) << path << ": " << ins.status().ToString();
-  return ins.ok() ? ins->file_id : 0;
 }
 
 // Shards no record names (a version nobody wrote a record for, and a copy
