@@ -743,15 +743,11 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     if (absent) ++op->absent_stripes;
   }
   // Shards an earlier try left where this one does not put them go (on a
-  // node that is down, once it is back: deferred_deletes_).
+  // node that is down, once it is back).
   if (auto before = op->sent_before.find(s); before != op->sent_before.end()) {
     for (const auto& [i, node] : before->second) {
-      if (!where.absent[i] && where.shards[i] == node) continue;
-      const ShardKey key{file_id, version, s, static_cast<uint32_t>(i)};
-      if (view_.IsAlive(node)) {
-        DeleteShard(node, key, nullptr);
-      } else {
-        deferred_deletes_[node.value].push_back(key);
+      if (where.absent[i] || where.shards[i] != node) {
+        DeleteShardWhenUp(node, {file_id, version, s, static_cast<uint32_t>(i)});
       }
     }
     op->sent_before.erase(before);
@@ -767,10 +763,8 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   auto attempt = std::make_shared<Try>();
   attempt->left = where.present();
   for (int i = 0; i < n; ++i) {
-    if (!where.absent[i]) attempt->sent.push_back({i, where.shards[i]});
-  }
-  for (int i = 0; i < n; ++i) {
     if (where.absent[i]) continue;  // its dead node rebuilds it when back (repair)
+    attempt->sent.push_back({i, where.shards[i]});
     const uint8_t* bytes = i < k ? e.data[i] : e.parity[i - k];
     const bool in_buf = bytes >= buf_begin && bytes < buf_end;  // parity, or a padded data shard
     wire::ShardPut put;
@@ -879,6 +873,38 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
     }
   }
   finish_one(Status());
+}
+
+void Node::AskEveryLiveNode(transport::MessageKind kind, const std::string& body,
+                            std::function<Status(const InMessage&)> take, std::function<void(Answers)> done) {
+  struct Gather {
+    int pending = 1;
+    Answers answers;
+    std::function<Status(const InMessage&)> take;
+    std::function<void(Answers)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  g->take = std::move(take);
+  g->done = std::move(done);
+  auto finish_one = [g] {
+    if (--g->pending == 0) g->done(std::move(g->answers));
+  };
+  for (const auto& info : view_.nodes()) {
+    if (!view_.IsAlive(info.id)) continue;
+    ++g->pending;
+    ++g->answers.asked;
+    transport_->Call(info.id, OutMessage{kind, body, {}}, {options_.rpc_timeout, nullptr},
+                     [g, finish_one](StatusOr<InMessage> r) {
+                       Status s = r.ok() ? g->take(*r) : r.status();
+                       if (s.ok()) {
+                         ++g->answers.answered;
+                       } else {
+                         g->answers.last_error = std::move(s);
+                       }
+                       finish_one();
+                     });
+  }
+  finish_one();
 }
 
 uint32_t Node::AbsentMask(const wire::FileRecord& record, uint64_t stripe) const {

@@ -589,6 +589,16 @@ class Node {
   void LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done);
   // Writes `record` to every live owner of its path; OK when all acknowledged.
   void StoreRecord(const wire::FileRecord& record, std::function<void(Status)> done);
+  // Sends one request to every live node (this one too). `take` gets each
+  // answer and returns an error for a malformed one; `done` then gets how
+  // many answered well, how many were asked, and the last error seen.
+  struct Answers {
+    int answered = 0;
+    int asked = 0;
+    Status last_error;
+  };
+  void AskEveryLiveNode(transport::MessageKind kind, const std::string& body,
+                        std::function<Status(const transport::InMessage&)> take, std::function<void(Answers)> done);
   // The live (newest, not deleted) paths under `dir` from every live node.
   void ListAll(const std::string& dir,
                std::function<void(StatusOr<std::map<std::string, bool>>)> done);
@@ -598,6 +608,9 @@ class Node {
   void DeleteShards(const wire::FileRecord& layout, uint64_t stripes);
   // One SHARD_DELETE; `done` (may be null) gets the answer.
   void DeleteShard(NodeId node, const ShardKey& key, std::function<void(Status)> done);
+  // DeleteShard now if the node is alive, else held for when it is back
+  // (deferred_deletes_).
+  void DeleteShardWhenUp(NodeId node, const ShardKey& key);
   void DeleteAllVersions(const wire::FileRecord& record);
   // Deletes the shards of one version (a record or a kept version), unless
   // it came through a rename cut short (wire FileRecord renaming_to /

@@ -86,56 +86,33 @@ wire::FileRecord Tombstone(const wire::FileRecord& of) {
 
 void Node::ListAll(const std::string& dir,
                    std::function<void(StatusOr<std::map<std::string, bool>>)> done) {
-  struct Gather {
-    int pending = 1;
-    int answered = 0;
-    Status last_error;
-    std::map<std::string, wire::FileRecord> newest;
-    std::function<void(StatusOr<std::map<std::string, bool>>)> done;
-  };
-  auto g = std::make_shared<Gather>();
-  g->done = std::move(done);
-  auto finish_one = [g, dir]() {
-    if (--g->pending > 0) return;
-    if (g->answered == 0) {
-      return g->done(UnavailableError("list " + dir + ": no node answered: " +
-                                      std::string(g->last_error.message())));
-    }
-    std::map<std::string, bool> live;
-    for (auto& [path, r] : g->newest) {
-      if (internal::Live(r)) live[path] = r.is_dir();
-    }
-    g->done(std::move(live));
-  };
+  auto newest = std::make_shared<std::map<std::string, wire::FileRecord>>();
   wire::MetaList list;
   list.set_dir(dir);
-  const std::string body = list.SerializeAsString();
   // Every live node: the paths under a directory hash to all of them.
-  for (const auto& info : view_.nodes()) {
-    const NodeId node = info.id;
-    if (!view_.IsAlive(node)) continue;
-    ++g->pending;
-    transport_->Call(node, OutMessage{wire::META_LIST, body, {}}, {options_.rpc_timeout, nullptr},
-                     [g, finish_one](StatusOr<InMessage> r) {
-                       wire::MetaListReply reply;
-                       if (!r.ok()) {
-                         g->last_error = r.status();
-                       } else if (!reply.ParseFromArray(r->payload.data(),
-                                                        static_cast<int>(r->payload.size()))) {
-                         g->last_error = InvalidArgumentError("bad META_LIST reply");
-                       } else {
-                         ++g->answered;
-                         for (auto& rec : *reply.mutable_records()) {
-                           auto it = g->newest.find(rec.path());
-                           if (it == g->newest.end() || internal::Newer(rec, it->second)) {
-                             g->newest[rec.path()] = std::move(rec);
-                           }
-                         }
-                       }
-                       finish_one();
-                     });
-  }
-  finish_one();
+  AskEveryLiveNode(
+      wire::META_LIST, list.SerializeAsString(),
+      [newest](const InMessage& m) {
+        wire::MetaListReply reply;
+        if (!reply.ParseFromArray(m.payload.data(), static_cast<int>(m.payload.size()))) {
+          return InvalidArgumentError("bad META_LIST reply");
+        }
+        for (auto& rec : *reply.mutable_records()) {
+          auto it = newest->find(rec.path());
+          if (it == newest->end() || internal::Newer(rec, it->second)) (*newest)[rec.path()] = std::move(rec);
+        }
+        return Status();
+      },
+      [newest, dir, done = std::move(done)](Answers a) {
+        if (a.answered == 0) {
+          return done(UnavailableError("list " + dir + ": no node answered: " + std::string(a.last_error.message())));
+        }
+        std::map<std::string, bool> live;
+        for (auto& [path, r] : *newest) {
+          if (internal::Live(r)) live[path] = r.is_dir();
+        }
+        done(std::move(live));
+      });
 }
 
 void Node::Stat(const std::string& path, std::function<void(StatusOr<Attr>)> done) {
@@ -346,16 +323,16 @@ void Node::DeleteShards(const wire::FileRecord& layout, uint64_t stripes) {
   for (uint64_t s = 0; s < stripes; ++s) {
     const std::vector<NodeId> nodes = StripeNodes(layout, s);
     for (int i = 0; i < n && i < static_cast<int>(nodes.size()); ++i) {
-      if (!view_.IsAlive(nodes[i])) {
-        // Sent when the node is heard from again (Tick): its copy is no
-        // longer referenced by any record.
-        deferred_deletes_[nodes[i].value].push_back(
-            ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)});
-        continue;
-      }
-      DeleteShard(nodes[i], ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)}, nullptr);
+      DeleteShardWhenUp(nodes[i], ShardKey{layout.file_id(), layout.version(), s, static_cast<uint32_t>(i)});
     }
   }
+}
+
+void Node::DeleteShardWhenUp(NodeId node, const ShardKey& key) {
+  if (view_.IsAlive(node)) return DeleteShard(node, key, nullptr);
+  // Sent when the node is heard from again (Tick): no record names its
+  // copy any more.
+  deferred_deletes_[node.value].push_back(key);
 }
 
 void Node::DeleteShard(NodeId node, const ShardKey& key, std::function<void(Status)> done) {

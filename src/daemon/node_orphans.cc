@@ -36,11 +36,7 @@ using transport::Responder;
 struct Node::OrphanPass {
   std::vector<ShardMeta> held;  // step 1
   std::set<uint64_t> writing;   // step 2: file ids of puts not finished
-  int pending = 1;
-  int asked = 0;
-  int answered = 0;
-  bool replacing = false;
-  Status last_error;
+  bool replacing = false;       // step 2: a re-placement pass runs somewhere
   std::function<void(Status)> done;
 };
 
@@ -89,40 +85,28 @@ void Node::SweepOrphans(std::function<void(Status)> done) {
   pass->held = data_->List();
   for (ShardMeta& meta : parity_->List()) pass->held.push_back(std::move(meta));
 
-  auto finish_one = [this, pass, skip]() {
-    if (--pass->pending > 0) return;
-    if (pass->answered < pass->asked) {
-      return skip(std::to_string(pass->asked - pass->answered) + " nodes did not answer (" +
-                  std::string(pass->last_error.message()) + ")");
-    }
-    if (pass->replacing) return skip("a re-placement pass is running");
-    ListRecords(
-        [this, pass, skip](StatusOr<std::vector<RecordPtr>> records) {
-          if (!records.ok()) return skip(std::string(records.status().message()));
-          FinishOrphanPass(pass, *records);
-        },
-        /*everything=*/true);
-  };
-  for (const auto& info : view_.nodes()) {
-    if (!view_.IsAlive(info.id)) continue;
-    ++pass->pending;
-    ++pass->asked;
-    transport_->Call(info.id, OutMessage{wire::ORPHAN_CHECK, {}, {}}, {options_.rpc_timeout, nullptr},
-                     [pass, finish_one](StatusOr<InMessage> r) {
-                       wire::OrphanCheckReply reply;
-                       if (!r.ok()) {
-                         pass->last_error = r.status();
-                       } else if (!reply.ParseFromString(r->header)) {
-                         pass->last_error = InvalidArgumentError("bad ORPHAN_CHECK reply");
-                       } else {
-                         ++pass->answered;
-                         pass->writing.insert(reply.writing().begin(), reply.writing().end());
-                         pass->replacing = pass->replacing || reply.replacing();
-                       }
-                       finish_one();
-                     });
-  }
-  finish_one();
+  AskEveryLiveNode(
+      wire::ORPHAN_CHECK, {},
+      [pass](const InMessage& m) {
+        wire::OrphanCheckReply reply;
+        if (!reply.ParseFromString(m.header)) return InvalidArgumentError("bad ORPHAN_CHECK reply");
+        pass->writing.insert(reply.writing().begin(), reply.writing().end());
+        pass->replacing = pass->replacing || reply.replacing();
+        return Status();
+      },
+      [this, pass, skip](Answers a) {
+        if (a.answered < a.asked) {
+          return skip(std::to_string(a.asked - a.answered) + " nodes did not answer (" +
+                      std::string(a.last_error.message()) + ")");
+        }
+        if (pass->replacing) return skip("a re-placement pass is running");
+        ListRecords(
+            [this, pass, skip](StatusOr<std::vector<RecordPtr>> records) {
+              if (!records.ok()) return skip(std::string(records.status().message()));
+              FinishOrphanPass(pass, *records);
+            },
+            /*everything=*/true);
+      });
 }
 
 void Node::FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass, const std::vector<RecordPtr>& records) {

@@ -38,60 +38,36 @@ struct Node::RepairOp {
 // Every live path's newest full record, from every live node (with
 // `everything`, directories and tombstones too).
 void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> done, bool everything) {
-  struct Gather {
-    int pending = 1;
-    int asked = 0;
-    int answered = 0;
-    Status last_error;
-    std::map<std::string, RecordPtr> newest;
-    std::function<void(StatusOr<std::vector<RecordPtr>>)> done;
-  };
-  auto g = std::make_shared<Gather>();
-  g->done = std::move(done);
-  auto finish_one = [g, everything]() {
-    if (--g->pending > 0) return;
-    // Every live node must answer: a missing one may own the only record
-    // of some path.
-    if (g->answered < g->asked) {
-      return g->done(UnavailableError("list records: " + std::to_string(g->asked - g->answered) +
-                                      " nodes did not answer: " +
-                                      std::string(g->last_error.message())));
-    }
-    std::vector<RecordPtr> live;
-    for (auto& [path, r] : g->newest) {
-      if (everything || (internal::Live(*r) && !r->is_dir())) live.push_back(r);
-    }
-    g->done(std::move(live));
-  };
+  auto newest = std::make_shared<std::map<std::string, RecordPtr>>();
   wire::MetaList list;
   list.set_dir("/");
   list.set_full(true);
-  const std::string body = list.SerializeAsString();
-  for (const auto& info : view_.nodes()) {
-    if (!view_.IsAlive(info.id)) continue;
-    ++g->pending;
-    ++g->asked;
-    transport_->Call(info.id, OutMessage{wire::META_LIST, body, {}}, {options_.rpc_timeout, nullptr},
-                     [g, finish_one](StatusOr<InMessage> r) {
-                       wire::MetaListReply reply;
-                       if (!r.ok()) {
-                         g->last_error = r.status();
-                       } else if (!reply.ParseFromArray(r->payload.data(),
-                                                        static_cast<int>(r->payload.size()))) {
-                         g->last_error = InvalidArgumentError("bad META_LIST reply");
-                       } else {
-                         ++g->answered;
-                         for (auto& rec : *reply.mutable_records()) {
-                           auto& slot = g->newest[rec.path()];
-                           if (!slot || internal::Newer(rec, *slot)) {
-                             slot = std::make_shared<wire::FileRecord>(std::move(rec));
-                           }
-                         }
-                       }
-                       finish_one();
-                     });
-  }
-  finish_one();
+  AskEveryLiveNode(
+      wire::META_LIST, list.SerializeAsString(),
+      [newest](const InMessage& m) {
+        wire::MetaListReply reply;
+        if (!reply.ParseFromArray(m.payload.data(), static_cast<int>(m.payload.size()))) {
+          return InvalidArgumentError("bad META_LIST reply");
+        }
+        for (auto& rec : *reply.mutable_records()) {
+          auto& slot = (*newest)[rec.path()];
+          if (!slot || internal::Newer(rec, *slot)) slot = std::make_shared<wire::FileRecord>(std::move(rec));
+        }
+        return Status();
+      },
+      [newest, everything, done = std::move(done)](Answers a) {
+        // Every live node must answer: a missing one may own the only
+        // record of some path.
+        if (a.answered < a.asked) {
+          return done(UnavailableError("list records: " + std::to_string(a.asked - a.answered) +
+                                       " nodes did not answer: " + std::string(a.last_error.message())));
+        }
+        std::vector<RecordPtr> live;
+        for (auto& [path, r] : *newest) {
+          if (everything || (internal::Live(*r) && !r->is_dir())) live.push_back(r);
+        }
+        done(std::move(live));
+      });
 }
 
 void Node::Repair(std::function<void(Status)> done) {
