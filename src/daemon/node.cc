@@ -721,13 +721,16 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   const size_t len = e.len;
   FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_, options_.min_shards ? options_.min_shards : n));
   // A stripe sent again (a node failed during its first try) replaces what
-  // the try recorded about it.
-  auto* moved_list = op->record.mutable_moved();
-  for (int j = 0; j < moved_list->size(); ++j) {
-    if (moved_list->Get(j).stripe() != s) continue;
-    if (moved_list->Get(j).absent()) --op->absent_stripes;
-    moved_list->DeleteSubrange(j, 1);
-    break;
+  // the try recorded about it. (Only then: a scan per stripe of a put with
+  // many moved stripes would cost the square of their number.)
+  if (op->stripe_retries.count(s)) {
+    auto* moved_list = op->record.mutable_moved();
+    for (int j = 0; j < moved_list->size(); ++j) {
+      if (moved_list->Get(j).stripe() != s) continue;
+      if (moved_list->Get(j).absent()) --op->absent_stripes;
+      moved_list->DeleteSubrange(j, 1);
+      break;
+    }
   }
   if (where.degraded() || where.present() < n) {
     auto* moved = op->record.add_moved();
