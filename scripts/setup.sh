@@ -12,6 +12,7 @@ pkgs=(
   libjerasure-dev libgf-complete-dev libisal-dev
   libucx-dev ucx-utils
   libprotobuf-dev protobuf-compiler
+  e2fsprogs util-linux  # mkfs.ext4, fsfreeze: a test hangs a node's parity disk
 )
 for arg in "$@"; do
   case "$arg" in

@@ -67,6 +67,7 @@ struct Options {
   double replace_after_s = 60;
   int min_shards = 0;
   double orphan_sweep_s = 300;
+  double disk_stall_s = -1;  // < 0: 0.4 x rpc_timeout_s
   uint64_t async_limit = uint64_t{4} << 30;
   double drain_s = 60;
 };
@@ -264,7 +265,9 @@ class Daemon {
                                  static_cast<int64_t>(o_.replace_after_s * 1000)),
                              .min_shards = o_.min_shards,
                              .orphan_sweep = std::chrono::milliseconds(
-                                 static_cast<int64_t>(o_.orphan_sweep_s * 1000))},
+                                 static_cast<int64_t>(o_.orphan_sweep_s * 1000)),
+                             .disk_stall = std::chrono::milliseconds(
+                                 static_cast<int64_t>(o_.disk_stall_s * 1000))},
                             transport_.get(), data_.get(), parity_.get(), view, meta_.get()));
     node_->OnMembershipChange([this](NodeId peer, bool alive, const std::string& why) {
       Log(o_.node_id, peer.ToString() + (alive ? " is alive: " : " is dead: ") + why +
@@ -562,6 +565,7 @@ class Daemon {
     const auto& op = node_->orphan_progress();
     const auto& d = node_->decode_stats();
     const auto& c = node_->read_check_stats();
+    const Node::DiskWatch dw = node_->disk_watch();
     const Node::StripeHealth h = node_->stripe_health();
     return "{\"node\": " + std::to_string(o_.node_id) + ", \"epoch\": " + std::to_string(v.epoch()) +
            ", \"alive\": [" + alive + "], \"k\": " + std::to_string(o_.k) +
@@ -595,6 +599,10 @@ class Daemon {
            ", \"candidates\": " + std::to_string(op.candidates) + ", \"deleted\": " + std::to_string(op.deleted) +
            ", \"bytes_freed\": " + std::to_string(op.bytes_freed) +
            ", \"every_s\": " + std::to_string(o_.orphan_sweep_s) + ", \"last_error\": " + JsonString(op.last_error) + "}" +
+           ", \"disk\": {\"stalled\": " + (dw.stalled ? "true" : "false") +
+           ", \"stalled_s\": " + std::to_string(std::chrono::duration<double>(dw.stalled_for).count()) +
+           ", \"stalls\": " + std::to_string(dw.stalls) + ", \"refused\": " + std::to_string(dw.refused) +
+           ", \"stall_after_s\": " + std::to_string(o_.disk_stall_s) + "}" +
            ", \"deferred_deletes\": {\"waiting\": " + std::to_string(node_->deferred_deletes_waiting()) +
            ", \"sent\": " + std::to_string(node_->deferred_deletes_sent()) + "}" +
            ", \"degraded_writes\": {\"min_shards\": " + std::to_string(o_.min_shards ? o_.min_shards : o_.k + o_.m) +
@@ -675,6 +683,15 @@ class Daemon {
                       (op.last_error.empty() ? "" : " (last: " + op.last_error + ")")
                 : std::string("off (--orphan-sweep 0)")) +
            "\n";
+    const Node::DiskWatch dw = node_->disk_watch();
+    if (dw.stalled) {
+      out += "  PARITY DISK STALLED: no write finished for " +
+             n(std::chrono::duration_cast<std::chrono::seconds>(dw.stalled_for).count()) +
+             " s; peers count this node dead, " + n(dw.refused) + " parity shards and records refused\n";
+    } else if (dw.stalls > 0) {
+      out += "  parity disk: stalled " + n(dw.stalls) + " times (" + n(dw.refused) +
+             " parity shards and records refused meanwhile); writing now\n";
+    }
     if (node_->deferred_deletes_waiting() + node_->deferred_deletes_sent() > 0) {
       out += "  deletes held for nodes that were down: " + n(node_->deferred_deletes_waiting()) + " waiting, " +
              n(node_->deferred_deletes_sent()) + " sent once they were back\n";
@@ -993,6 +1010,12 @@ int main(int argc, char** argv) {
                "node (a put whose gateway died, deletes a restarted gateway forgot, old copies of "
                "moved shards) are deleted once two sweeps in a row found them so; a sweep deletes "
                "nothing while more than m nodes are dead; 0: never");
+  flags.Double("disk-stall", &o.disk_stall_s,
+               "seconds a parity write may go unfinished (a hung disk) before this node takes "
+               "itself out: its heartbeats say so, peers count it dead (puts go around it, reads "
+               "decode around it) until the disk moves again, and it refuses parity shards and file "
+               "records meanwhile; keep it below --rpc-timeout so a put waiting on it sends the "
+               "stripe elsewhere; 0: never (default: 0.4 x --rpc-timeout)");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.String("coder", &o.coder,
                "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "
@@ -1043,6 +1066,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "fern-ec-daemon: --replace-after and --orphan-sweep must be >= 0, --dead-after and --rpc-timeout > 0\n");
     return 2;
+  }
+  if (o.disk_stall_s < 0) o.disk_stall_s = 0.4 * o.rpc_timeout_s;
+  if (o.disk_stall_s >= o.rpc_timeout_s) {
+    std::fprintf(stderr,
+                 "fern-ec-daemon: warning: --disk-stall %g s is not below --rpc-timeout %g s: a put waiting on a "
+                 "node whose disk hangs fails before the node takes itself out\n",
+                 o.disk_stall_s, o.rpc_timeout_s);
   }
   fern::daemon::Daemon d(o);
   if (auto s = d.Start(); !s.ok()) {

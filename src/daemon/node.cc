@@ -91,6 +91,10 @@ struct Node::PutOp {
   // (index, node).
   std::map<uint64_t, int> stripe_retries;
   std::map<uint64_t, std::vector<std::pair<int, NodeId>>> sent_before;
+  // Nodes a request of this put timed out on (alive, maybe, but stuck: a
+  // stopped process, a loop blocked on a hung disk): stripes sent again
+  // are placed without them.
+  std::set<uint32_t> slow_nodes;
 };
 
 struct Node::GetOp {
@@ -265,6 +269,56 @@ uint64_t Node::durable_shards() const { return flusher_ ? flusher_->shards() : 0
 
 void Node::PeerFailed(NodeId peer, const Status& why) { SetAlive(peer, false, std::string(why.message())); }
 
+void Node::WatchDisk() {
+  if (!flusher_ || options_.disk_stall == Duration::zero()) return;
+  const uint64_t finished = flusher_->batches();
+  auto seconds = [](Duration d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f", std::chrono::duration<double>(d).count());
+    return std::string(text);
+  };
+  if (flusher_->in_flight() == 0 || finished != disk_.batches_seen) {
+    if (disk_.stalled) {
+      std::fprintf(stderr,
+                   "fern-ec: node %u: parity disk finished a write after %s s: taking writes again (%llu refused "
+                   "meanwhile)\n",
+                   options_.id.value, seconds(now_ - disk_.waiting_since).c_str(),
+                   static_cast<unsigned long long>(disk_.refused));
+    }
+    disk_.batches_seen = finished;
+    disk_.waiting_since = now_;
+    disk_.stalled = false;
+    return;
+  }
+  if (disk_.stalled || now_ - disk_.waiting_since < options_.disk_stall) return;
+  disk_.stalled = true;
+  ++disk_.stalls;
+  std::fprintf(stderr,
+               "fern-ec: node %u: parity disk stalled: no write finished for %s s with %zu parity shards waiting; "
+               "peers count this node dead until one does\n",
+               options_.id.value, seconds(now_ - disk_.waiting_since).c_str(), flusher_->in_flight());
+}
+
+Status Node::RefuseIfDiskStalled(const char* what) {
+  if (!disk_.stalled) return Status();
+  ++disk_.refused;
+  return UnavailableError("node " + std::to_string(options_.id.value) + ": parity disk stalled (no write finished for " +
+                          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now_ - disk_.waiting_since).count()) +
+                          " s): " + what + " refused");
+}
+
+const placement::ClusterView& Node::WriteView(std::optional<placement::ClusterView>* narrowed,
+                                              const std::set<uint32_t>& left_out) const {
+  if (!disk_.stalled && left_out.empty()) return view_;
+  *narrowed = disk_.stalled ? view_.WithAlive(options_.id, false) : view_;
+  for (uint32_t id : left_out) **narrowed = (*narrowed)->WithAlive(NodeId(id), false);
+  return **narrowed;
+}
+
+Node::DiskWatch Node::disk_watch() const {
+  return {disk_.stalled, disk_.stalled ? now_ - disk_.waiting_since : Duration{}, disk_.stalls, disk_.refused};
+}
+
 void Node::Tick(TimePoint now) {
   // This node's own loop stalled (an overloaded machine, a paused daemon):
   // the silence is ours, not the peers'. Start their clocks afresh.
@@ -273,8 +327,13 @@ void Node::Tick(TimePoint now) {
   if (stalled) {
     for (auto& [id, heard] : last_heard_) heard = now;
   }
+  WatchDisk();
   wire::Heartbeat hb;
   hb.set_cluster_epoch(view_.epoch());
+  if (disk_.stalled) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_ - disk_.waiting_since).count();
+    hb.set_disk_stalled_ms(static_cast<uint64_t>(std::max<int64_t>(ms, 1)));
+  }
   const std::string body = hb.SerializeAsString();
   // SetAlive replaces view_, so walk a copy of the ids, not view_.nodes().
   std::vector<NodeId> peers;
@@ -353,6 +412,8 @@ uint64_t Node::NewFileId(const std::string& path) {
 Status Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec) {
   auto& slot = records_[rec->path()];
   if (slot && internal::Newer(*slot, *rec)) return Status();  // a newer one is here already
+  // The record log is on the parity disk, written on the loop.
+  FERN_RETURN_IF_ERROR(RefuseIfDiskStalled("file record"));
   FERN_RETURN_IF_ERROR(meta_->Put(*rec));
   slot = std::move(rec);
   return Status();
@@ -383,6 +444,8 @@ void Node::InstallHandlers() {
         }
         DropPswShard(meta.key);  // replaced: an update in progress wrote to the old slot
         if (store == parity_ && options_.batch_durable_commits && !put.replace_if_unchanged()) {
+          // Not queued behind a stalled disk: the gateway sends it elsewhere.
+          if (Status s = RefuseIfDiskStalled("parity shard"); !s.ok()) return r.Fail(s);
           ++durable_in_flight_[meta.key].count;
           durable_pending_.push_back({{std::move(pending->reservation), meta}, std::move(r)});
           return;
@@ -450,6 +513,13 @@ void Node::InstallHandlers() {
     // Stamped with the last tick's time: at most a tick (1 s) early, which
     // only makes the silence look longer by that much.
     last_heard_[m.from.value] = now_;
+    wire::Heartbeat hb;
+    if (hb.ParseFromString(m.header) && hb.disk_stalled_ms() > 0) {
+      // Alive but unable to make parity durable: dead to this node's writes
+      // and reads until its heartbeats say the disk moves again.
+      return SetAlive(m.from, false,
+                      "its parity disk has finished no write for " + std::to_string(hb.disk_stalled_ms()) + " ms");
+    }
     if (!view_.IsAlive(m.from)) SetAlive(m.from, true, "heartbeat received");
   });
 
@@ -475,6 +545,7 @@ void Node::InstallHandlers() {
     if (!applied.ok()) return r.Fail(applied.status());
     if (*applied > 0) {
       changed.set_amended(changed.amended() + static_cast<uint64_t>(*applied));
+      if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) return r.Fail(s);
       if (Status s = meta_->Put(changed); !s.ok()) return r.Fail(s);
       *it->second = std::move(changed);
       // A sequencer hosted here keeps its own copy, which it persists with
@@ -719,7 +790,9 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   const int k = options_.k, n = options_.k + options_.m;
   const uint64_t file_id = op->record.file_id(), version = op->record.version();
   const size_t len = e.len;
-  FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, view_, options_.min_shards ? options_.min_shards : n));
+  std::optional<placement::ClusterView> narrowed;
+  FERN_ASSIGN_OR_RETURN(auto where, placement_.Place(file_id, s, WriteView(&narrowed, op->slow_nodes),
+                                                     options_.min_shards ? options_.min_shards : n));
   // A stripe sent again (a node failed during its first try) replaces what
   // the try recorded about it. (Only then: a scan per stripe of a put with
   // many moved stripes would cost the square of their number.)
@@ -786,11 +859,13 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
         {options_.rpc_timeout, nullptr},
         [this, op, attempt, to, s, i](StatusOr<InMessage> r) {
           if (!r.ok()) {
-            // A node that failed (its connection, or declared dead by now)
-            // is left out when the stripe is placed again; a full store or
-            // a refusal would fail the same way twice.
+            // A node that failed (its connection, declared dead by now, or
+            // no answer in time) is left out when the stripe is placed
+            // again; a full store or a refusal would fail the same way twice.
+            const bool timed_out = r.status().code() == StatusCode::kDeadlineExceeded;
+            if (timed_out) op->slow_nodes.insert(to.value);
             attempt->retryable = attempt->retryable && (r.status().code() == StatusCode::kUnavailable ||
-                                                         !view_.IsAlive(to));
+                                                         timed_out || !view_.IsAlive(to));
             if (attempt->failure.ok()) {
               attempt->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
                                                         std::to_string(i) + " on " + to.ToString());
@@ -846,36 +921,79 @@ void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
   });
 }
 
+struct Node::RecordStore {
+  std::string path;
+  std::string rec;                // serialized
+  std::set<uint32_t> took;        // replicas that stored it
+  std::set<uint32_t> left_out;    // replicas that failed, dead or stuck: not asked again
+  int retries_left = kRecordRetries;
+  std::function<void(Status)> done;
+};
+
 void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status)> done) {
-  struct Store {
+  auto st = std::make_shared<RecordStore>();
+  st->path = record.path();
+  st->rec = record.SerializeAsString();
+  st->done = std::move(done);
+  StoreRecordRound(st);
+}
+
+void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
+  struct Round {
     int pending = 1;
     Status failure;
-    std::function<void(Status)> done;
+    bool retryable = true;  // every replica that failed is dead, unreachable or stuck
   };
-  auto st = std::make_shared<Store>();
-  st->done = std::move(done);
-  const std::string rec = record.SerializeAsString();
-  auto finish_one = [st](Status s) {
-    if (!s.ok() && st->failure.ok()) st->failure = s;
-    if (--st->pending > 0) return;
-    st->done(st->failure);
+  auto round = std::make_shared<Round>();
+  auto finish_one = [this, st, round] {
+    if (--round->pending > 0) return;
+    if (round->failure.ok()) return st->done(Status());
+    if (round->retryable && st->retries_left-- > 0) {
+      // The record goes to the replicas of a view without them (stand-ins).
+      std::fprintf(stderr, "fern-ec: node %u: record of %s: %s; storing it on other replicas\n", options_.id.value,
+                   st->path.c_str(), std::string(round->failure.message()).c_str());
+      return StoreRecordRound(st);
+    }
+    st->done(round->failure);
   };
   // At least one of the path's own owners must take it: stand-ins alone
   // are not asked once the owners are back, so a record only they hold
   // would be lost then.
   std::vector<NodeId> owners;
-  const std::vector<NodeId> replicas = placement_.MetadataReplicas(record.path(), view_, &owners);
-  if (std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view_.IsAlive(id); })) {
-    st->failure = UnavailableError("all " + std::to_string(options_.m + 1) + " metadata owners of " + record.path() +
-                                   " are down: its record cannot be written");
+  std::optional<placement::ClusterView> narrowed;
+  const placement::ClusterView& view = WriteView(&narrowed, st->left_out);
+  const std::vector<NodeId> replicas = placement_.MetadataReplicas(st->path, view, &owners);
+  if (std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view.IsAlive(id); })) {
+    round->failure = UnavailableError("all " + std::to_string(options_.m + 1) + " metadata owners of " + st->path +
+                                      " are down" + (st->left_out.empty() ? "" : " or stuck") +
+                                      ": its record cannot be written");
+    round->retryable = false;
   } else {
     for (NodeId replica : replicas) {
-      ++st->pending;
-      transport_->Call(replica, OutMessage{wire::META_PUT, rec, {}}, {options_.rpc_timeout, nullptr},
-                       [finish_one](StatusOr<InMessage> r) { finish_one(r.status()); });
+      if (st->took.count(replica.value)) continue;
+      ++round->pending;
+      transport_->Call(replica, OutMessage{wire::META_PUT, st->rec, {}}, {options_.rpc_timeout, nullptr},
+                       [this, st, round, replica, finish_one](StatusOr<InMessage> r) {
+                         if (r.ok()) {
+                           st->took.insert(replica.value);
+                         } else {
+                           const StatusCode code = r.status().code();
+                           if (code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded ||
+                               !view_.IsAlive(replica)) {
+                             st->left_out.insert(replica.value);
+                           } else {
+                             round->retryable = false;  // a refusal would come again
+                           }
+                           if (round->failure.ok()) {
+                             round->failure = r.status().WithContext("record of " + st->path + " on " +
+                                                                     replica.ToString());
+                           }
+                         }
+                         finish_one();
+                       });
     }
   }
-  finish_one(Status());
+  finish_one();
 }
 
 void Node::AskEveryLiveNode(transport::MessageKind kind, const std::string& body,

@@ -48,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -133,6 +134,18 @@ struct NodeOptions {
   // moved. Needs every live node to answer and at most m nodes dead (a
   // record lives on m+1), else the pass deletes nothing. Zero: never.
   Duration orphan_sweep = std::chrono::minutes(5);
+  // A stalled parity disk (a hung NVMe): parity shards waiting for a
+  // DurableFlusher batch that has not finished for this long. The node
+  // then says so in its heartbeats and its peers count it dead (puts place
+  // around it, reads decode around it, re-placement starts after
+  // replace_after) until a batch finishes; meanwhile it refuses parity
+  // shards and metadata writes with Unavailable instead of queueing them
+  // behind the stall, and places its own puts' stripes without itself.
+  // Keep it well below rpc_timeout: a put waiting on the node then finds
+  // it dead when its request times out, and sends the stripe elsewhere.
+  // Only with batch_durable_commits (a synchronous commit would stall the
+  // loop itself: silence, then dead_after). Zero: never.
+  Duration disk_stall = std::chrono::seconds(4);
 };
 
 // Who asks: the client's uid/gid from SO_PEERCRED. uid 0 passes every
@@ -267,6 +280,14 @@ class Node {
     std::string last_error;
   };
   const OrphanProgress& orphan_progress() const { return orphans_; }
+  // The parity disk watch (NodeOptions::disk_stall), for status.
+  struct DiskWatch {
+    bool stalled = false;
+    Duration stalled_for{};  // while stalled: since the last batch finished
+    uint64_t stalls = 0;     // times the disk was found stalled
+    uint64_t refused = 0;    // parity shards and records refused meanwhile
+  };
+  DiskWatch disk_watch() const;
   void SweepOrphans(std::function<void(Status)> done);
   // Puts committed with shards absent (NodeOptions::min_shards) by this
   // gateway: stripes written that way, all puts.
@@ -575,6 +596,16 @@ class Node {
   void DeleteMovedAway(NodeId peer);
   void InstallOrphanHandler();  // node_orphans.cc
   void MaybeSweepOrphans();
+  // Tick: is a flusher batch older than disk_stall? Logs each change.
+  void WatchDisk();
+  // Unavailable while the parity disk is stalled (naming it), else OK.
+  Status RefuseIfDiskStalled(const char* what);
+  // The view a write places by: view_ without `left_out` (nodes that did
+  // not answer this write in time) nor, while its disk is stalled, this
+  // node (its peers count it dead; it should not write to itself either).
+  // A narrowed view is a copy kept in `*narrowed`; view_ itself otherwise.
+  const placement::ClusterView& WriteView(std::optional<placement::ClusterView>* narrowed,
+                                          const std::set<uint32_t>& left_out = {}) const;
   struct OrphanPass;
   void FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass,
                         const std::vector<std::shared_ptr<wire::FileRecord>>& records);
@@ -588,7 +619,14 @@ class Node {
   // (NotFound if no owner has one).
   void LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done);
   // Writes `record` to every live owner of its path; OK when all acknowledged.
+  // A replica that fails unreachable, dead or with no answer in time (a
+  // stopped process, a loop blocked on a hung disk) is left out and the
+  // record stored on the replicas of a view without it (its stand-in), up
+  // to kRecordRetries times; a refusal fails the store.
   void StoreRecord(const wire::FileRecord& record, std::function<void(Status)> done);
+  struct RecordStore;
+  void StoreRecordRound(const std::shared_ptr<RecordStore>& st);
+  static constexpr int kRecordRetries = 2;
   // Sends one request to every live node (this one too). `take` gets each
   // answer and returns an error for a malformed one; `done` then gets how
   // many answered well, how many were asked, and the last error seen.
@@ -703,6 +741,15 @@ class Node {
   std::unordered_map<ShardKey, std::pair<uint32_t, uint64_t>, ShardKeyHash> orphan_candidates_;
   TimePoint orphan_next_{};
   OrphanProgress orphans_;
+  // Parity disk watch: flusher batches finished when last seen, and since
+  // when none has (with shards waiting).
+  struct {
+    uint64_t batches_seen = 0;
+    TimePoint waiting_since{};
+    bool stalled = false;
+    uint64_t stalls = 0;
+    uint64_t refused = 0;
+  } disk_;
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);

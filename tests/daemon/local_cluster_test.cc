@@ -16,11 +16,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <csignal>
 #include <regex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -720,6 +722,163 @@ TEST(LocalPut, ANodeKilledMidPutDoesNotFailThePut) {
   std::filesystem::remove(work + "/out");
   ASSERT_EQ(Sh(cli + " get /p/big " + work + "/out" + at + " --node 5"), 0);
   EXPECT_EQ(ReadFile(work + "/out"), big);
+}
+
+// A node stopped (SIGSTOP: its connections stay open, and it is not
+// declared dead for --dead-after) while puts go on: their requests to it
+// time out after --rpc-timeout and its stripes and records go to other
+// nodes; every put succeeds and reads back bit-exact, and once it runs
+// again each survives two other nodes' loss.
+TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
+  auto rng = fern::testing::TestRng();
+  TestCluster tc("lsp");
+  const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
+  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"), 0);
+  const int stuck = NodePid(root, 4);
+  ASSERT_GT(stuck, 0);
+  ASSERT_EQ(kill(stuck, SIGSTOP), 0);
+  tc.stopped_pid = stuck;
+  std::vector<std::vector<uint8_t>> files;
+  for (int i = 0; i < 3; ++i) {
+    files.emplace_back(20 * kStripe + static_cast<size_t>(i));
+    fern::testing::FillRandom(rng, files.back().data(), files.back().size());
+    WriteFile(work + "/in", files.back());
+    ASSERT_EQ(Sh(cli + " put " + work + "/in /s/f" + std::to_string(i) + at + " --node " + std::to_string(i)), 0)
+        << "put " << i << " with node 4 stopped";
+  }
+  kill(stuck, SIGCONT);
+  tc.stopped_pid = 0;
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::filesystem::remove(work + "/out");
+    ASSERT_EQ(Sh(cli + " get /s/f" + std::to_string(i) + " " + work + "/out" + at + " --node 5"), 0);
+    EXPECT_EQ(ReadFile(work + "/out"), files[i]);
+  }
+  ASSERT_EQ(Sh(cli + " local kill 1" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 6" + at), 0);
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::filesystem::remove(work + "/out");
+    ASSERT_EQ(Sh(cli + " get /s/f" + std::to_string(i) + " " + work + "/out" + at + " --node 4"), 0)
+        << "nodes 1, 6 down";
+    EXPECT_EQ(ReadFile(work + "/out"), files[i]);
+  }
+}
+
+// `ROOT/parity/node-N`, one node's parity directory, on a file system of
+// its own (ext4 in ROOT/disk.img, on a loop device) that the test freezes
+// (fsfreeze): writes to it then block, as on a hung NVMe. Needs root and
+// loop devices; `error` says what was missing. When the test ends it is
+// thawed and unmounted and ROOT removed (the other nodes' parity too):
+// declare it before the cluster, whose daemons must be gone by then.
+struct LoopDisk {
+  LoopDisk(const std::string& root, int node)
+      : root(root), dir(root + "/parity/node-" + std::to_string(node)), image(root + "/disk.img") {
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(dir);
+    if (Sh("truncate -s 256M " + image + " && mkfs.ext4 -q -F " + image + " >/dev/null 2>&1") != 0) {
+      error = "mkfs.ext4 failed on " + image;
+    } else if (Sh("mount -o loop " + image + " " + dir + " 2>/dev/null") != 0) {
+      error = "cannot loop-mount a file system (not root, or no loop devices)";
+    } else {
+      mounted = true;
+    }
+  }
+  ~LoopDisk() {
+    Thaw();
+    if (mounted && Sh("umount " + dir) != 0) return;  // busy: left for a person to see
+    std::filesystem::remove_all(root);
+  }
+  bool Freeze() { return frozen = Sh("fsfreeze -f " + dir) == 0; }
+  void Thaw() {
+    if (frozen) Sh("fsfreeze -u " + dir);
+    frozen = false;
+  }
+  const std::string root, dir, image;
+  std::string error;
+  bool mounted = false, frozen = false;
+};
+
+// Node 3's parity disk hangs (frozen): its parity writes never finish.
+// After --disk-stall it takes itself out: its peers count it dead, puts go
+// around it (the first one waits one --rpc-timeout for the parity it sent
+// there, and keeps the data shards node 3's tmpfs took), including puts
+// through node 3 itself and a 0-byte put (a record only). When the disk
+// moves again it is back in every view, holds no shard the records do not
+// name (the parity that reached it late is deleted there), and each file
+// survives two other nodes' loss.
+TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
+  auto rng = fern::testing::TestRng();
+  // Before the cluster: unmounted after its daemons are gone.
+  const std::string disk_root = "/var/tmp/fern-lds-" + std::to_string(getpid());
+  LoopDisk disk(disk_root, 3);
+  if (!disk.error.empty()) GTEST_SKIP() << disk.error;
+  TestCluster tc("lds");
+  const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
+  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
+                     " --parity-root " + disk_root + "/parity"),
+            0);
+  std::map<std::string, std::vector<uint8_t>> files;
+  files["/d/before"] = std::vector<uint8_t>(5 * kStripe + 3);
+  fern::testing::FillRandom(rng, files["/d/before"].data(), files["/d/before"].size());
+  WriteFile(work + "/before", files["/d/before"]);
+  ASSERT_EQ(Sh(cli + " put " + work + "/before /d/before" + at + " --node 0"), 0);
+  ASSERT_TRUE(disk.Freeze()) << "fsfreeze " << disk.dir;
+  // (path, size, gateway): the first waits for node 3; the others see it out.
+  const std::vector<std::tuple<std::string, size_t, int>> puts = {
+      {"/d/big", 40 * kStripe + 11, 0}, {"/d/via3", 3 * kStripe + 1, 3}, {"/d/empty", 0, 1}, {"/d/small", 17, 2}};
+  for (const auto& [path, size, via] : puts) {
+    files[path] = std::vector<uint8_t>(size);
+    fern::testing::FillRandom(rng, files[path].data(), size);
+    WriteFile(work + "/in", files[path]);
+    ASSERT_EQ(Sh(cli + " put " + work + "/in " + path + at + " --node " + std::to_string(via)), 0)
+        << path << " through node " << via << " with node 3's disk frozen";
+    if (path != "/d/big") {
+      const std::string ins = Out(cli + " inspect " + path + at);
+      EXPECT_EQ(ins.find("@3:"), std::string::npos) << path << " put with node 3 out has a shard there: " << ins;
+    }
+  }
+  const std::string seen_by_0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
+  EXPECT_NE(seen_by_0.find("down: 3"), std::string::npos) << seen_by_0;
+  const std::string own = Out("FERN_EC_SOCKET=" + root + "/node-3/sock " + cli + " status");
+  EXPECT_NE(own.find("PARITY DISK STALLED"), std::string::npos) << own;
+  disk.Thaw();
+  std::string whole;
+  for (int i = 0; i < 150 && whole.find("7 of 7 nodes alive") == std::string::npos; ++i) {
+    if (i > 0) usleep(100 * 1000);
+    whole = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
+  }
+  ASSERT_NE(whole.find("7 of 7 nodes alive"), std::string::npos) << whole;
+  const std::string after = Out("FERN_EC_SOCKET=" + root + "/node-3/sock " + cli + " status");
+  EXPECT_NE(after.find("parity disk: stalled 1 times"), std::string::npos) << after;
+  // Node 3 holds exactly the shards the records name there: the parity the
+  // first put sent it landed when the disk moved, and the gateway's held
+  // deletes freed it.
+  long named = 0;
+  for (const auto& [path, bytes] : files) {
+    const std::string ins = Out(cli + " inspect " + path + at);
+    for (size_t at3 = ins.find("@3:"); at3 != std::string::npos; at3 = ins.find("@3:", at3 + 1)) ++named;
+  }
+  auto slots3 = [&] {
+    static const std::regex used("\"slots_used\": ([0-9]+)");
+    const std::string st = Out("FERN_EC_SOCKET=" + root + "/node-3/sock " + cli + " status --json 2>/dev/null");
+    long total = 0;
+    for (auto it = std::sregex_iterator(st.begin(), st.end(), used); it != std::sregex_iterator(); ++it) {
+      total += std::stol((*it)[1]);
+    }
+    return total;
+  };
+  long held = slots3();
+  for (int i = 0; i < 100 && held != named; ++i) {
+    usleep(100 * 1000);
+    held = slots3();
+  }
+  EXPECT_EQ(held, named) << "node 3 holds shards no record names there";
+  ASSERT_EQ(Sh(cli + " local kill 1" + at), 0);
+  ASSERT_EQ(Sh(cli + " local kill 5" + at), 0);
+  for (const auto& [path, bytes] : files) {
+    std::filesystem::remove(work + "/out");
+    ASSERT_EQ(Sh(cli + " get " + path + " " + work + "/out" + at + " --node 3"), 0) << path << ", nodes 1, 5 down";
+    EXPECT_EQ(ReadFile(work + "/out"), bytes) << path;
+  }
 }
 
 // A flipped byte in the shard slab of one node: inspect names every shard

@@ -1344,6 +1344,46 @@ TEST(NodePut, ANodeFailingMidPutSendsItsStripesElsewhere) {
   }
 }
 
+// A node that stops answering without failing (a stopped process, a loop
+// blocked on a hung disk: no connection error, not yet declared dead): the
+// put's requests to it time out, its stripes are placed again without it,
+// and the record goes to a stand-in where it owns the path. Both puts
+// commit and read back bit-exact, with no shard on it; once it answers
+// again, each file also survives two other nodes' loss.
+TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = kNodes + 1;  // room to place a stripe without it
+  Cluster c(512, kN);
+  const int stuck = 1 + static_cast<int>(rng() % (kN - 1));
+  // A path whose record the stuck node owns, and one it does not.
+  std::string owned_path, other_path;
+  for (int i = 0; owned_path.empty() || other_path.empty(); ++i) {
+    const std::string p = "/stuck/f" + std::to_string(i);
+    const auto owners = OwnersOf(p, kN);
+    const bool owns = std::count(owners.begin(), owners.end(), NodeId(stuck)) > 0;
+    std::string& slot = owns ? owned_path : other_path;
+    if (slot.empty()) slot = p;
+  }
+  c.net().Partition(NodeId(0), NodeId(stuck));
+  std::map<std::string, std::vector<uint8_t>> files;
+  for (const std::string& path : {owned_path, other_path}) {
+    files[path] = Bytes(rng, 6 * kStripe + 7);
+    Status s = c.Put(0, path, files[path]);
+    ASSERT_TRUE(s.ok()) << path << " with node " << stuck << " not answering: " << s.ToString();
+    EXPECT_EQ(HoldersOf(c, 0, path).count(stuck), 0u) << path;
+  }
+  c.net().Heal();
+  for (const auto& [path, bytes] : files) {
+    auto got = c.Get((stuck + 1) % kN, path);
+    ASSERT_TRUE(got.ok()) << path << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << path;
+  }
+  c.KillTwoMoreAndExpect(stuck, 0, stuck, owned_path, files[owned_path]);
+  auto got = c.Get(stuck, other_path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == files[other_path]);
+}
+
 // A gateway that dies in the middle of a rename leaves two names for the
 // file (the new one written, the old one not yet removed). Removing either
 // name then keeps the shards the other still names: the file stays
