@@ -315,6 +315,19 @@ const placement::ClusterView& Node::WriteView(std::optional<placement::ClusterVi
   return **narrowed;
 }
 
+std::set<uint32_t> Node::SlowNodes() {
+  std::set<uint32_t> slow;
+  for (auto it = slow_until_.begin(); it != slow_until_.end();) {
+    if (it->second <= now_) {
+      it = slow_until_.erase(it);
+      continue;
+    }
+    slow.insert(it->first);
+    ++it;
+  }
+  return slow;
+}
+
 Node::DiskWatch Node::disk_watch() const {
   return {disk_.stalled, disk_.stalled ? now_ - disk_.waiting_since : Duration{}, disk_.stalls, disk_.refused};
 }
@@ -646,6 +659,7 @@ void Node::Put(const std::string& path, std::span<const uint8_t> bytes,
   op->bytes = bytes;
   op->owner = std::move(owner);
   op->done = std::move(done);
+  op->slow_nodes = SlowNodes();
   if (path == "/") return op->done(InvalidArgumentError("put /: is a directory").WithErrno(EISDIR));
   LookupRecord(path, [this, op, caller, mode](StatusOr<RecordPtr> cur) {
     if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) {
@@ -863,7 +877,10 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
             // no answer in time) is left out when the stripe is placed
             // again; a full store or a refusal would fail the same way twice.
             const bool timed_out = r.status().code() == StatusCode::kDeadlineExceeded;
-            if (timed_out) op->slow_nodes.insert(to.value);
+            if (timed_out) {
+              op->slow_nodes.insert(to.value);
+              slow_until_[to.value] = now_ + options_.dead_after;
+            }
             attempt->retryable = attempt->retryable && (r.status().code() == StatusCode::kUnavailable ||
                                                          timed_out || !view_.IsAlive(to));
             if (attempt->failure.ok()) {
@@ -935,6 +952,7 @@ void Node::StoreRecord(const wire::FileRecord& record, std::function<void(Status
   st->path = record.path();
   st->rec = record.SerializeAsString();
   st->done = std::move(done);
+  st->left_out = SlowNodes();
   StoreRecordRound(st);
 }
 
@@ -981,6 +999,9 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
                            if (code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded ||
                                !view_.IsAlive(replica)) {
                              st->left_out.insert(replica.value);
+                             if (code == StatusCode::kDeadlineExceeded) {
+                               slow_until_[replica.value] = now_ + options_.dead_after;
+                             }
                            } else {
                              round->retryable = false;  // a refusal would come again
                            }

@@ -606,6 +606,10 @@ class Node {
   // A narrowed view is a copy kept in `*narrowed`; view_ itself otherwise.
   const placement::ClusterView& WriteView(std::optional<placement::ClusterView>* narrowed,
                                           const std::set<uint32_t>& left_out = {}) const;
+  // Nodes a write's request timed out on in the last dead_after (alive in
+  // the view, but stuck): later puts and record stores start without them.
+  // A node that was only slow is back after that; a stuck one is dead by then.
+  std::set<uint32_t> SlowNodes();
   struct OrphanPass;
   void FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass,
                         const std::vector<std::shared_ptr<wire::FileRecord>>& records);
@@ -741,6 +745,7 @@ class Node {
   std::unordered_map<ShardKey, std::pair<uint32_t, uint64_t>, ShardKeyHash> orphan_candidates_;
   TimePoint orphan_next_{};
   OrphanProgress orphans_;
+  std::map<uint32_t, TimePoint> slow_until_;  // SlowNodes
   // Parity disk watch: flusher batches finished when last seen, and since
   // when none has (with shards waiting).
   struct {

@@ -1355,22 +1355,31 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   constexpr int kN = kNodes + 1;  // room to place a stripe without it
   Cluster c(512, kN);
   const int stuck = 1 + static_cast<int>(rng() % (kN - 1));
-  // A path whose record the stuck node owns, and one it does not.
-  std::string owned_path, other_path;
-  for (int i = 0; owned_path.empty() || other_path.empty(); ++i) {
+  // A path whose record the stuck node owns, and two it does not.
+  std::string owned_path;
+  std::vector<std::string> other_paths;
+  for (int i = 0; owned_path.empty() || other_paths.size() < 2; ++i) {
     const std::string p = "/stuck/f" + std::to_string(i);
     const auto owners = OwnersOf(p, kN);
-    const bool owns = std::count(owners.begin(), owners.end(), NodeId(stuck)) > 0;
-    std::string& slot = owns ? owned_path : other_path;
-    if (slot.empty()) slot = p;
+    if (std::count(owners.begin(), owners.end(), NodeId(stuck)) == 0) {
+      if (other_paths.size() < 2) other_paths.push_back(p);
+    } else if (owned_path.empty()) {
+      owned_path = p;
+    }
   }
+  const std::string other_path = other_paths[0];
   c.net().Partition(NodeId(0), NodeId(stuck));
   std::map<std::string, std::vector<uint8_t>> files;
-  for (const std::string& path : {owned_path, other_path}) {
+  for (const std::string& path : {owned_path, other_path, other_paths[1]}) {
     files[path] = Bytes(rng, 6 * kStripe + 7);
+    const auto start = c.net().clock().Now();
     Status s = c.Put(0, path, files[path]);
     ASSERT_TRUE(s.ok()) << path << " with node " << stuck << " not answering: " << s.ToString();
     EXPECT_EQ(HoldersOf(c, 0, path).count(stuck), 0u) << path;
+    if (path == other_paths[1]) {
+      // The gateway remembers the node stuck: nothing of this put waits on it.
+      EXPECT_LT(c.net().clock().Now() - start, 2s) << "a put waited on a node its gateway knew stuck";
+    }
   }
   c.net().Heal();
   for (const auto& [path, bytes] : files) {
