@@ -598,6 +598,7 @@ class Daemon {
            ", \"passes\": " + std::to_string(op.passes) + ", \"skipped\": " + std::to_string(op.skipped) +
            ", \"candidates\": " + std::to_string(op.candidates) + ", \"deleted\": " + std::to_string(op.deleted) +
            ", \"bytes_freed\": " + std::to_string(op.bytes_freed) +
+           ", \"renames_finished\": " + std::to_string(op.renames_finished) +
            ", \"every_s\": " + std::to_string(o_.orphan_sweep_s) + ", \"last_error\": " + JsonString(op.last_error) + "}" +
            ", \"disk\": {\"stalled\": " + (dw.stalled ? "true" : "false") +
            ", \"stalled_s\": " + std::to_string(std::chrono::duration<double>(dw.stalled_for).count()) +
@@ -680,6 +681,7 @@ class Daemon {
                       ", " + n(op.skipped) + " deleted nothing): " + n(op.deleted) +
                       " shards no record places here deleted (" + n(op.bytes_freed >> 20) + " MiB), " +
                       n(op.candidates) + " found by the last pass, deleted at the next if still so" +
+                      (op.renames_finished ? "; " + n(op.renames_finished) + " renames cut short finished" : "") +
                       (op.last_error.empty() ? "" : " (last: " + op.last_error + ")")
                 : std::string("off (--orphan-sweep 0)")) +
            "\n";

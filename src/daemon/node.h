@@ -270,6 +270,7 @@ class Node {
   // those it found are remembered for the next pass. FailedPrecondition
   // while a pass runs, Unavailable when it deleted nothing because more
   // than m nodes are dead, a node did not answer, or a re-placement runs.
+  // The same records finish renames cut short (FinishCutShortRenames).
   struct OrphanProgress {
     bool running = false;
     uint64_t passes = 0;          // finished passes, including skipped ones
@@ -277,6 +278,7 @@ class Node {
     uint64_t candidates = 0;      // shards the last pass found unnamed, to go at the next one if still so
     uint64_t deleted = 0;         // all passes
     uint64_t bytes_freed = 0;     // all passes
+    uint64_t renames_finished = 0;  // old names removed for renames cut short, all passes
     std::string last_error;
   };
   const OrphanProgress& orphan_progress() const { return orphans_; }
@@ -610,6 +612,14 @@ class Node {
   // the view, but stuck): later puts and record stores start without them.
   // A node that was only slow is back after that; a stuck one is dead by then.
   std::set<uint32_t> SlowNodes();
+  // A rename cut short (its gateway died after writing the new name, before
+  // removing the old) leaves both names live. Among `records` (every
+  // newest record), an old name this node is the first live owner of whose
+  // renaming_to names a live record of the same file id and version that
+  // says renamed_from it gets its tombstone, as the rename would have
+  // written: only if the previous pass saw it so too at the same generation
+  // (a rename in progress does it itself in a moment). node_namespace.cc.
+  void FinishCutShortRenames(const std::vector<std::shared_ptr<wire::FileRecord>>& records);
   struct OrphanPass;
   void FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass,
                         const std::vector<std::shared_ptr<wire::FileRecord>>& records);
@@ -743,6 +753,7 @@ class Node {
   // (key -> CRC, seq), and when the next pass is due.
   std::multiset<uint64_t> puts_writing_;
   std::unordered_map<ShardKey, std::pair<uint32_t, uint64_t>, ShardKeyHash> orphan_candidates_;
+  std::map<std::string, uint64_t> rename_candidates_;  // old name -> generation (FinishCutShortRenames)
   TimePoint orphan_next_{};
   OrphanProgress orphans_;
   std::map<uint32_t, TimePoint> slow_until_;  // SlowNodes

@@ -269,6 +269,38 @@ void Node::Rename(const std::string& from, const std::string& to, const Caller& 
   });
 }
 
+void Node::FinishCutShortRenames(const std::vector<RecordPtr>& records) {
+  std::unordered_map<std::string, const wire::FileRecord*> by_path;
+  for (const RecordPtr& r : records) by_path[r->path()] = r.get();
+  std::map<std::string, uint64_t> seen;
+  for (const RecordPtr& r : records) {
+    if (!internal::Live(*r) || r->renaming_to().empty()) continue;
+    auto first = placement_.Sequencer(r->path(), view_);
+    if (!first.ok() || *first != options_.id) continue;  // one node per path does it
+    auto to = by_path.find(r->renaming_to());
+    if (to == by_path.end() || !internal::Live(*to->second) || to->second->renamed_from() != r->path() ||
+        to->second->file_id() != r->file_id() || to->second->version() != r->version()) {
+      continue;  // the new name was never written (or names another file since): the old one stays
+    }
+    auto before = rename_candidates_.find(r->path());
+    if (before == rename_candidates_.end() || before->second != r->generation()) {
+      seen[r->path()] = r->generation();  // the next pass decides
+      continue;
+    }
+    std::fprintf(stderr, "fern-ec: node %u: finishing the rename of %s to %s, cut short: removing the old name\n",
+                 options_.id.value, r->path().c_str(), r->renaming_to().c_str());
+    StoreRecord(Tombstone(*r), [this, path = r->path()](Status s) {
+      if (s.ok()) {
+        ++orphans_.renames_finished;
+      } else {
+        std::fprintf(stderr, "fern-ec: node %u: removing %s (a rename cut short): %s\n", options_.id.value,
+                     path.c_str(), s.ToString().c_str());
+      }
+    });
+  }
+  rename_candidates_ = std::move(seen);
+}
+
 void Node::Mkdir(const std::string& path, const Caller& caller, uint32_t mode,
                  std::function<void(Status)> done) {
   if (path == "/") return done(AlreadyExistsError("mkdir /: exists"));

@@ -19,6 +19,8 @@
 //      one the previous pass found unnamed too, with the same CRC and seq,
 //      is deleted (the two passes cover a record in transit, as a rename
 //      between its new path and the old one's tombstone).
+//   5. the same records finish renames cut short (FinishCutShortRenames in
+//      node_namespace.cc).
 // With more than m nodes dead a record may live only on dead nodes: the
 // pass then deletes nothing.
 #include <cstdio>
@@ -110,6 +112,7 @@ void Node::SweepOrphans(std::function<void(Status)> done) {
 }
 
 void Node::FinishOrphanPass(const std::shared_ptr<OrphanPass>& pass, const std::vector<RecordPtr>& records) {
+  FinishCutShortRenames(records);
   // Every version the records keep, by file id (a put's file id is new).
   std::unordered_map<uint64_t, std::vector<RecordPtr>> layouts;
   for (const RecordPtr& rec : records) {

@@ -455,7 +455,9 @@ TEST(NodeCluster, WriteRefusedWithFewerThanKPlusMLiveNodes) {
 TEST(NodeCluster, CorruptShardIsCaughtByCrcAndDecodedAround) {
   auto rng = fern::testing::TestRng();
   Cluster c(512, kNodes, /*corrupt_node=*/2);
-  auto bytes = Bytes(rng, 6 * kStripe + 99);
+  // 25 stripes: node 2 holds only parity in each with odds 1/3, so in all
+  // of them once in ~10^12 seeds (7 stripes: once in ~2200; seed 2540979006).
+  auto bytes = Bytes(rng, 24 * kStripe + 99);
   ASSERT_TRUE(c.Put(0, "/f", bytes).ok());
   auto got = c.Get(1, "/f");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -1393,6 +1395,39 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   EXPECT_TRUE(got->bytes == files[other_path]);
 }
 
+// Puts `bytes` at *from through a node owning neither name's record and
+// renames it to *to there; the gateway crashes once the new name is on all
+// its owners, before the old name's tombstone goes out. Returns the gateway.
+int CutShortRename(Cluster& c, const std::vector<uint8_t>& bytes, std::string* from, std::string* to) {
+  int gw = -1;
+  for (int i = 0; gw < 0; ++i) {
+    *from = "/r/tmp" + std::to_string(i);
+    *to = "/r/final" + std::to_string(i);
+    std::set<int> owners;
+    for (NodeId o : OwnersOf(*from, kNodes)) owners.insert(static_cast<int>(o.value));
+    for (NodeId o : OwnersOf(*to, kNodes)) owners.insert(static_cast<int>(o.value));
+    for (int n = 0; n < kNodes && gw < 0; ++n) gw = owners.count(n) ? -1 : n;
+  }
+  std::set<int> to_owners;
+  for (NodeId o : OwnersOf(*to, kNodes)) to_owners.insert(static_cast<int>(o.value));
+  EXPECT_TRUE(c.Put(gw, *from, bytes).ok());
+  std::map<int, size_t> owned;
+  for (int o : to_owners) owned[o] = c.node(o).records_owned();
+  c.net().SetDelay(1ms, 2ms);
+  std::optional<Status> renamed;
+  c.node(gw).Rename(*from, *to, Caller{}, [&](Status s) { renamed = s; });
+  c.RunUntilOrIdle([&] {
+    for (int o : to_owners) {
+      if (c.node(o).records_owned() == owned[o]) return false;
+    }
+    return true;
+  });
+  EXPECT_FALSE(renamed.has_value()) << "the rename finished first";
+  c.Crash(gw);
+  c.net().SetDelay(0ms, 0ms);
+  return gw;
+}
+
 // A gateway that dies in the middle of a rename leaves two names for the
 // file (the new one written, the old one not yet removed). Removing either
 // name then keeps the shards the other still names: the file stays
@@ -1404,37 +1439,9 @@ TEST(NodeNamespace, ARenameCutShortKeepsTheFileUnderTheNameLeft) {
     SCOPED_TRACE(remove_old ? "the old name removed" : "the new name removed");
     auto rng = fern::testing::TestRng();
     Cluster c;
-    // Paths whose owners leave a node out to be the gateway.
     std::string from, to;
-    int gw = -1;
-    for (int i = 0; gw < 0; ++i) {
-      from = "/r/tmp" + std::to_string(i);
-      to = "/r/final" + std::to_string(i);
-      std::set<int> owners;
-      for (NodeId o : OwnersOf(from, kNodes)) owners.insert(static_cast<int>(o.value));
-      for (NodeId o : OwnersOf(to, kNodes)) owners.insert(static_cast<int>(o.value));
-      for (int n = 0; n < kNodes && gw < 0; ++n) gw = owners.count(n) ? -1 : n;
-    }
-    std::set<int> to_owners;
-    for (NodeId o : OwnersOf(to, kNodes)) to_owners.insert(static_cast<int>(o.value));
     const auto bytes = Bytes(rng, 3 * kStripe + 5);
-    ASSERT_TRUE(c.Put(gw, from, bytes).ok());
-    std::map<int, size_t> owned;
-    for (int o : to_owners) owned[o] = c.node(o).records_owned();
-    c.net().SetDelay(1ms, 2ms);
-    std::optional<Status> renamed;
-    c.node(gw).Rename(from, to, Caller{}, [&](Status s) { renamed = s; });
-    // The new name is on all its owners; the gateway dies before the old
-    // name's tombstone goes out.
-    c.RunUntilOrIdle([&] {
-      for (int o : to_owners) {
-        if (c.node(o).records_owned() == owned[o]) return false;
-      }
-      return true;
-    });
-    ASSERT_FALSE(renamed.has_value()) << "the rename finished first";
-    c.Crash(gw);
-    c.net().SetDelay(0ms, 0ms);
+    const int gw = CutShortRename(c, bytes, &from, &to);
     const int via = (gw + 1) % kNodes;
     auto before = c.Get(via, from);
     ASSERT_TRUE(before.ok()) << "the old name is gone: " << before.status().ToString();
@@ -1463,6 +1470,33 @@ TEST(NodeNamespace, ARenameCutShortKeepsTheFileUnderTheNameLeft) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == b);
   ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(5).Unlink("/r/a", Caller{}, done); }).ok());
+  EXPECT_EQ(c.TotalShards(empty), empty) << "shards left after the renamed file was removed";
+}
+
+// The orphan sweep finishes a rename cut short: the second pass that finds
+// it so (the first might have seen a rename in progress) writes the old
+// name's tombstone on its first live owner. The new name reads bit-exact,
+// the old one is gone, and removing the new one frees every shard.
+TEST(NodeNamespace, ARenameCutShortIsFinishedByTheOrphanSweep) {
+  auto rng = fern::testing::TestRng();
+  Cluster c;
+  const size_t empty = c.TotalShards();
+  std::string from, to;
+  const auto bytes = Bytes(rng, 3 * kStripe + 5);
+  const int gw = CutShortRename(c, bytes, &from, &to);
+  c.Restart(gw);
+  const int first = static_cast<int>(OwnersOf(from, kNodes)[0].value);
+  for (int pass = 0; pass < 2; ++pass) {
+    EXPECT_TRUE(c.Get(first, from).ok()) << "pass " << pass << ": the old name went before its time";
+    for (int i = 0; i < kNodes; ++i) ASSERT_TRUE(Sweep(c, i).ok()) << "node " << i << ", pass " << pass;
+  }
+  c.RunUntilOrIdle([] { return false; });
+  EXPECT_EQ(c.node(first).orphan_progress().renames_finished, 1u);
+  EXPECT_EQ(c.Get(gw, from).status().code(), StatusCode::kNotFound);
+  auto got = c.Get(gw, to);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+  ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(gw).Unlink(to, Caller{}, done); }).ok());
   EXPECT_EQ(c.TotalShards(empty), empty) << "shards left after the renamed file was removed";
 }
 
