@@ -98,7 +98,25 @@ MachineCpu ReadMachineCpu() {
   out.busy = static_cast<double>(f[0] + f[1] + f[2] + f[5] + f[6]) / tick;
   out.idle = static_cast<double>(f[3] + f[4]) / tick;
   out.steal = static_cast<double>(f[7]) / tick;
+  out.softirq = static_cast<double>(f[6]) / tick;
   return out;
+}
+
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  // pid (comm) state ppid ... : utime and stime are fields 14 and 15, the
+  // 12th and 13th after the comm, which may itself hold spaces.
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 0; i < 11 && rest >> field; ++i) {
+  }
+  if (!(rest >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double Median(std::vector<double> v) {

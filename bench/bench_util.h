@@ -50,9 +50,13 @@ CpuInfo DescribeCpu();
 struct MachineCpu {
   double busy = 0;
   double steal = 0;
-  double idle = 0;  // idle + iowait
+  double idle = 0;     // idle + iowait
+  double softirq = 0;  // part of busy: network receive, block completions (no process is charged)
 };
 MachineCpu ReadMachineCpu();
+// User + system core-seconds process `pid` (all its threads) has used, or
+// -1 when it cannot be read.
+double ProcessCpuSeconds(int pid);
 
 // An ordered, flat JSON object.
 class Json {

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,28 +43,64 @@ using Options = ClusterBenchOptions;
 
 double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
+// What one put cost: the machine's CPU (every process, and the kernel's
+// softirq work no process is charged for), and the part the cluster's
+// daemons used, the gateway's own next to all of them; core-s per GiB.
+struct PutCpu {
+  MachineCpu machine;
+  double gateway = -1;  // node 0's daemon, every thread; -1: unknown
+  double daemons = -1;  // every daemon, the gateway included
+};
+
 class Cluster {
  public:
-  Cluster(const Options& o, int m, const std::string& tag) : local_(BenchCluster(o, m, tag)) {}
+  Cluster(const Options& o, int m, const std::string& tag) : local_(BenchCluster(o, m, tag)) {
+    for (int i = 0; i < o.nodes; ++i) {
+      std::ifstream pidfile(local_.root() + "/node-" + std::to_string(i) + "/pid");
+      int pid = 0;
+      pidfile >> pid;
+      pids_.push_back(pid);
+    }
+  }
   bool ok() const { return local_.ok(); }
   std::string sock(int node) const { return local_.sock(node); }
   bool Kill(int node) { return local_.Kill(node); }
+  // Core-seconds each daemon has used so far (-1: unknown).
+  std::vector<double> DaemonCpu() const {
+    std::vector<double> v;
+    for (int pid : pids_) v.push_back(pid > 0 ? ProcessCpuSeconds(pid) : -1);
+    return v;
+  }
 
-  // GB/s of one put of the memfd, or -1. Appends to *cpu the machine's busy
-  // and steal core-seconds during the put, per GiB put.
-  double Put(int memfd, uint64_t size, std::vector<MachineCpu>* cpu) {
+  // GB/s of one put of the memfd, or -1. Appends to *cpu what the put cost
+  // the machine, per GiB put.
+  double Put(int memfd, uint64_t size, std::vector<PutCpu>* cpu) {
     client::Request req = ClientRequest(client::Op::kPut, "/bench/file");
     req.size = size;
     req.mode = 0644;
     client::Reply reply;
+    const std::vector<double> d0 = DaemonCpu();
     const MachineCpu c0 = ReadMachineCpu();
     const auto t0 = Clock::now();
     int rc = ClientRoundtrip(sock(0), req, memfd, &reply, nullptr);
     const double s = Seconds(t0);
     const MachineCpu c1 = ReadMachineCpu();
+    const std::vector<double> d1 = DaemonCpu();
     const double gib = static_cast<double>(size) / (1ull << 30);
     if (rc == 0 && reply.err == 0 && c0.busy > 0 && c1.busy >= c0.busy) {
-      cpu->push_back({(c1.busy - c0.busy) / gib, (c1.steal - c0.steal) / gib, (c1.idle - c0.idle) / gib});
+      PutCpu put{{(c1.busy - c0.busy) / gib, (c1.steal - c0.steal) / gib, (c1.idle - c0.idle) / gib,
+                  (c1.softirq - c0.softirq) / gib}};
+      double all = 0;
+      bool known = true;
+      for (size_t i = 0; i < d0.size(); ++i) {
+        known = known && d0[i] >= 0 && d1[i] >= d0[i];
+        all += d1[i] - d0[i];
+      }
+      if (known) {
+        put.gateway = (d1[0] - d0[0]) / gib;
+        put.daemons = all / gib;
+      }
+      cpu->push_back(put);
     }
     if (rc != 0 || reply.err != 0) {
       std::fprintf(stderr, "ec_bench cluster: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
@@ -103,6 +140,7 @@ class Cluster {
 
  private:
   LocalCluster local_;
+  std::vector<int> pids_;  // node i's daemon, 0 if unknown
 };
 
 // Writes `size` bytes to a fresh file in `dir` (optionally fsync), GB/s.
@@ -158,7 +196,9 @@ int RunCluster(const std::vector<std::string>& args) {
           "into a touched buffer); ec_read_reply_memfd_gbps is the healthy read into\n"
           "the daemon's fresh reply memfd instead. Every read is compared with what\n"
           "was written. Each put also counts the machine's CPU time (/proc/stat, all\n"
-          "processes: busy, steal and idle core-seconds per GiB), so EC and m=0 can be\n"
+          "processes: busy, steal and idle core-seconds per GiB) and splits the busy\n"
+          "time into the gateway daemon's, the other daemons' and the rest\n"
+          "(/proc/PID/stat; softirq shown apart), so EC and m=0 can be\n"
           "compared by what they cost as well as by how fast they ran. Each\n"
           "cluster's daemons first finish preparing their parity slabs (written\n"
           "once in the background after a daemon's first start), unless\n"
@@ -201,7 +241,7 @@ int RunCluster(const std::vector<std::string>& args) {
   };
 
   std::vector<double> tmpfs_w, tmpfs_r, disk_w, disk_r, ec_w, ec_r, ec_r_fresh, deg_r, st_w, st_r;
-  std::vector<MachineCpu> ec_w_cpu, st_w_cpu;
+  std::vector<PutCpu> ec_w_cpu, st_w_cpu;
   bool failed = false;
   auto keep = [&](std::vector<double>& v, double x) {
     if (x < 0) failed = true;
@@ -254,14 +294,28 @@ int RunCluster(const std::vector<std::string>& args) {
   const double protection_ratio = ecw / (k / n * stw);
   // The same target in machine CPU: an EC write may cost at most
   // (k+m)/k / 0.9 times the core-seconds of the striping-only write.
-  auto median_of = [](const std::vector<MachineCpu>& v, double MachineCpu::*f) {
+  auto median_of = [](const std::vector<PutCpu>& v, auto f) {
     std::vector<double> x;
-    for (const MachineCpu& c : v) x.push_back(c.*f);
+    for (const PutCpu& c : v) x.push_back(f(c));
     return Median(x);
   };
-  const double ec_busy = median_of(ec_w_cpu, &MachineCpu::busy), st_busy = median_of(st_w_cpu, &MachineCpu::busy);
-  const double ec_steal = median_of(ec_w_cpu, &MachineCpu::steal), st_steal = median_of(st_w_cpu, &MachineCpu::steal);
-  const double ec_idle = median_of(ec_w_cpu, &MachineCpu::idle), st_idle = median_of(st_w_cpu, &MachineCpu::idle);
+  auto busy = [](const PutCpu& c) { return c.machine.busy; };
+  auto steal = [](const PutCpu& c) { return c.machine.steal; };
+  auto idle = [](const PutCpu& c) { return c.machine.idle; };
+  auto softirq = [](const PutCpu& c) { return c.machine.softirq; };
+  auto gateway = [](const PutCpu& c) { return c.gateway; };
+  auto peers = [](const PutCpu& c) { return c.daemons < 0 ? -1 : c.daemons - c.gateway; };
+  // Kernel threads (writeback, block completions, ksoftirqd), ec_bench,
+  // anything else. (Softirq work done in a process's context is in its
+  // system time too: part of the daemons', not added.)
+  auto rest = [](const PutCpu& c) { return c.daemons < 0 ? -1 : c.machine.busy - c.daemons; };
+  const double ec_busy = median_of(ec_w_cpu, busy), st_busy = median_of(st_w_cpu, busy);
+  const double ec_steal = median_of(ec_w_cpu, steal), st_steal = median_of(st_w_cpu, steal);
+  const double ec_idle = median_of(ec_w_cpu, idle), st_idle = median_of(st_w_cpu, idle);
+  const double ec_gw = median_of(ec_w_cpu, gateway), st_gw = median_of(st_w_cpu, gateway);
+  const double ec_peers = median_of(ec_w_cpu, peers), st_peers = median_of(st_w_cpu, peers);
+  const double ec_softirq = median_of(ec_w_cpu, softirq), st_softirq = median_of(st_w_cpu, softirq);
+  const double ec_rest = median_of(ec_w_cpu, rest), st_rest = median_of(st_w_cpu, rest);
   const double cpu_allowed = n / k / 0.9;
   const double cpu_ratio = st_busy > 0 ? ec_busy / st_busy : 0;
   // The parity the EC write made durable per second, next to the disk's own
@@ -295,6 +349,14 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("stripe_write_busy_core_s_per_gib", st_busy)
       .Add("stripe_write_steal_core_s_per_gib", st_steal)
       .Add("stripe_write_idle_core_s_per_gib", st_idle)
+      .Add("ec_write_gateway_core_s_per_gib", ec_gw)
+      .Add("ec_write_other_daemons_core_s_per_gib", ec_peers)
+      .Add("ec_write_softirq_core_s_per_gib", ec_softirq)
+      .Add("ec_write_rest_core_s_per_gib", ec_rest)
+      .Add("stripe_write_gateway_core_s_per_gib", st_gw)
+      .Add("stripe_write_other_daemons_core_s_per_gib", st_peers)
+      .Add("stripe_write_softirq_core_s_per_gib", st_softirq)
+      .Add("stripe_write_rest_core_s_per_gib", st_rest)
       .Add("ratio_ec_write_busy_vs_stripe_write_busy", cpu_ratio)
       .Add("ec_write_busy_allowed_ratio", cpu_allowed)
       .Add("ratio_ec_write_vs_tmpfs_write", ecw / tw)
@@ -325,6 +387,10 @@ int RunCluster(const std::vector<std::string>& args) {
     std::printf("  machine CPU per GiB written: EC %.2f busy core-s (steal %.2f, idle %.2f), m=0 %.2f (steal %.2f, "
                 "idle %.2f); EC / m=0 = %.2f (the target allows %.2f)\n",
                 ec_busy, ec_steal, ec_idle, st_busy, st_steal, st_idle, cpu_ratio, cpu_allowed);
+    std::printf("  of which (core-s per GiB, medians): gateway daemon EC %.2f m=0 %.2f; the other daemons EC %.2f "
+                "m=0 %.2f; the rest (kernel threads, ec_bench) EC %.2f m=0 %.2f; softirq, wherever it ran, EC %.2f "
+                "m=0 %.2f\n",
+                ec_gw, st_gw, ec_peers, st_peers, ec_rest, st_rest, ec_softirq, st_softirq);
     std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
     std::printf("  EC read / tmpfs read = %.2f\n", ecr / tr);
     std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);
