@@ -3,8 +3,10 @@
 // writes on short clocks (--replace-after 6, --orphan-sweep 2,
 // --min-shards 5), under a seeded random mix for FERN_SOAK_SECONDS (default
 // 240): new versions and new files put through random live nodes, renames,
-// removes, SIGKILLs and restarts (half with an empty tmpfs). At most m=2 nodes are
-// down, and a node is killed only while the cluster is whole (no stripe
+// removes, SIGKILLs and restarts (half with an empty tmpfs), and SIGSTOPs
+// (a node that stops answering without failing, resumed a few steps later).
+// At most m=2 nodes are down or stopped, and one is killed or stopped only
+// while the cluster is whole (no stripe
 // degraded, no repair or re-placement running). After every few steps each
 // file reads back as one of the contents it may have (a failed put may or
 // may not have become visible; a failed remove may or may not have
@@ -12,6 +14,7 @@
 // file is removed and, once the sweeps ran, no node holds a shard: nothing
 // leaked, nothing named was swept.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -70,6 +73,14 @@ TEST(Soak, RandomPutsRenamesRemovesKillsAndWipesLoseNothingAndLeakNothing) {
                      " --replace-after 6 --orphan-sweep 2 --min-shards 5"),
             0);
   std::set<int> live, down;
+  std::map<int, int> stopped;  // SIGSTOPped node -> steps until SIGCONT
+  struct ResumeAll {           // however the test ends
+    std::map<int, int>& stopped;
+    const std::string& root;
+    ~ResumeAll() {
+      for (const auto& [n, steps] : stopped) kill(NodePid(root, n), SIGCONT);
+    }
+  } resume_all{stopped, tc.root};
   for (int i = 0; i < kNodes; ++i) live.insert(i);
   auto pick = [&](const std::set<int>& s) { return *std::next(s.begin(), static_cast<long>(rng() % s.size())); };
   std::map<std::string, Expect> files;
@@ -145,12 +156,20 @@ TEST(Soak, RandomPutsRenamesRemovesKillsAndWipesLoseNothingAndLeakNothing) {
         ++counts["mv failed"];
       }
     } else if (dice < 62) {
-      if (down.size() < 2 && live.size() > 1 && Whole(tc, live)) {
+      if (down.size() + stopped.size() < 2 && live.size() > 1 && Whole(tc, live)) {
         const int n = pick(live);
-        ASSERT_EQ(Sh(tc.cli + " local kill " + std::to_string(n) + tc.at), 0);
         live.erase(n);
-        down.insert(n);
-        ++counts["kill"];
+        if (rng() % 3 == 0) {
+          // Stopped, not killed: its connections stay open, and it is alive
+          // to the others until --dead-after of silence.
+          ASSERT_EQ(kill(NodePid(tc.root, n), SIGSTOP), 0);
+          stopped[n] = 2 + static_cast<int>(rng() % 6);
+          ++counts["stop"];
+        } else {
+          ASSERT_EQ(Sh(tc.cli + " local kill " + std::to_string(n) + tc.at), 0);
+          down.insert(n);
+          ++counts["kill"];
+        }
       }
     } else if (dice < 77) {
       if (!down.empty()) {
@@ -165,8 +184,22 @@ TEST(Soak, RandomPutsRenamesRemovesKillsAndWipesLoseNothingAndLeakNothing) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500 + rng() % 1500));  // sweeps, moves, repairs run
       ++counts["wait"];
     }
+    for (auto it = stopped.begin(); it != stopped.end();) {
+      if (--it->second > 0) {
+        ++it;
+        continue;
+      }
+      ASSERT_EQ(kill(NodePid(tc.root, it->first), SIGCONT), 0);
+      live.insert(it->first);
+      it = stopped.erase(it);
+    }
     if (step % 3 == 0) verify(("step " + std::to_string(step)).c_str());
   }
+  for (const auto& [n, steps] : stopped) {
+    ASSERT_EQ(kill(NodePid(tc.root, n), SIGCONT), 0);
+    live.insert(n);
+  }
+  stopped.clear();
   // Everyone back, whole again, every file as expected; then all removed.
   for (int n : std::set<int>(down)) {
     ASSERT_EQ(Sh(tc.cli + " local restart " + std::to_string(n) + tc.at), 0);
