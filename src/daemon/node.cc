@@ -315,6 +315,11 @@ const placement::ClusterView& Node::WriteView(std::optional<placement::ClusterVi
   return **narrowed;
 }
 
+bool Node::IsSlow(NodeId id) const {
+  auto it = slow_until_.find(id.value);
+  return it != slow_until_.end() && it->second > now_;
+}
+
 std::set<uint32_t> Node::SlowNodes() {
   std::set<uint32_t> slow;
   for (auto it = slow_until_.begin(); it != slow_until_.end();) {
@@ -615,11 +620,20 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
   wire::MetaGet get;
   get.set_path(path);
   std::vector<NodeId> owners;
-  for (NodeId replica : placement_.MetadataReplicas(path, view_, &owners)) {
+  // Asked as a write would store: without nodes stuck lately (their stand-ins
+  // instead), or this node while its disk is stalled, if an owner is left.
+  std::optional<placement::ClusterView> narrowed;
+  const placement::ClusterView* view = &WriteView(&narrowed, slow_until_.empty() ? std::set<uint32_t>{} : SlowNodes());
+  std::vector<NodeId> replicas = placement_.MetadataReplicas(path, *view, &owners);
+  if (view != &view_ && std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view->IsAlive(id); })) {
+    view = &view_;
+    replicas = placement_.MetadataReplicas(path, *view, &owners);
+  }
+  for (NodeId replica : replicas) {
     const bool is_owner = std::count(owners.begin(), owners.end(), replica) > 0;
     ++lk->pending;
     transport_->Call(replica, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
-                     {options_.rpc_timeout, nullptr}, [lk, path, is_owner](StatusOr<InMessage> r) {
+                     {options_.rpc_timeout, nullptr}, [this, lk, path, is_owner, replica](StatusOr<InMessage> r) {
                        if (r.ok()) {
                          auto rec = std::make_shared<wire::FileRecord>();
                          if (rec->ParseFromString(r->header)) {
@@ -632,6 +646,9 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
                          lk->owner_answered |= is_owner;
                        } else {
                          lk->last_error = r.status();
+                         if (r.status().code() == StatusCode::kDeadlineExceeded) {
+                           slow_until_[replica.value] = now_ + options_.dead_after;
+                         }
                        }
                        if (--lk->pending > 0) return;
                        if (lk->best) return lk->done(lk->best);
@@ -1205,6 +1222,19 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
   const std::vector<NodeId> nodes = StripeNodes(op->record, stripe);
   const uint64_t len = geometry_.StripeShardLen(op->record.size(), stripe);
   const int last = with_parity ? n : k;
+  // A node a request timed out on lately (stopped, stuck) is left out while
+  // the stripe has k shards on other live nodes: it costs the read one
+  // timeout, not one per window of stripes until it is declared dead.
+  bool avoid_slow = false;
+  if (!slow_until_.empty() && static_cast<int>(nodes.size()) == n) {
+    const uint32_t absent = AbsentMask(op->record, stripe);
+    int fast = 0;
+    for (int i = 0; i < n; ++i) fast += view_.IsAlive(nodes[i]) && !(absent >> i & 1) && !IsSlow(nodes[i]);
+    avoid_slow = fast >= k;
+  }
+  auto note_timeout = [this](NodeId node, const Status& s) {
+    if (s.code() == StatusCode::kDeadlineExceeded) slow_until_[node.value] = now_ + options_.dead_after;
+  };
   st.pending = 1;
   if (options_.check_reads && !with_parity && !st.record_asked && static_cast<int>(nodes.size()) == n) {
     // With the data shards: the header of the first live parity shard, for
@@ -1212,19 +1242,22 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     st.record_asked = true;
     const uint32_t absent = AbsentMask(op->record, stripe);
     for (int p = k; p < n; ++p) {
-      if (!view_.IsAlive(nodes[p]) || (absent >> p & 1)) continue;
+      if (!view_.IsAlive(nodes[p]) || (absent >> p & 1) || (avoid_slow && IsSlow(nodes[p]))) continue;
       wire::ShardGet get;
       SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, p);
       get.set_header_only(true);
       ++st.pending;
       transport_->Call(nodes[p], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
-                       {options_.rpc_timeout, nullptr}, [this, op, stripe, p](StatusOr<InMessage> r) {
+                       {options_.rpc_timeout, nullptr},
+                       [this, op, stripe, p, node = nodes[p], note_timeout](StatusOr<InMessage> r) {
                          GetOp::Stripe& st = op->stripes[stripe];
                          wire::ShardGetReply reply;
                          if (r.ok() && reply.ParseFromString(r->header)) {
                            st.checks.Take(p, reply);
                            st.record_from = p;
                            st.record_seq = reply.seq();
+                         } else if (!r.ok()) {
+                           note_timeout(node, r.status());
                          }
                          if (--st.pending == 0) FinishStripe(op, stripe);
                        });
@@ -1234,7 +1267,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
   for (int i = 0; i < last; ++i) {
     if (st.tried.contains(i)) continue;
     st.tried.insert(i);
-    if (static_cast<int>(nodes.size()) != n || !view_.IsAlive(nodes[i])) continue;
+    if (static_cast<int>(nodes.size()) != n || !view_.IsAlive(nodes[i]) || (avoid_slow && IsSlow(nodes[i]))) continue;
     wire::ShardGet get;
     SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
     ++st.pending;
@@ -1260,8 +1293,9 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     }
     transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                      std::move(call),
-                     [this, op, stripe, i, len](StatusOr<InMessage> r) {
+                     [this, op, stripe, i, len, node = nodes[i], note_timeout](StatusOr<InMessage> r) {
                        GetOp::Stripe& st = op->stripes[stripe];
+                       if (!r.ok()) note_timeout(node, r.status());
                        if (r.ok()) {
                          wire::ShardGetReply reply;
                          // A shard counts only if it is whole and its bytes match their CRC.

@@ -608,10 +608,12 @@ class Node {
   // A narrowed view is a copy kept in `*narrowed`; view_ itself otherwise.
   const placement::ClusterView& WriteView(std::optional<placement::ClusterView>* narrowed,
                                           const std::set<uint32_t>& left_out = {}) const;
-  // Nodes a write's request timed out on in the last dead_after (alive in
-  // the view, but stuck): later puts and record stores start without them.
+  // Nodes a request timed out on in the last dead_after (alive in the view,
+  // but stuck): later puts and record stores start without them, and reads
+  // fetch around them.
   // A node that was only slow is back after that; a stuck one is dead by then.
   std::set<uint32_t> SlowNodes();
+  bool IsSlow(NodeId id) const;  // in SlowNodes; reads leave such a node out while k others serve the stripe
   // A rename cut short (its gateway died after writing the new name, before
   // removing the old) leaves both names live. Among `records` (every
   // newest record), an old name this node is the first live owner of whose

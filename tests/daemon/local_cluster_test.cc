@@ -725,19 +725,27 @@ TEST(LocalPut, ANodeKilledMidPutDoesNotFailThePut) {
 }
 
 // A node stopped (SIGSTOP: its connections stay open, and it is not
-// declared dead for --dead-after) while puts go on: their requests to it
-// time out after --rpc-timeout and its stripes and records go to other
-// nodes; every put succeeds and reads back bit-exact, and once it runs
-// again each survives two other nodes' loss.
+// declared dead for --dead-after): a file written before reads back
+// bit-exact around it; puts' requests to it time out after --rpc-timeout
+// and their stripes and records go to other nodes; every put succeeds and
+// reads back bit-exact, and once it runs again each survives two other
+// nodes' loss.
 TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   auto rng = fern::testing::TestRng();
   TestCluster tc("lsp");
   const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
   ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"), 0);
+  std::vector<uint8_t> before(30 * kStripe + 9);
+  fern::testing::FillRandom(rng, before.data(), before.size());
+  WriteFile(work + "/before", before);
+  ASSERT_EQ(Sh(cli + " put " + work + "/before /s/before" + at + " --node 0"), 0);
   const int stuck = NodePid(root, 4);
   ASSERT_GT(stuck, 0);
   ASSERT_EQ(kill(stuck, SIGSTOP), 0);
   tc.stopped_pid = stuck;
+  // Read around it: the stripes it holds shards of decode from the others.
+  ASSERT_EQ(Sh(cli + " get /s/before " + work + "/out" + at + " --node 0"), 0) << "node 4 stopped";
+  EXPECT_EQ(ReadFile(work + "/out"), before);
   std::vector<std::vector<uint8_t>> files;
   for (int i = 0; i < 3; ++i) {
     files.emplace_back(20 * kStripe + static_cast<size_t>(i));

@@ -1372,15 +1372,17 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   const std::string other_path = other_paths[0];
   c.net().Partition(NodeId(0), NodeId(stuck));
   std::map<std::string, std::vector<uint8_t>> files;
-  for (const std::string& path : {owned_path, other_path, other_paths[1]}) {
+  int put = 0;
+  for (const std::string& path : {owned_path, other_path, other_paths[1], owned_path}) {
     files[path] = Bytes(rng, 6 * kStripe + 7);
     const auto start = c.net().clock().Now();
     Status s = c.Put(0, path, files[path]);
     ASSERT_TRUE(s.ok()) << path << " with node " << stuck << " not answering: " << s.ToString();
     EXPECT_EQ(HoldersOf(c, 0, path).count(stuck), 0u) << path;
-    if (path == other_paths[1]) {
-      // The gateway remembers the node stuck: nothing of this put waits on it.
-      EXPECT_LT(c.net().clock().Now() - start, 2s) << "a put waited on a node its gateway knew stuck";
+    if (++put >= 3) {
+      // The gateway remembers the node stuck: nothing of these puts waits
+      // on it, not even the lookup of a record it owns (its stand-in is asked).
+      EXPECT_LT(c.net().clock().Now() - start, 2s) << path << ": a put waited on a node its gateway knew stuck";
     }
   }
   c.net().Heal();
@@ -1393,6 +1395,38 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   auto got = c.Get(stuck, other_path);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(got->bytes == files[other_path]);
+}
+
+// A read through a gateway a node stopped answering (no connection error,
+// not dead yet; not an owner of the file's record): the stripes whose
+// shards it holds wait for one timeout,
+// then decode around it; the gateway remembers it, so the stripes after
+// the first window, and the next read, do not wait on it. Bytes exact.
+TEST(NodeGet, ANodeThatStopsAnsweringCostsAReadOneTimeout) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = kNodes + 1;
+  Cluster c(512, kN);
+  const auto bytes = Bytes(rng, 150 * kStripe + 3);  // 3+ windows of fetches
+  ASSERT_TRUE(c.Put(0, "/g/f", bytes).ok());
+  // A holder of its shards that does not own its record (a record lookup
+  // asks every owner, and waits for a stuck one).
+  std::vector<int> candidates;
+  const auto owners = OwnersOf("/g/f", kN);
+  for (int h : HoldersOf(c, 0, "/g/f")) {
+    if (h != 0 && std::count(owners.begin(), owners.end(), NodeId(h)) == 0) candidates.push_back(h);
+  }
+  ASSERT_FALSE(candidates.empty());
+  const int stuck = candidates[rng() % candidates.size()];
+  c.net().Partition(NodeId(0), NodeId(stuck));
+  for (int read = 0; read < 2; ++read) {
+    const auto start = c.net().clock().Now();
+    auto got = c.Get(0, "/g/f");
+    ASSERT_TRUE(got.ok()) << "read " << read << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << "read " << read;
+    // rpc_timeout is 2 s: the first read waits it once, the second not at all.
+    EXPECT_LT(c.net().clock().Now() - start, read == 0 ? 4s : 2s) << "read " << read << " waited on node " << stuck;
+  }
+  c.net().Heal();
 }
 
 // Puts `bytes` at *from through a node owning neither name's record and
