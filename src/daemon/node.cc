@@ -909,9 +909,12 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
           --op->stripes_in_flight;
           if (!attempt->failure.ok() && op->failure.ok()) {
             if (attempt->retryable && ++op->stripe_retries[s] <= kStripeRetries) {
-              std::fprintf(stderr, "fern-ec: node %u: put %s: %s; sending stripe %llu again\n", options_.id.value,
-                           op->path.c_str(), std::string(attempt->failure.message()).c_str(),
-                           static_cast<unsigned long long>(s));
+              // The first one names the cause; CommitRecord counts them all.
+              if (op->stripe_retries.size() == 1 && op->stripe_retries[s] == 1) {
+                std::fprintf(stderr, "fern-ec: node %u: put %s: %s; sending stripe %llu again\n",
+                             options_.id.value, op->path.c_str(), std::string(attempt->failure.message()).c_str(),
+                             static_cast<unsigned long long>(s));
+              }
               op->sent_before[s] = std::move(attempt->sent);
               Status st = IssueStripe(op, s);
               if (st.ok()) return;
@@ -928,6 +931,11 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
 }
 
 void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
+  if (op->stripe_retries.size() > 1) {
+    std::fprintf(stderr, "fern-ec: node %u: put %s: %zu of %llu stripes were sent again (nodes failed or stuck)\n",
+                 options_.id.value, op->path.c_str(), op->stripe_retries.size(),
+                 static_cast<unsigned long long>(op->stripes));
+  }
   StoreRecord(op->record, [this, op](Status s) {
     if (!s.ok()) {
       // Not acknowledged by every live owner: reported as failed. An owner
