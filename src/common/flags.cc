@@ -151,6 +151,10 @@ Status FlagSet::Parse(const std::vector<std::string>& args) {
   return Status();
 }
 
+void FlagSet::SetDefaultText(std::string_view name, std::string text) {
+  if (Flag* f = Find(name)) f->default_text = std::move(text);
+}
+
 FlagSet::Flag* FlagSet::Find(std::string_view name) {
   for (auto& f : flags_) {
     if (f.name == name) return &f;

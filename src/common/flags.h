@@ -30,6 +30,9 @@ class FlagSet {
   void Size(std::string name, uint64_t* dest, std::string help);
   void Double(std::string name, double* dest, std::string help);
   void String(std::string name, std::string* dest, std::string help);
+  // What Help() shows as the default of an added flag, where its initial
+  // value is a placeholder (a default computed from other flags).
+  void SetDefaultText(std::string_view name, std::string text);
 
   // Parses args (without the program name). "--help"/"-h" sets help_requested().
   Status Parse(const std::vector<std::string>& args);

@@ -1017,7 +1017,8 @@ int main(int argc, char** argv) {
                "itself out: its heartbeats say so, peers count it dead (puts go around it, reads "
                "decode around it) until the disk moves again, and it refuses parity shards and file "
                "records meanwhile; keep it below --rpc-timeout so a put waiting on it sends the "
-               "stripe elsewhere; 0: never (default: 0.4 x --rpc-timeout)");
+               "stripe elsewhere; 0: never; negative: the default");
+  flags.SetDefaultText("disk-stall", "0.4 x --rpc-timeout");
   flags.Int("keep-versions", &o.keep_versions, "committed versions kept per file (older ones are deleted)");
   flags.String("coder", &o.coder,
                "erasure-coding backend: auto (gfni where the CPU has GFNI and AVX-512BW, else isal), "

@@ -47,6 +47,11 @@ TEST(FlagSet, ParsesAllForms) {
   EXPECT_EQ(f.positional(), (std::vector<std::string>{"encode", "--not-a-flag"}));
   EXPECT_NE(f.Help().find("--shard-size VALUE"), std::string::npos);
   EXPECT_NE(f.Help().find("(default: 1MiB)"), std::string::npos);
+  double stall = -1;
+  f.Double("stall", &stall, "seconds");
+  f.SetDefaultText("stall", "0.4 x --timeout");
+  EXPECT_NE(f.Help().find("seconds (default: 0.4 x --timeout)"), std::string::npos) << f.Help();
+  EXPECT_EQ(f.Help().find("-1"), std::string::npos) << f.Help();
 }
 
 TEST(FlagSet, ErrorsNameTheFlag) {
