@@ -183,7 +183,10 @@ Node::Node(const NodeOptions& options, transport::Transport* t, ShardStore* data
       geometry_(geometry),
       stripe_pool_(std::make_shared<BufferPool>((options.m + options.k) * options.shard_size, 64)),
       reply_pool_(std::make_shared<BufferPool>((options.shard_size + 63) / 64 * 64, 256)) {
-  if (options.batch_durable_commits) flusher_ = std::make_unique<DurableFlusher>(parity_);
+  if (options.batch_durable_commits) {
+    flusher_ = std::make_unique<DurableFlusher>(parity_);
+    meta_writer_ = std::make_unique<WorkerThread>("fern-meta-log");
+  }
   if (options.encode_on_worker) {
     encoder_ = std::make_unique<WorkerThread>("fern-encode");
     writer_ = std::make_unique<WorkerThread>("fern-get-write");
@@ -206,6 +209,7 @@ void Node::FlushDurable() {
   // Called every loop round: no syscall unless a job can have finished.
   if (encoder_ && encoder_->in_flight() > 0) encoder_->Drain();
   if (writer_ && writer_->in_flight() > 0) writer_->Drain();
+  if (meta_writer_ && meta_writer_->in_flight() > 0) meta_writer_->Drain();
   if (!flusher_) return;
   for (auto& p : durable_pending_) {
     auto responder = std::make_shared<Responder>(std::move(p.responder));
@@ -233,6 +237,7 @@ std::vector<int> Node::event_fds() const {
   if (flusher_) fds.push_back(flusher_->event_fd());
   if (encoder_) fds.push_back(encoder_->event_fd());
   if (writer_) fds.push_back(writer_->event_fd());
+  if (meta_writer_) fds.push_back(meta_writer_->event_fd());
   return fds;
 }
 Node::StripeHealth Node::stripe_health() const {
@@ -271,13 +276,15 @@ void Node::PeerFailed(NodeId peer, const Status& why) { SetAlive(peer, false, st
 
 void Node::WatchDisk() {
   if (!flusher_ || options_.disk_stall == Duration::zero()) return;
-  const uint64_t finished = flusher_->batches();
+  // Parity batches and record log appends: both on the parity disk.
+  const uint64_t finished = flusher_->batches() + meta_writes_done_;
+  const size_t waiting = flusher_->in_flight() + (meta_writer_ ? meta_writer_->in_flight() : 0);
   auto seconds = [](Duration d) {
     char text[32];
     std::snprintf(text, sizeof text, "%.1f", std::chrono::duration<double>(d).count());
     return std::string(text);
   };
-  if (flusher_->in_flight() == 0 || finished != disk_.batches_seen) {
+  if (waiting == 0 || finished != disk_.batches_seen) {
     if (disk_.stalled) {
       std::fprintf(stderr,
                    "fern-ec: node %u: parity disk finished a write after %s s: taking writes again (%llu refused "
@@ -294,9 +301,9 @@ void Node::WatchDisk() {
   disk_.stalled = true;
   ++disk_.stalls;
   std::fprintf(stderr,
-               "fern-ec: node %u: parity disk stalled: no write finished for %s s with %zu parity shards waiting; "
-               "peers count this node dead until one does\n",
-               options_.id.value, seconds(now_ - disk_.waiting_since).c_str(), flusher_->in_flight());
+               "fern-ec: node %u: parity disk stalled: no write finished for %s s with %zu parity shards and "
+               "file records waiting; peers count this node dead until one does\n",
+               options_.id.value, seconds(now_ - disk_.waiting_since).c_str(), waiting);
 }
 
 Status Node::RefuseIfDiskStalled(const char* what) {
@@ -427,14 +434,36 @@ uint64_t Node::NewFileId(const std::string& path) {
   return id ? id : 1;
 }
 
-Status Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec) {
+void Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec, std::function<void(Status)> done) {
   auto& slot = records_[rec->path()];
-  if (slot && internal::Newer(*slot, *rec)) return Status();  // a newer one is here already
-  // The record log is on the parity disk, written on the loop.
-  FERN_RETURN_IF_ERROR(RefuseIfDiskStalled("file record"));
-  FERN_RETURN_IF_ERROR(meta_->Put(*rec));
+  if (slot && internal::Newer(*slot, *rec)) return done(Status());  // a newer one is here already
+  // The record log is on the parity disk: not queued behind a stall.
+  if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) return done(s);
+  if (!meta_writer_) {
+    if (Status s = meta_->Put(*rec); !s.ok()) return done(s);
+    slot = std::move(rec);
+    return done(Status());
+  }
+  const wire::FileRecord& taken = *rec;
   slot = std::move(rec);
-  return Status();
+  PersistRecord(taken, std::move(done));
+}
+
+void Node::PersistRecord(const wire::FileRecord& record, std::function<void(Status)> done) {
+  if (!meta_writer_) return done(meta_->Put(record));
+  auto copy = std::make_shared<const wire::FileRecord>(record);
+  auto result = std::make_shared<Status>();
+  meta_writer_->Submit([meta = meta_, copy, result] { *result = meta->Put(*copy); },
+                       [this, copy, result, done = std::move(done)] {
+                         ++meta_writes_done_;
+                         if (!result->ok()) {
+                           // In memory here but not in the log: the writer hears of
+                           // the failure; a restart of this node forgets the record.
+                           std::fprintf(stderr, "fern-ec: node %u: record of %s not logged: %s\n",
+                                        options_.id.value, copy->path().c_str(), result->ToString().c_str());
+                         }
+                         done(*result);
+                       });
 }
 
 void Node::InstallHandlers() {
@@ -550,8 +579,11 @@ void Node::InstallHandlers() {
   transport_->Handle(wire::META_PUT, [this](InMessage m, Responder r) {
     auto rec = std::make_unique<wire::FileRecord>();
     if (!rec->ParseFromString(m.header)) return r.Fail(InvalidArgumentError("bad META_PUT header"));
-    if (Status s = InstallRecord(std::move(rec)); !s.ok()) return r.Fail(s);
-    r.Reply(OutMessage{wire::META_PUT, {}, {}});
+    auto responder = std::make_shared<Responder>(std::move(r));
+    InstallRecord(std::move(rec), [responder](Status s) {
+      if (!s.ok()) return responder->Fail(s);
+      responder->Reply(OutMessage{wire::META_PUT, {}, {}});
+    });
   });
   transport_->Handle(wire::META_AMEND, [this](InMessage m, Responder r) {
     wire::MetaAmend amend;
@@ -564,11 +596,20 @@ void Node::InstallHandlers() {
     if (*applied > 0) {
       changed.set_amended(changed.amended() + static_cast<uint64_t>(*applied));
       if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) return r.Fail(s);
-      if (Status s = meta_->Put(changed); !s.ok()) return r.Fail(s);
-      *it->second = std::move(changed);
+      auto responder = std::make_shared<Responder>(std::move(r));
+      auto reply = [responder](Status s) {
+        if (!s.ok()) return responder->Fail(s);
+        responder->Reply(OutMessage{wire::META_AMEND, {}, {}});
+      };
+      if (!meta_writer_) {
+        if (Status s = meta_->Put(changed); !s.ok()) return reply(s);
+      }
+      *it->second = changed;
       // A sequencer hosted here keeps its own copy, which it persists with
       // a newer epoch (and would put the old layout back).
       AmendHostedSeq(amend);
+      if (!meta_writer_) return reply(Status());
+      return PersistRecord(changed, std::move(reply));
     }
     r.Reply(OutMessage{wire::META_AMEND, {}, {}});
   });

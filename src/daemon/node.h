@@ -672,7 +672,17 @@ class Node {
   // then both names hold the file, and the shards stay.
   void DeleteVersionUnlessNamedElsewhere(const wire::FileRecord& version);
   uint64_t NewFileId(const std::string& path);
-  Status InstallRecord(std::unique_ptr<wire::FileRecord> record);
+  // Takes `record` as this node's copy of its path unless a newer one is
+  // here (then done(OK) at once), and persists it in the record log; done
+  // once it is durable there. With batch_durable_commits the log is
+  // written on meta_writer_, off the loop (a hung disk then stalls the
+  // writer, which WatchDisk sees, not the loop): the record is in records_
+  // at once, so a later, older one is refused against it and the log keeps
+  // each path's records in order. Without, synchronously, before it is
+  // taken. Unavailable while the disk is stalled.
+  void InstallRecord(std::unique_ptr<wire::FileRecord> record, std::function<void(Status)> done);
+  // Appends `record` to the record log (meta_writer_ or inline); done when durable.
+  void PersistRecord(const wire::FileRecord& record, std::function<void(Status)> done);
   void SendShards(const std::shared_ptr<PutOp>& op);
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);
@@ -789,6 +799,10 @@ class Node {
   std::unique_ptr<WorkerThread> encoder_;
   // GetToFile's writes into callers' files, with encode_on_worker.
   std::unique_ptr<WorkerThread> writer_;
+  // Record log appends (MetaStore::Put, fsync included), with
+  // batch_durable_commits; the only caller of meta_->Put then.
+  std::unique_ptr<WorkerThread> meta_writer_;
+  uint64_t meta_writes_done_ = 0;  // their completions run (WatchDisk)
   // Parity shards received but not yet committed: a SHARD_DELETE that
   // overtakes its own shard (a put that timed out and cleans up) is applied
   // when the commit lands instead of being lost.

@@ -91,7 +91,7 @@ void Node::Repair(std::function<void(Status)> done) {
       auto mine = records_.find(rec->path());
       if (std::count(owners.begin(), owners.end(), options_.id) > 0 &&
           (mine == records_.end() || internal::Newer(*rec, *mine->second))) {
-        (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
+        InstallRecord(std::make_unique<wire::FileRecord>(*rec), [](Status) {});
       }
       if (!internal::Live(*rec) || rec->is_dir()) continue;
       for (const RecordPtr& layout : internal::Versions(rec)) {

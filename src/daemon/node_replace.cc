@@ -111,7 +111,7 @@ void Node::PlanReplace(const std::shared_ptr<ReplaceOp>& op, const std::vector<R
     // This node owns the path: keep the newest record (it may have missed
     // writes while it was down).
     if (auto mine = records_.find(path); mine == records_.end() || internal::Newer(*rec, *mine->second)) {
-      (void)InstallRecord(std::make_unique<wire::FileRecord>(*rec));
+      InstallRecord(std::make_unique<wire::FileRecord>(*rec), [](Status) {});
     }
     // An owner of the record stays dead: its stand-in gets a copy (of a
     // directory or a tombstone too), so m more nodes may fail without

@@ -30,6 +30,7 @@
 #include "common/client_protocol.h"
 #include "daemon/fiemap_probe.h"
 #include "ec/crc32c.h"
+#include "placement/placement.h"
 #include "test_util.h"
 #include "update_pattern.h"
 #include "daemon/cluster_cli.h"
@@ -805,14 +806,14 @@ struct LoopDisk {
   bool mounted = false, frozen = false;
 };
 
-// Node 3's parity disk hangs (frozen): its parity writes never finish.
-// After --disk-stall it takes itself out: its peers count it dead, puts go
-// around it (the first one waits one --rpc-timeout for the parity it sent
-// there, and keeps the data shards node 3's tmpfs took), including puts
-// through node 3 itself and a 0-byte put (a record only). When the disk
-// moves again it is back in every view, holds no shard the records do not
-// name (the parity that reached it late is deleted there), and each file
-// survives two other nodes' loss.
+// Node 3's disk hangs (frozen): its record log and parity writes never
+// finish. After --disk-stall it takes itself out: its peers count it dead
+// and puts go around it — the first, a record only of a path node 3 owns,
+// waits one --rpc-timeout for the record (node 3's loop stays up: the log
+// is written off it, and its status says why); the others, through node 3
+// itself too, do not wait. When the disk moves again it is back in every view,
+// holds no shard the records do not name (the parity that reached it late
+// is deleted there), and each file survives two other nodes' loss.
 TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   auto rng = fern::testing::TestRng();
   // Before the cluster: unmounted after its daemons are gone.
@@ -830,23 +831,42 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   WriteFile(work + "/before", files["/d/before"]);
   ASSERT_EQ(Sh(cli + " put " + work + "/before /d/before" + at + " --node 0"), 0);
   ASSERT_TRUE(disk.Freeze()) << "fsfreeze " << disk.dir;
-  // (path, size, gateway): the first waits for node 3; the others see it out.
-  const std::vector<std::tuple<std::string, size_t, int>> puts = {
-      {"/d/big", 40 * kStripe + 11, 0}, {"/d/via3", 3 * kStripe + 1, 3}, {"/d/empty", 0, 1}, {"/d/small", 17, 2}};
+  // A path whose record node 3 owns (local clusters place with seed 0).
+  std::string owned;
+  {
+    std::vector<fern::placement::NodeInfo> infos;
+    for (uint32_t i = 0; i < 7; ++i) infos.push_back({fern::NodeId(i), "", true});
+    const auto view = *fern::placement::ClusterView::Make(infos);
+    const auto placement = *fern::placement::Placement::Make(0, 4, 2);
+    for (int i = 0; owned.empty(); ++i) {
+      const std::string p = "/d/empty" + std::to_string(i);
+      for (fern::NodeId o : placement.MetadataOwners(p, view)) {
+        if (o.value == 3) owned = p;
+      }
+    }
+  }
+  // (path, size, gateway): the first, a record only, waits on node 3's
+  // record log; the others see node 3 out (the big one may have placed
+  // shards on it if it was not yet: the slot count below covers those).
+  const std::vector<std::tuple<std::string, size_t, int>> puts = {{owned, 0, 0},
+                                                                   {"/d/big", 40 * kStripe + 11, 0},
+                                                                   {"/d/via3", 3 * kStripe + 1, 3},
+                                                                   {"/d/small", 17, 2}};
   for (const auto& [path, size, via] : puts) {
     files[path] = std::vector<uint8_t>(size);
     fern::testing::FillRandom(rng, files[path].data(), size);
     WriteFile(work + "/in", files[path]);
     ASSERT_EQ(Sh(cli + " put " + work + "/in " + path + at + " --node " + std::to_string(via)), 0)
         << path << " through node " << via << " with node 3's disk frozen";
-    if (path != "/d/big") {
+    if (path != "/d/big" && path != owned) {
       const std::string ins = Out(cli + " inspect " + path + at);
       EXPECT_EQ(ins.find("@3:"), std::string::npos) << path << " put with node 3 out has a shard there: " << ins;
     }
   }
   const std::string seen_by_0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
   EXPECT_NE(seen_by_0.find("down: 3"), std::string::npos) << seen_by_0;
-  const std::string own = Out("FERN_EC_SOCKET=" + root + "/node-3/sock " + cli + " status");
+  // Bounded: a loop blocked on the disk would never answer.
+  const std::string own = Out("FERN_EC_SOCKET=" + root + "/node-3/sock timeout 10 " + cli + " status");
   EXPECT_NE(own.find("PARITY DISK STALLED"), std::string::npos) << own;
   disk.Thaw();
   std::string whole;
