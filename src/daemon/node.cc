@@ -322,6 +322,14 @@ const placement::ClusterView& Node::WriteView(std::optional<placement::ClusterVi
   return **narrowed;
 }
 
+bool Node::PeerUnusable(NodeId node, const Status& failure) {
+  if (failure.code() == StatusCode::kDeadlineExceeded) {
+    slow_until_[node.value] = now_ + options_.dead_after;
+    return true;
+  }
+  return failure.code() == StatusCode::kUnavailable || !view_.IsAlive(node);
+}
+
 bool Node::IsSlow(NodeId id) const {
   auto it = slow_until_.find(id.value);
   return it != slow_until_.end() && it->second > now_;
@@ -434,24 +442,26 @@ uint64_t Node::NewFileId(const std::string& path) {
   return id ? id : 1;
 }
 
-void Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec, std::function<void(Status)> done) {
+bool Node::InstallRecord(std::unique_ptr<wire::FileRecord> rec, std::function<void(Status)> done) {
   auto& slot = records_[rec->path()];
-  if (slot && internal::Newer(*slot, *rec)) return done(Status());  // a newer one is here already
-  // The record log is on the parity disk: not queued behind a stall.
-  if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) return done(s);
-  if (!meta_writer_) {
-    if (Status s = meta_->Put(*rec); !s.ok()) return done(s);
-    slot = std::move(rec);
-    return done(Status());
+  if (slot && internal::Newer(*slot, *rec)) {
+    done(Status());  // a newer one is here already
+    return false;
   }
-  const wire::FileRecord& taken = *rec;
+  // The record log is on the parity disk: not queued behind a stall.
+  if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) {
+    done(s);
+    return false;
+  }
+  if (!meta_writer_) {
+    Status s = meta_->Put(*rec);
+    if (s.ok()) slot = std::move(rec);
+    done(s);
+    return s.ok();
+  }
+  // Taken now, logged on meta_writer_ from a copy; done once durable.
+  auto copy = std::make_shared<const wire::FileRecord>(*rec);
   slot = std::move(rec);
-  PersistRecord(taken, std::move(done));
-}
-
-void Node::PersistRecord(const wire::FileRecord& record, std::function<void(Status)> done) {
-  if (!meta_writer_) return done(meta_->Put(record));
-  auto copy = std::make_shared<const wire::FileRecord>(record);
   auto result = std::make_shared<Status>();
   meta_writer_->Submit([meta = meta_, copy, result] { *result = meta->Put(*copy); },
                        [this, copy, result, done = std::move(done)] {
@@ -464,6 +474,7 @@ void Node::PersistRecord(const wire::FileRecord& record, std::function<void(Stat
                          }
                          done(*result);
                        });
+  return true;
 }
 
 void Node::InstallHandlers() {
@@ -594,22 +605,17 @@ void Node::InstallHandlers() {
     auto applied = AmendRecord(&changed, amend);
     if (!applied.ok()) return r.Fail(applied.status());
     if (*applied > 0) {
+      // More moves applied: newer than the record here, so it is taken.
       changed.set_amended(changed.amended() + static_cast<uint64_t>(*applied));
-      if (Status s = RefuseIfDiskStalled("file record"); !s.ok()) return r.Fail(s);
       auto responder = std::make_shared<Responder>(std::move(r));
-      auto reply = [responder](Status s) {
+      const bool taken = InstallRecord(std::make_unique<wire::FileRecord>(std::move(changed)), [responder](Status s) {
         if (!s.ok()) return responder->Fail(s);
         responder->Reply(OutMessage{wire::META_AMEND, {}, {}});
-      };
-      if (!meta_writer_) {
-        if (Status s = meta_->Put(changed); !s.ok()) return reply(s);
-      }
-      *it->second = changed;
+      });
       // A sequencer hosted here keeps its own copy, which it persists with
       // a newer epoch (and would put the old layout back).
-      AmendHostedSeq(amend);
-      if (!meta_writer_) return reply(Status());
-      return PersistRecord(changed, std::move(reply));
+      if (taken) AmendHostedSeq(amend);
+      return;
     }
     r.Reply(OutMessage{wire::META_AMEND, {}, {}});
   });
@@ -664,7 +670,7 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
   // Asked as a write would store: without nodes stuck lately (their stand-ins
   // instead), or this node while its disk is stalled, if an owner is left.
   std::optional<placement::ClusterView> narrowed;
-  const placement::ClusterView* view = &WriteView(&narrowed, slow_until_.empty() ? std::set<uint32_t>{} : SlowNodes());
+  const placement::ClusterView* view = &WriteView(&narrowed, SlowNodes());
   std::vector<NodeId> replicas = placement_.MetadataReplicas(path, *view, &owners);
   if (view != &view_ && std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view->IsAlive(id); })) {
     view = &view_;
@@ -687,9 +693,7 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
                          lk->owner_answered |= is_owner;
                        } else {
                          lk->last_error = r.status();
-                         if (r.status().code() == StatusCode::kDeadlineExceeded) {
-                           slow_until_[replica.value] = now_ + options_.dead_after;
-                         }
+                         (void)PeerUnusable(replica, r.status());
                        }
                        if (--lk->pending > 0) return;
                        if (lk->best) return lk->done(lk->best);
@@ -934,13 +938,8 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
             // A node that failed (its connection, declared dead by now, or
             // no answer in time) is left out when the stripe is placed
             // again; a full store or a refusal would fail the same way twice.
-            const bool timed_out = r.status().code() == StatusCode::kDeadlineExceeded;
-            if (timed_out) {
-              op->slow_nodes.insert(to.value);
-              slow_until_[to.value] = now_ + options_.dead_after;
-            }
-            attempt->retryable = attempt->retryable && (r.status().code() == StatusCode::kUnavailable ||
-                                                         timed_out || !view_.IsAlive(to));
+            if (r.status().code() == StatusCode::kDeadlineExceeded) op->slow_nodes.insert(to.value);
+            attempt->retryable = PeerUnusable(to, r.status()) && attempt->retryable;
             if (attempt->failure.ok()) {
               attempt->failure = r.status().WithContext("stripe " + std::to_string(s) + " shard " +
                                                         std::to_string(i) + " on " + to.ToString());
@@ -1061,13 +1060,8 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
                          if (r.ok()) {
                            st->took.insert(replica.value);
                          } else {
-                           const StatusCode code = r.status().code();
-                           if (code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded ||
-                               !view_.IsAlive(replica)) {
+                           if (PeerUnusable(replica, r.status())) {
                              st->left_out.insert(replica.value);
-                             if (code == StatusCode::kDeadlineExceeded) {
-                               slow_until_[replica.value] = now_ + options_.dead_after;
-                             }
                            } else {
                              round->retryable = false;  // a refusal would come again
                            }
@@ -1081,6 +1075,24 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
     }
   }
   finish_one();
+}
+
+void Node::GatherNewest(const wire::MetaList& list, std::function<void(NewestRecords, Answers)> done) {
+  auto newest = std::make_shared<NewestRecords>();
+  AskEveryLiveNode(
+      wire::META_LIST, list.SerializeAsString(),
+      [newest](const InMessage& m) {
+        wire::MetaListReply reply;
+        if (!reply.ParseFromArray(m.payload.data(), static_cast<int>(m.payload.size()))) {
+          return InvalidArgumentError("bad META_LIST reply");
+        }
+        for (auto& rec : *reply.mutable_records()) {
+          auto& slot = (*newest)[rec.path()];
+          if (!slot || internal::Newer(rec, *slot)) slot = std::make_shared<wire::FileRecord>(std::move(rec));
+        }
+        return Status();
+      },
+      [newest, done = std::move(done)](Answers a) { done(std::move(*newest), std::move(a)); });
 }
 
 void Node::AskEveryLiveNode(transport::MessageKind kind, const std::string& body,
@@ -1281,9 +1293,6 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     for (int i = 0; i < n; ++i) fast += view_.IsAlive(nodes[i]) && !(absent >> i & 1) && !IsSlow(nodes[i]);
     avoid_slow = fast >= k;
   }
-  auto note_timeout = [this](NodeId node, const Status& s) {
-    if (s.code() == StatusCode::kDeadlineExceeded) slow_until_[node.value] = now_ + options_.dead_after;
-  };
   st.pending = 1;
   if (options_.check_reads && !with_parity && !st.record_asked && static_cast<int>(nodes.size()) == n) {
     // With the data shards: the header of the first live parity shard, for
@@ -1298,7 +1307,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
       ++st.pending;
       transport_->Call(nodes[p], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                        {options_.rpc_timeout, nullptr},
-                       [this, op, stripe, p, node = nodes[p], note_timeout](StatusOr<InMessage> r) {
+                       [this, op, stripe, p, node = nodes[p]](StatusOr<InMessage> r) {
                          GetOp::Stripe& st = op->stripes[stripe];
                          wire::ShardGetReply reply;
                          if (r.ok() && reply.ParseFromString(r->header)) {
@@ -1306,7 +1315,7 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            st.record_from = p;
                            st.record_seq = reply.seq();
                          } else if (!r.ok()) {
-                           note_timeout(node, r.status());
+                           (void)PeerUnusable(node, r.status());
                          }
                          if (--st.pending == 0) FinishStripe(op, stripe);
                        });
@@ -1342,9 +1351,9 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     }
     transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                      std::move(call),
-                     [this, op, stripe, i, len, node = nodes[i], note_timeout](StatusOr<InMessage> r) {
+                     [this, op, stripe, i, len, node = nodes[i]](StatusOr<InMessage> r) {
                        GetOp::Stripe& st = op->stripes[stripe];
-                       if (!r.ok()) note_timeout(node, r.status());
+                       if (!r.ok()) (void)PeerUnusable(node, r.status());
                        if (r.ok()) {
                          wire::ShardGetReply reply;
                          // A shard counts only if it is whole and its bytes match their CRC.

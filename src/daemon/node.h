@@ -68,6 +68,7 @@
 namespace fern::wire {
 class FileRecord;
 class MetaAmend;
+class MetaList;
 class SeqRequest;
 }
 namespace fern::daemon::psw {
@@ -614,6 +615,10 @@ class Node {
   // A node that was only slow is back after that; a stuck one is dead by then.
   std::set<uint32_t> SlowNodes();
   bool IsSlow(NodeId id) const;  // in SlowNodes; reads leave such a node out while k others serve the stripe
+  // A request to `node` failed with `failure`: true if the node is
+  // unreachable, dead or stuck (another node may take its part), false for
+  // a refusal that would come again. A timeout marks it slow (SlowNodes).
+  bool PeerUnusable(NodeId node, const Status& failure);
   // A rename cut short (its gateway died after writing the new name, before
   // removing the old) leaves both names live. Among `records` (every
   // newest record), an old name this node is the first live owner of whose
@@ -653,6 +658,10 @@ class Node {
   };
   void AskEveryLiveNode(transport::MessageKind kind, const std::string& body,
                         std::function<Status(const transport::InMessage&)> take, std::function<void(Answers)> done);
+  // META_LIST `list` to every live node: the newest record of each path any
+  // of them holds (tombstones and directories too), and who answered.
+  using NewestRecords = std::map<std::string, std::shared_ptr<wire::FileRecord>>;
+  void GatherNewest(const wire::MetaList& list, std::function<void(NewestRecords, Answers)> done);
   // The live (newest, not deleted) paths under `dir` from every live node.
   void ListAll(const std::string& dir,
                std::function<void(StatusOr<std::map<std::string, bool>>)> done);
@@ -679,10 +688,9 @@ class Node {
   // writer, which WatchDisk sees, not the loop): the record is in records_
   // at once, so a later, older one is refused against it and the log keeps
   // each path's records in order. Without, synchronously, before it is
-  // taken. Unavailable while the disk is stalled.
-  void InstallRecord(std::unique_ptr<wire::FileRecord> record, std::function<void(Status)> done);
-  // Appends `record` to the record log (meta_writer_ or inline); done when durable.
-  void PersistRecord(const wire::FileRecord& record, std::function<void(Status)> done);
+  // taken. Unavailable while the disk is stalled. Returns whether the record
+  // is now this node's copy (false: a newer one is here, or refused).
+  bool InstallRecord(std::unique_ptr<wire::FileRecord> record, std::function<void(Status)> done);
   void SendShards(const std::shared_ptr<PutOp>& op);
   void IssueStripes(const std::shared_ptr<PutOp>& op);
   Status IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe);

@@ -86,33 +86,19 @@ wire::FileRecord Tombstone(const wire::FileRecord& of) {
 
 void Node::ListAll(const std::string& dir,
                    std::function<void(StatusOr<std::map<std::string, bool>>)> done) {
-  auto newest = std::make_shared<std::map<std::string, wire::FileRecord>>();
   wire::MetaList list;
   list.set_dir(dir);
   // Every live node: the paths under a directory hash to all of them.
-  AskEveryLiveNode(
-      wire::META_LIST, list.SerializeAsString(),
-      [newest](const InMessage& m) {
-        wire::MetaListReply reply;
-        if (!reply.ParseFromArray(m.payload.data(), static_cast<int>(m.payload.size()))) {
-          return InvalidArgumentError("bad META_LIST reply");
-        }
-        for (auto& rec : *reply.mutable_records()) {
-          auto it = newest->find(rec.path());
-          if (it == newest->end() || internal::Newer(rec, it->second)) (*newest)[rec.path()] = std::move(rec);
-        }
-        return Status();
-      },
-      [newest, dir, done = std::move(done)](Answers a) {
-        if (a.answered == 0) {
-          return done(UnavailableError("list " + dir + ": no node answered: " + std::string(a.last_error.message())));
-        }
-        std::map<std::string, bool> live;
-        for (auto& [path, r] : *newest) {
-          if (internal::Live(r)) live[path] = r.is_dir();
-        }
-        done(std::move(live));
-      });
+  GatherNewest(list, [dir, done = std::move(done)](NewestRecords newest, Answers a) {
+    if (a.answered == 0) {
+      return done(UnavailableError("list " + dir + ": no node answered: " + std::string(a.last_error.message())));
+    }
+    std::map<std::string, bool> live;
+    for (auto& [path, r] : newest) {
+      if (internal::Live(*r)) live[path] = r->is_dir();
+    }
+    done(std::move(live));
+  });
 }
 
 void Node::Stat(const std::string& path, std::function<void(StatusOr<Attr>)> done) {

@@ -38,36 +38,22 @@ struct Node::RepairOp {
 // Every live path's newest full record, from every live node (with
 // `everything`, directories and tombstones too).
 void Node::ListRecords(std::function<void(StatusOr<std::vector<RecordPtr>>)> done, bool everything) {
-  auto newest = std::make_shared<std::map<std::string, RecordPtr>>();
   wire::MetaList list;
   list.set_dir("/");
   list.set_full(true);
-  AskEveryLiveNode(
-      wire::META_LIST, list.SerializeAsString(),
-      [newest](const InMessage& m) {
-        wire::MetaListReply reply;
-        if (!reply.ParseFromArray(m.payload.data(), static_cast<int>(m.payload.size()))) {
-          return InvalidArgumentError("bad META_LIST reply");
-        }
-        for (auto& rec : *reply.mutable_records()) {
-          auto& slot = (*newest)[rec.path()];
-          if (!slot || internal::Newer(rec, *slot)) slot = std::make_shared<wire::FileRecord>(std::move(rec));
-        }
-        return Status();
-      },
-      [newest, everything, done = std::move(done)](Answers a) {
-        // Every live node must answer: a missing one may own the only
-        // record of some path.
-        if (a.answered < a.asked) {
-          return done(UnavailableError("list records: " + std::to_string(a.asked - a.answered) +
-                                       " nodes did not answer: " + std::string(a.last_error.message())));
-        }
-        std::vector<RecordPtr> live;
-        for (auto& [path, r] : *newest) {
-          if (everything || (internal::Live(*r) && !r->is_dir())) live.push_back(r);
-        }
-        done(std::move(live));
-      });
+  GatherNewest(list, [everything, done = std::move(done)](NewestRecords newest, Answers a) {
+    // Every live node must answer: a missing one may own the only
+    // record of some path.
+    if (a.answered < a.asked) {
+      return done(UnavailableError("list records: " + std::to_string(a.asked - a.answered) +
+                                   " nodes did not answer: " + std::string(a.last_error.message())));
+    }
+    std::vector<RecordPtr> live;
+    for (auto& [path, r] : newest) {
+      if (everything || (internal::Live(*r) && !r->is_dir())) live.push_back(r);
+    }
+    done(std::move(live));
+  });
 }
 
 void Node::Repair(std::function<void(Status)> done) {
