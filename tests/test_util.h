@@ -40,6 +40,12 @@ inline void FillRandom(std::mt19937_64& rng, uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(rng());
 }
 
+inline std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> v(n);
+  FillRandom(rng, v.data(), n);
+  return v;
+}
+
 // A buffer whose data() sits `misalign` bytes past a 64-byte boundary, with
 // guard bytes after the end that tests can check for overruns.
 class Buffer {

@@ -41,6 +41,8 @@ using namespace fern::testing::cli;
 
 constexpr uint64_t kShard = 64 * 1024;
 constexpr uint64_t kStripe = 4 * kShard;
+// `fern-ec local start` flags of the 7-node clusters (a spare node to place around a failed one).
+const std::string kSevenNodes = "--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB";
 
 
 // From `fern-ec inspect --json`: a node holding a data shard (index < k=4)
@@ -187,8 +189,7 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
 // keep every checkpoint's bytes in the daemon's memory.
 TEST_F(LocalCluster, ClientMemfdsAreReleasedAfterPutsAndGets) {
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> bytes(8u << 20);
-  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  std::vector<uint8_t> bytes = fern::testing::RandomBytes(rng, 8u << 20);
   const std::string in = work_ + "/in", out = work_ + "/out";
   WriteFile(in, bytes);
   for (int i = 0; i < 4; ++i) {
@@ -231,8 +232,7 @@ TEST_F(LocalCluster, ClientMemfdsAreReleasedAfterPutsAndGets) {
 // holds even while that mapping is still being released.
 TEST_F(LocalCluster, GetReplyMemfdIsSealedAgainstChange) {
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> bytes(3 * kStripe + 17);
-  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  std::vector<uint8_t> bytes = fern::testing::RandomBytes(rng, 3 * kStripe + 17);
   WriteFile(work_ + "/in", bytes);
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/in /ck/sealed --root " + root_), 0);
   const std::string sock = root_ + "/node-2/sock";
@@ -273,8 +273,7 @@ TEST_F(LocalCluster, GetReplyMemfdIsSealedAgainstChange) {
 // daemon keeps serving.
 TEST_F(LocalCluster, GetIntoCallersFileWritesTheBytesOrSaysWhyNot) {
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> bytes(3 * kStripe + 17);
-  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  std::vector<uint8_t> bytes = fern::testing::RandomBytes(rng, 3 * kStripe + 17);
   WriteFile(work_ + "/in", bytes);
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/in /ck/into --root " + root_), 0);
   const std::string sock = root_ + "/node-1/sock";
@@ -467,9 +466,7 @@ TEST(LocalReplace, AKilledNodesShardsAreRebuiltElsewhereThenTwoMoreMayFail) {
   TestCluster tc("lr");
   const std::string &cli = tc.cli, &work = tc.work, &at = tc.at;
   constexpr int kN = 7;
-  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
-                     " --replace-after 2"),
-            0);
+  ASSERT_EQ(tc.Start(kSevenNodes + " --replace-after 2"), 0);
   const std::vector<size_t> sizes = {0, 1, kStripe + 1, 3 * kStripe + 17, 8u << 20};
   std::vector<std::vector<uint8_t>> files;
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -574,8 +571,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
     st0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
   }
   ASSERT_NE(st0.find(seen), std::string::npos) << st0;
-  std::vector<uint8_t> bytes(5 * kStripe + 7);
-  fern::testing::FillRandom(rng, bytes.data(), bytes.size());
+  std::vector<uint8_t> bytes = fern::testing::RandomBytes(rng, 5 * kStripe + 7);
   WriteFile(work + "/in", bytes);
   const int put_rc = Sh(cli + " put " + work + "/in /dw/f" + at + " --node 0");
   const std::string status = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
@@ -628,15 +624,13 @@ TEST(LocalOrphans, AGatewayKilledMidPutLeavesNoShardsBehind) {
   ASSERT_EQ(tc.Start("--nodes 6 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
                      " --orphan-sweep 1"),
             0);
-  std::vector<uint8_t> kept(9 * kStripe + 5);
-  fern::testing::FillRandom(rng, kept.data(), kept.size());
+  std::vector<uint8_t> kept = fern::testing::RandomBytes(rng, 9 * kStripe + 5);
   WriteFile(work + "/kept", kept);
   ASSERT_EQ(Sh(cli + " put " + work + "/kept /o/kept" + at + " --node 0"), 0);
   const long baseline = SlotsUsed(tc);
   ASSERT_GT(baseline, 0);
   const long baseline5 = SlotsUsed(tc, 5);  // node 5 answers no one while stopped
-  std::vector<uint8_t> big(64 * kStripe);
-  fern::testing::FillRandom(rng, big.data(), big.size());
+  std::vector<uint8_t> big = fern::testing::RandomBytes(rng, 64 * kStripe);
   WriteFile(work + "/big", big);
   // Node 5 stopped: the put's window of stripes lands on the others and
   // waits for node 5's acknowledgements; meanwhile its gateway dies.
@@ -690,9 +684,8 @@ TEST(LocalPut, ANodeKilledMidPutDoesNotFailThePut) {
   auto rng = fern::testing::TestRng();
   TestCluster tc("lmp");
   const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
-  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"), 0);
-  std::vector<uint8_t> big(64 * kStripe + 11);
-  fern::testing::FillRandom(rng, big.data(), big.size());
+  ASSERT_EQ(tc.Start(kSevenNodes), 0);
+  std::vector<uint8_t> big = fern::testing::RandomBytes(rng, 64 * kStripe + 11);
   WriteFile(work + "/big", big);
   // Node 5 stopped: the put's first window lands on the others and waits
   // for it; then it dies (its connections reset).
@@ -735,9 +728,8 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   auto rng = fern::testing::TestRng();
   TestCluster tc("lsp");
   const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
-  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"), 0);
-  std::vector<uint8_t> before(30 * kStripe + 9);
-  fern::testing::FillRandom(rng, before.data(), before.size());
+  ASSERT_EQ(tc.Start(kSevenNodes), 0);
+  std::vector<uint8_t> before = fern::testing::RandomBytes(rng, 30 * kStripe + 9);
   WriteFile(work + "/before", before);
   ASSERT_EQ(Sh(cli + " put " + work + "/before /s/before" + at + " --node 0"), 0);
   const int stuck = NodePid(root, 4);
@@ -749,8 +741,7 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   EXPECT_EQ(ReadFile(work + "/out"), before);
   std::vector<std::vector<uint8_t>> files;
   for (int i = 0; i < 3; ++i) {
-    files.emplace_back(20 * kStripe + static_cast<size_t>(i));
-    fern::testing::FillRandom(rng, files.back().data(), files.back().size());
+    files.push_back(fern::testing::RandomBytes(rng, 20 * kStripe + static_cast<size_t>(i)));
     WriteFile(work + "/in", files.back());
     ASSERT_EQ(Sh(cli + " put " + work + "/in /s/f" + std::to_string(i) + at + " --node " + std::to_string(i)), 0)
         << "put " << i << " with node 4 stopped";
@@ -822,12 +813,9 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   if (!disk.error.empty()) GTEST_SKIP() << disk.error;
   TestCluster tc("lds");
   const std::string &cli = tc.cli, &root = tc.root, &work = tc.work, &at = tc.at;
-  ASSERT_EQ(tc.Start("--nodes 7 --k 4 --m 2 --shard-size 64KiB --data-capacity 64MiB --parity-capacity 64MiB"
-                     " --parity-root " + disk_root + "/parity"),
-            0);
+  ASSERT_EQ(tc.Start(kSevenNodes + " --parity-root " + disk_root + "/parity"), 0);
   std::map<std::string, std::vector<uint8_t>> files;
-  files["/d/before"] = std::vector<uint8_t>(5 * kStripe + 3);
-  fern::testing::FillRandom(rng, files["/d/before"].data(), files["/d/before"].size());
+  files["/d/before"] = fern::testing::RandomBytes(rng, 5 * kStripe + 3);
   WriteFile(work + "/before", files["/d/before"]);
   ASSERT_EQ(Sh(cli + " put " + work + "/before /d/before" + at + " --node 0"), 0);
   ASSERT_TRUE(disk.Freeze()) << "fsfreeze " << disk.dir;
@@ -853,8 +841,7 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
                                                                    {"/d/via3", 3 * kStripe + 1, 3},
                                                                    {"/d/small", 17, 2}};
   for (const auto& [path, size, via] : puts) {
-    files[path] = std::vector<uint8_t>(size);
-    fern::testing::FillRandom(rng, files[path].data(), size);
+    files[path] = fern::testing::RandomBytes(rng, size);
     WriteFile(work + "/in", files[path]);
     ASSERT_EQ(Sh(cli + " put " + work + "/in " + path + at + " --node " + std::to_string(via)), 0)
         << path << " through node " << via << " with node 3's disk frozen";
@@ -914,8 +901,7 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
 // them bit-exact, and the node's repair pass after a restart rewrites them.
 TEST_F(LocalCluster, FlippedShardBytesAreFoundByInspectDecodedAroundAndRepaired) {
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> a(7 * kStripe + 12345);
-  fern::testing::FillRandom(rng, a.data(), a.size());
+  std::vector<uint8_t> a = fern::testing::RandomBytes(rng, 7 * kStripe + 12345);
   WriteFile(work_ + "/a", a);
   const std::string at = " --root " + root_;
   ASSERT_EQ(Sh(Cli() + " put " + work_ + "/a /ck/a" + at), 0);
@@ -1090,8 +1076,7 @@ TEST_F(LocalCluster, MalformedClientRequestsAreRefused) {
     return reply;
   };
   {
-    std::vector<uint8_t> junk(10000);
-    fern::testing::FillRandom(rng, junk.data(), junk.size());
+    std::vector<uint8_t> junk = fern::testing::RandomBytes(rng, 10000);
     int fd = connect_to();
     (void)!write(fd, junk.data(), junk.size());
     close(fd);
@@ -1242,8 +1227,7 @@ TEST(LocalStart, WaitPreparedReturnsWithParitySlabsWritten) {
   }
   EXPECT_EQ(parities, 6u) << st;
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> a(3 * kStripe + 17);
-  fern::testing::FillRandom(rng, a.data(), a.size());
+  std::vector<uint8_t> a = fern::testing::RandomBytes(rng, 3 * kStripe + 17);
   WriteFile(disk + "/a", a);
   ASSERT_EQ(Sh(cli + " put " + disk + "/a /a" + at), 0);
   ASSERT_EQ(Sh(cli + " local kill 1" + at), 0);
@@ -1270,8 +1254,7 @@ TEST(LocalStart, RestartReadsParityHeadersNotTheWholeSlab) {
                " --wait-prepared"),
             0);
   auto rng = fern::testing::TestRng();
-  std::vector<uint8_t> a(3 * kStripe + 17);
-  fern::testing::FillRandom(rng, a.data(), a.size());
+  std::vector<uint8_t> a = fern::testing::RandomBytes(rng, 3 * kStripe + 17);
   WriteFile(disk + "/a", a);
   ASSERT_EQ(Sh(cli + " put " + disk + "/a /a" + at), 0);
   ASSERT_EQ(Sh(cli + " local kill 2" + at), 0);

@@ -298,11 +298,7 @@ class Cluster {
   std::vector<std::unique_ptr<Node>> nodes_;
 };
 
-std::vector<uint8_t> Bytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> v(n);
-  fern::testing::FillRandom(rng, v.data(), n);
-  return v;
-}
+std::vector<uint8_t> Bytes(std::mt19937_64& rng, size_t n) { return fern::testing::RandomBytes(rng, n); }
 
 const std::vector<size_t>& Sizes() {
   static const std::vector<size_t> sizes = {0, 1, kShard - 1, kShard + 1, kStripe - 1,
