@@ -41,6 +41,14 @@ void LoopbackNetwork::Partition(NodeId a, NodeId b) {
   partitions_.insert({b, a});
 }
 
+void LoopbackNetwork::SetLinkDelay(NodeId from, NodeId to, Duration extra) {
+  if (extra > Duration::zero()) {
+    link_delays_[{from, to}] = extra;
+  } else {
+    link_delays_.erase({from, to});
+  }
+}
+
 void LoopbackNetwork::Crash(NodeId id) {
   auto it = nodes_.find(id);
   if (it == nodes_.end()) return;
@@ -56,8 +64,9 @@ void LoopbackNetwork::Enqueue(NodeId from, NodeId to, std::string envelope,
   std::uniform_real_distribution<double> u(0, 1);
   if (partitions_.count({from, to}) || u(rng_) < drop_rate_) return;
   const int copies = u(rng_) < duplicate_rate_ ? 2 : 1;
+  const auto link = link_delays_.find({from, to});
   for (int c = 0; c < copies; ++c) {
-    Duration delay = delay_lo_;
+    Duration delay = delay_lo_ + (link != link_delays_.end() ? link->second : Duration::zero());
     if (delay_hi_ > delay_lo_) {
       delay += Duration(std::uniform_int_distribution<int64_t>(
           0, (delay_hi_ - delay_lo_).count())(rng_));

@@ -42,7 +42,13 @@ class LoopbackNetwork {
   void SetDuplicateRate(double p) { duplicate_rate_ = p; }
   void SetDelay(Duration lo, Duration hi) { delay_lo_ = lo; delay_hi_ = hi; }
   void Partition(NodeId a, NodeId b);
-  void Heal() { partitions_.clear(); }
+  // Messages from `from` to `to` take `extra` longer (a slow node); zero
+  // removes it. Heal() removes every one.
+  void SetLinkDelay(NodeId from, NodeId to, Duration extra);
+  void Heal() {
+    partitions_.clear();
+    link_delays_.clear();
+  }
   // The node stops: its queued traffic is lost, every other node's calls to
   // it fail with Unavailable and their peer-failure handlers run.
   void Crash(NodeId id);
@@ -78,6 +84,7 @@ class LoopbackNetwork {
   std::map<NodeId, LoopbackTransport*> nodes_;
   std::vector<InFlight> queue_;
   std::set<std::pair<NodeId, NodeId>> partitions_;
+  std::map<std::pair<NodeId, NodeId>, Duration> link_delays_;
   double drop_rate_ = 0;
   double duplicate_rate_ = 0;
   Duration delay_lo_{0}, delay_hi_{0};

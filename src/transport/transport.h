@@ -163,6 +163,12 @@ class Transport {
   virtual void Send(NodeId to, OutMessage message, SendCallback done = nullptr) = 0;
   // Request/reply; `done` runs exactly once (see Errors above).
   virtual void Call(NodeId to, OutMessage request, CallOptions options, ReplyCallback done) = 0;
+  // Runs `fn` inside Progress() once `delay` has passed on the transport's
+  // clock (never inside After). Dropped by Shutdown unless due. A timer cannot be
+  // cancelled: `fn` checks whether it is still wanted.
+  virtual void After(Duration delay, std::function<void()> fn) = 0;
+  // The clock deadlines and timers run on (a FakeClock in loopback tests).
+  virtual const Clock& clock() const = 0;
 
   // A file descriptor that becomes readable when Progress() has work.
   virtual int event_fd() const = 0;

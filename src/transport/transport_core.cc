@@ -61,6 +61,7 @@ void TransportCore::Retire() {
   handlers_.clear();
   peer_failure_ = nullptr;
   posted_.clear();
+  timers_.clear();
 }
 
 void TransportCore::Handle(MessageKind kind, Handler handler, PayloadSink sink) {
@@ -96,6 +97,14 @@ void TransportCore::Call(NodeId to, OutMessage request, CallOptions options, Rep
   SendFrame(to, std::move(f), std::move(request.payload), [this, id, to](Status s) {
     if (!s.ok()) Complete(id, s.WithContext("send to " + to.ToString()));
   });
+  if (earliest) Notify();  // the owner's timer must be re-armed earlier
+}
+
+void TransportCore::After(Duration delay, std::function<void()> fn) {
+  const TimePoint at = clock_.Now() + delay;
+  const bool earliest = (deadlines_.empty() || at < deadlines_.begin()->first) &&
+                        (timers_.empty() || at < timers_.begin()->first);
+  timers_.emplace(at, std::move(fn));
   if (earliest) Notify();  // the owner's timer must be re-armed earlier
 }
 
@@ -214,6 +223,7 @@ void TransportCore::FailAll(const Status& why) {
   std::vector<uint64_t> ids;
   for (auto& [id, o] : outstanding_) ids.push_back(id);
   for (uint64_t id : ids) Complete(id, why);
+  timers_.clear();
 }
 
 void TransportCore::Post(std::function<void()> fn) {
@@ -231,6 +241,10 @@ void TransportCore::FireDeadlines() {
                                        std::to_string(it->second.kind) + ") to " +
                                        it->second.to.ToString() + " timed out"));
   }
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Post(std::move(timers_.begin()->second));
+    timers_.erase(timers_.begin());
+  }
 }
 
 void TransportCore::RunPosted() {
@@ -243,8 +257,10 @@ void TransportCore::RunPosted() {
 }
 
 std::optional<TimePoint> TransportCore::NextDeadline() const {
-  if (deadlines_.empty()) return std::nullopt;
-  return deadlines_.begin()->first;
+  std::optional<TimePoint> next;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (!timers_.empty() && (!next || timers_.begin()->first < *next)) next = timers_.begin()->first;
+  return next;
 }
 
 }  // namespace fern::transport

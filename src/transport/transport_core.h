@@ -25,6 +25,8 @@ class TransportCore : public Transport {
   void OnPeerFailure(PeerFailureHandler handler) override { peer_failure_ = std::move(handler); }
   void Send(NodeId to, OutMessage message, SendCallback done = nullptr) override;
   void Call(NodeId to, OutMessage request, CallOptions options, ReplyCallback done) override;
+  void After(Duration delay, std::function<void()> fn) override;
+  const Clock& clock() const override { return clock_; }
   TransportStats stats() const override { return stats_; }
 
  protected:
@@ -52,11 +54,11 @@ class TransportCore : public Transport {
   // Completes every outstanding call to `peer` with Unavailable and queues
   // the peer-failure handler.
   void FailPeer(NodeId peer, const Status& why);
-  // Completes every outstanding call with `why` (Shutdown).
+  // Completes every outstanding call with `why` and drops every timer (Shutdown).
   void FailAll(const Status& why);
 
   void Post(std::function<void()> fn);
-  // Runs posted callbacks and expired deadlines until none is left.
+  // Runs posted callbacks, expired deadlines and due timers until none is left.
   void RunPosted();
   std::optional<TimePoint> NextDeadline() const;
   bool HasPosted() const { return !posted_.empty(); }
@@ -67,7 +69,6 @@ class TransportCore : public Transport {
   void Retire();
 
   const Limits& limits() const { return limits_; }
-  const Clock& clock() const { return clock_; }
   TransportStats& mutable_stats() { return stats_; }
 
  private:
@@ -95,6 +96,7 @@ class TransportCore : public Transport {
   uint64_t next_request_id_ = 1;
   std::unordered_map<uint64_t, Outstanding> outstanding_;
   std::multimap<TimePoint, uint64_t> deadlines_;
+  std::multimap<TimePoint, std::function<void()>> timers_;  // After()
   std::deque<std::function<void()>> posted_;
   TransportStats stats_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // Routes hold it weakly

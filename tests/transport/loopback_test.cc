@@ -105,6 +105,19 @@ TEST(Loopback, DelaysAdvanceTheFakeClock) {
   EXPECT_LE(took, 400ms + 100ms);
 }
 
+TEST(Loopback, ALinkDelaySlowsOneDirectionUntilHealed) {
+  Pair p;
+  p.net.SetLinkDelay(NodeId(2), NodeId(1), 300ms);  // replies only
+  TimePoint t0 = p.net.clock().Now();
+  EXPECT_EQ(p.Calls(2, 2s), std::make_pair(2, 0));
+  EXPECT_GE(p.net.clock().Now() - t0, 300ms);
+  EXPECT_EQ(p.Calls(1, 200ms), std::make_pair(0, 1));  // slower than the deadline
+  p.net.Heal();
+  t0 = p.net.clock().Now();
+  EXPECT_EQ(p.Calls(2, 2s), std::make_pair(2, 0));
+  EXPECT_LT(p.net.clock().Now() - t0, 300ms);
+}
+
 TEST(Loopback, MalformedInjectedBytesAreCountedNotFatal) {
   Pair p;
   p.net.InjectRaw(NodeId(1), NodeId(2), "\xff\xff garbage", {});

@@ -280,6 +280,23 @@ TEST_P(TransportConformance, DeadlineExpiresCleanly) {
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+TEST_P(TransportConformance, TimersRunInOrderOnceDue) {
+  const TimePoint t0 = h_->clock().Now();
+  std::vector<std::pair<int, Duration>> ran;
+  auto at = [&](int id) { return [&, id] { ran.emplace_back(id, h_->clock().Now() - t0); }; };
+  client().After(200ms, at(2));
+  client().After(50ms, at(1));
+  client().After(400ms, at(3));
+  EXPECT_TRUE(ran.empty()) << "a timer ran inside After";
+  ASSERT_TRUE(h_->Run([&] { return ran.size() == 3; }, 10s)) << ran.size() << " of 3 timers ran";
+  EXPECT_EQ(ran[0].first, 1);
+  EXPECT_EQ(ran[1].first, 2);
+  EXPECT_EQ(ran[2].first, 3);
+  EXPECT_GE(ran[0].second, 50ms);
+  EXPECT_GE(ran[1].second, 200ms);
+  EXPECT_GE(ran[2].second, 400ms);
+}
+
 TEST_P(TransportConformance, UnknownKindIsAnsweredWithAnError) {
   auto r = CallAndWait(kPeer, OutMessage{999, "x", {}});
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
