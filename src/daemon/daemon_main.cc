@@ -57,6 +57,7 @@ struct Options {
   uint64_t parity_capacity = uint64_t{1} << 30;
   uint64_t placement_seed = 0;
   double rpc_timeout_s = 10;
+  double read_hedge_s = 0.05;
   int spin_us = 50;
   int keep_versions = 2;
   std::string coder = "auto";
@@ -261,6 +262,8 @@ class Daemon {
                              .batch_durable_commits = true,
                              .encode_on_worker = !o_.encode_inline,
                              .check_reads = o_.check_reads,
+                             .read_hedge = std::chrono::microseconds(
+                                 static_cast<int64_t>(o_.read_hedge_s * 1e6)),
                              .replace_after = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.replace_after_s * 1000)),
                              .min_shards = o_.min_shards,
@@ -612,7 +615,10 @@ class Daemon {
            ", \"verified\": " + std::to_string(d.verified) + ", \"rejected\": " + std::to_string(d.rejected) + "}" +
            ", \"read_checks\": {\"verified\": " + std::to_string(c.verified) +
            ", \"unchecked\": " + std::to_string(c.unchecked) + ", \"mismatched\": " + std::to_string(c.mismatched) +
-           ", \"rewritten\": " + std::to_string(c.rewritten) + "}" + ", \"stripes\": {\"files\": " +
+           ", \"rewritten\": " + std::to_string(c.rewritten) + "}" +
+           ", \"hedged_reads\": {\"stripes\": " + std::to_string(node_->hedge_stats().hedged) +
+           ", \"served_early\": " + std::to_string(node_->hedge_stats().served_early) +
+           ", \"after_s\": " + std::to_string(o_.read_hedge_s) + "}" + ", \"stripes\": {\"files\": " +
            std::to_string(h.files) + ", \"total\": " + std::to_string(h.stripes) +
            ", \"degraded\": " + std::to_string(h.degraded) + ", \"lost\": " + std::to_string(h.lost) + "}" +
            PswJson(node_->psw_stats()) + "}";
@@ -994,6 +1000,11 @@ int main(int argc, char** argv) {
   flags.Size("parity-capacity", &o.parity_capacity, "space reserved in --parity-dir at startup");
   flags.Size("placement-seed", &o.placement_seed, "seed of the placement function");
   flags.Double("rpc-timeout", &o.rpc_timeout_s, "seconds before a request to another node fails");
+  flags.Double("read-hedge", &o.read_hedge_s,
+               "a read's stripe still waiting for a shard three times as long as its first shard "
+               "took, and at least this many seconds, fetches its parity too and is served by the "
+               "first shards that decode: a stuck or overloaded node costs a read milliseconds, not "
+               "--rpc-timeout; 0: never");
   flags.Double("dead-after", &o.dead_after_s,
                "seconds without a heartbeat before a peer is declared dead (a killed peer is "
                "seen at once through its connection)");
@@ -1065,9 +1076,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");
     return 2;
   }
-  if (o.replace_after_s < 0 || o.orphan_sweep_s < 0 || o.dead_after_s <= 0 || o.rpc_timeout_s <= 0) {
+  if (o.replace_after_s < 0 || o.orphan_sweep_s < 0 || o.read_hedge_s < 0 || o.dead_after_s <= 0 ||
+      o.rpc_timeout_s <= 0) {
     std::fprintf(stderr,
-                 "fern-ec-daemon: --replace-after and --orphan-sweep must be >= 0, --dead-after and --rpc-timeout > 0\n");
+                 "fern-ec-daemon: --replace-after, --orphan-sweep and --read-hedge must be >= 0, --dead-after and "
+                 "--rpc-timeout > 0\n");
     return 2;
   }
   if (o.disk_stall_s < 0) o.disk_stall_s = 0.4 * o.rpc_timeout_s;

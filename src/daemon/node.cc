@@ -123,6 +123,13 @@ struct Node::GetOp {
     uint64_t record_seq = 0;
     bool record_asked = false;
     bool suspect = false;
+    // Hedging (NodeOptions::read_hedge). Requests of an earlier round were
+    // left behind: their replies are refused and change nothing.
+    uint32_t round = 0;
+    ec::ShardSet receiving;  // replies of this round whose bytes are landing
+    TimePoint asked{};       // when the stripe's first requests went out
+    bool hedge_armed = false;
+    bool hedged = false;
   };
   std::vector<Stripe> stripes;
   uint64_t next_stripe = 0;  // the next stripe to fetch
@@ -1293,7 +1300,9 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     for (int i = 0; i < n; ++i) fast += view_.IsAlive(nodes[i]) && !(absent >> i & 1) && !IsSlow(nodes[i]);
     avoid_slow = fast >= k;
   }
-  st.pending = 1;
+  if (!with_parity && st.asked == TimePoint{}) st.asked = transport_->clock().Now();
+  const uint32_t round = st.round;
+  ++st.pending;  // until every request below is out
   if (options_.check_reads && !with_parity && !st.record_asked && static_cast<int>(nodes.size()) == n) {
     // With the data shards: the header of the first live parity shard, for
     // the data CRCs it records (no bytes move; its node reads no shard).
@@ -1307,17 +1316,17 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
       ++st.pending;
       transport_->Call(nodes[p], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                        {options_.rpc_timeout, nullptr},
-                       [this, op, stripe, p, node = nodes[p]](StatusOr<InMessage> r) {
+                       [this, op, stripe, p, round, node = nodes[p]](StatusOr<InMessage> r) {
+                         if (!r.ok()) (void)PeerUnusable(node, r.status());
                          GetOp::Stripe& st = op->stripes[stripe];
+                         if (st.round != round) return;  // left behind by a hedge
                          wire::ShardGetReply reply;
                          if (r.ok() && reply.ParseFromString(r->header)) {
                            st.checks.Take(p, reply);
                            st.record_from = p;
                            st.record_seq = reply.seq();
-                         } else if (!r.ok()) {
-                           (void)PeerUnusable(node, r.status());
                          }
-                         if (--st.pending == 0) FinishStripe(op, stripe);
+                         StripeReplyDone(op, stripe);
                        });
       break;
     }
@@ -1329,31 +1338,34 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
     wire::ShardGet get;
     SetId(get.mutable_id(), op->record.file_id(), op->record.version(), stripe, i);
     ++st.pending;
-    transport::CallOptions call{options_.rpc_timeout, nullptr};
-    if (op->out_file && len <= options_.shard_size) {
-      // GetToFile: into a reused buffer whose pages are already there.
-      call.reply_sink = [this, len](NodeId, transport::MessageKind, std::string_view,
-                                    uint64_t n) -> StatusOr<ReceiveBuffer> {
-        if (n != len) return InvalidArgumentError("shard reply of unexpected length");
-        std::shared_ptr<uint8_t> buf = reply_pool_->Take();
-        if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
-        return ReceiveBuffer{std::span<uint8_t>(buf.get(), n), buf};
-      };
-    } else if (!op->out_file && i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
-      // A whole data shard lands in its place in the output. If it turns out
-      // corrupt, decode overwrites it below.
-      uint8_t* dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
-      call.reply_sink = [dest, len](NodeId, transport::MessageKind, std::string_view,
-                                    uint64_t n) -> StatusOr<ReceiveBuffer> {
-        if (n != len) return InvalidArgumentError("shard reply of unexpected length");
-        return ReceiveBuffer{std::span<uint8_t>(dest, n), nullptr};
-      };
+    // Every reply lands through a sink, so one left behind by a hedge is
+    // refused before any of its bytes are written: a whole data shard of
+    // GetInto straight into its place in the output (if it turns out
+    // corrupt, decode overwrites it in FinishStripe), anything else into a
+    // reused buffer whose pages are already there.
+    uint8_t* dest = nullptr;
+    if (!op->out_file && i < k && geometry_.ShardDataBytes(op->record.size(), stripe, i) == len) {
+      dest = op->out.data() + geometry_.FileOffset({stripe, i, 0});
     }
+    transport::CallOptions call{options_.rpc_timeout, nullptr};
+    call.reply_sink = [this, op, stripe, i, round, dest, len](NodeId, transport::MessageKind, std::string_view,
+                                                              uint64_t got) -> StatusOr<ReceiveBuffer> {
+      GetOp::Stripe& st = op->stripes[stripe];
+      if (st.round != round) return CancelledError("shard reply left behind by a hedged read");
+      if (got != len) return InvalidArgumentError("shard reply of unexpected length");
+      st.receiving.insert(i);
+      if (dest) return ReceiveBuffer{std::span<uint8_t>(dest, got), nullptr};
+      std::shared_ptr<uint8_t> buf = reply_pool_->Take();
+      if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
+      return ReceiveBuffer{std::span<uint8_t>(buf.get(), got), buf};
+    };
     transport_->Call(nodes[i], OutMessage{wire::SHARD_GET, get.SerializeAsString(), {}},
                      std::move(call),
-                     [this, op, stripe, i, len, node = nodes[i]](StatusOr<InMessage> r) {
-                       GetOp::Stripe& st = op->stripes[stripe];
+                     [this, op, stripe, i, len, round, node = nodes[i]](StatusOr<InMessage> r) {
                        if (!r.ok()) (void)PeerUnusable(node, r.status());
+                       GetOp::Stripe& st = op->stripes[stripe];
+                       if (st.round != round) return;  // left behind by a hedge
+                       st.receiving.erase(i);
                        if (r.ok()) {
                          wire::ShardGetReply reply;
                          // A shard counts only if it is whole and its bytes match their CRC.
@@ -1365,12 +1377,54 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            st.epochs[i] = reply.epoch();
                            st.checks.Take(i, reply);
                            st.present.insert(i);
+                           if (i >= options_.k && st.record_from < 0) {
+                             st.record_from = i;  // its header records the data CRCs too
+                             st.record_seq = reply.seq();
+                           }
                          }
                        }
-                       if (--st.pending == 0) FinishStripe(op, stripe);
+                       ArmHedge(op, stripe);
+                       StripeReplyDone(op, stripe);
                      });
   }
   if (--st.pending == 0) FinishStripe(op, stripe);
+}
+
+void Node::StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  if (--st.pending == 0) return FinishStripe(op, stripe);
+  if (!st.hedged || !st.receiving.empty()) return;  // bytes still landing: wait for them
+  // Hedged: finish without the requests still out once the stripe can be
+  // served — every data shard (and, checking reads, a parity header to
+  // check them against), or k shards at one update seq to decode from.
+  const int k = options_.k;
+  const ec::ShardSet data = ec::ShardSet::FirstN(k);
+  const bool all_data = (st.present.bits() & data.bits()) == data.bits();
+  const bool decodable = internal::SameSeqShards(st.present, st.seqs, k).size() >= k;
+  if (!(all_data && (!options_.check_reads || st.record_from >= 0)) && !(decodable && !all_data)) return;
+  ++st.round;  // what is still out is left behind
+  st.pending = 0;
+  ++hedges_.served_early;
+  FinishStripe(op, stripe);
+}
+
+void Node::ArmHedge(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  if (options_.read_hedge <= Duration::zero() || options_.m == 0 || st.hedge_armed || st.parity_fetched) return;
+  st.hedge_armed = true;
+  const Duration took = transport_->clock().Now() - st.asked;
+  transport_->After(std::max(options_.read_hedge - took, 2 * took),
+                    [this, op, stripe, round = st.round] { Hedge(op, stripe, round); });
+}
+
+void Node::Hedge(const std::shared_ptr<GetOp>& op, uint64_t stripe, uint32_t round) {
+  GetOp::Stripe& st = op->stripes[stripe];
+  // Finished (nothing pending), or already fetching its parity.
+  if (st.round != round || st.pending == 0 || st.parity_fetched || !op->failure.ok()) return;
+  st.hedged = true;
+  st.parity_fetched = true;
+  ++hedges_.hedged;
+  FetchStripe(op, stripe, true);  // asks every shard not asked yet: the parity
 }
 
 void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
@@ -1380,14 +1434,17 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   const uint64_t len = geometry_.StripeShardLen(size, stripe);
   const ec::ShardSet data_set = ec::ShardSet::FirstN(k);
   const bool all_data = (st.present.bits() & data_set.bits()) == data_set.bits();
-  if (all_data && options_.check_reads && !st.parity_fetched && !CheckAgainstRecord(op, stripe)) {
-    // A data shard is not what the parity records: fetch every parity and
-    // decode checked below (DecodeChecked finds the wrong shard and
-    // replaces its bytes, or the read fails with DataLoss).
+  if (all_data && options_.check_reads && !st.suspect && !CheckAgainstRecord(op, stripe)) {
+    // A data shard is not what the parity records: fetch every parity (a
+    // hedged stripe already did) and decode checked below (DecodeChecked
+    // finds the wrong shard and replaces its bytes, or the read fails with
+    // DataLoss).
     st.suspect = true;
-    st.parity_fetched = true;
-    FetchStripe(op, stripe, true);
-    return;
+    if (!st.parity_fetched) {
+      st.parity_fetched = true;
+      FetchStripe(op, stripe, true);
+      return;
+    }
   }
   if (!all_data && !st.parity_fetched) {
     st.parity_fetched = true;

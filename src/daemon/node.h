@@ -113,6 +113,14 @@ struct NodeOptions {
   // decoded around (or the read fails with EIO), never returned. false:
   // each data shard's own CRC is trusted.
   bool check_reads = true;
+  // Hedged reads: a stripe still waiting for a data shard (or for the parity
+  // header it checks them against) three times as long as its first shard
+  // took to arrive, and at least read_hedge, also fetches its parity and is
+  // served by the first shards that decode. The laggard's request is left
+  // behind: bytes it sends later are refused, never written. A stuck or
+  // overloaded node then costs a read a few round trips of its neighbours,
+  // not rpc_timeout. Zero: never.
+  Duration read_hedge = std::chrono::milliseconds(50);
   // Re-placement: a node dead this long no longer holds its shards. The
   // stripes' first live metadata owner rebuilds each of its shards on a
   // live node holding none of the stripe (Placement::Replacement), at most
@@ -348,6 +356,14 @@ class Node {
     uint64_t rewritten = 0;
   };
   const ReadCheckStats& read_check_stats() const { return read_checks_; }
+  // Hedged reads (NodeOptions::read_hedge): stripes whose parity was
+  // fetched because a shard lagged, and how many of them were served
+  // without waiting for the laggard. Loop thread.
+  struct HedgeStats {
+    uint64_t hedged = 0;
+    uint64_t served_early = 0;
+  };
+  const HedgeStats& hedge_stats() const { return hedges_; }
 
   // Writes a new version of `path`. The bytes must stay valid (kept alive by
   // `owner`) until `done` runs.
@@ -707,6 +723,13 @@ class Node {
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);
   void FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // A reply of the stripe's current round was handled: finish the stripe
+  // when nothing is outstanding, or a hedged one as soon as it can be.
+  void StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // NodeOptions::read_hedge: arms the stripe's hedge at its first reply;
+  // Hedge fetches the parity if the stripe is still waiting then.
+  void ArmHedge(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  void Hedge(const std::shared_ptr<GetOp>& op, uint64_t stripe, uint32_t round);
   // A healthy stripe's data CRCs against the record its parity header
   // brought (NodeOptions::check_reads), counted in read_checks_: false when
   // they disagree.
@@ -788,6 +811,7 @@ class Node {
   } disk_;
   DecodeStats decode_stats_;
   ReadCheckStats read_checks_;
+  HedgeStats hedges_;
   void SetAlive(NodeId peer, bool alive, const std::string& why);
   TimePoint now_{};
   std::map<uint32_t, TimePoint> last_heard_;

@@ -724,6 +724,21 @@ TEST(LocalPut, ANodeKilledMidPutDoesNotFailThePut) {
 // and their stripes and records go to other nodes; every put succeeds and
 // reads back bit-exact, and once it runs again each survives two other
 // nodes' loss.
+// The first of PREFIX0, PREFIX1, ... whose record node `node` of a 7-node
+// local cluster owns (`owns`) or does not own: local clusters place with
+// seed 0, k=4, m=2.
+std::string PathWhoseRecord(uint32_t node, bool owns, const std::string& prefix) {
+  std::vector<fern::placement::NodeInfo> infos;
+  for (uint32_t i = 0; i < 7; ++i) infos.push_back({fern::NodeId(i), "", true});
+  const auto view = *fern::placement::ClusterView::Make(infos);
+  const auto placement = *fern::placement::Placement::Make(0, 4, 2);
+  for (int i = 0;; ++i) {
+    const std::string p = prefix + std::to_string(i);
+    const auto owners = placement.MetadataOwners(p, view);
+    if ((std::find(owners.begin(), owners.end(), fern::NodeId(node)) != owners.end()) == owns) return p;
+  }
+}
+
 TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   auto rng = fern::testing::TestRng();
   TestCluster tc("lsp");
@@ -731,14 +746,23 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   ASSERT_EQ(tc.Start(kSevenNodes), 0);
   std::vector<uint8_t> before = fern::testing::RandomBytes(rng, 30 * kStripe + 9);
   WriteFile(work + "/before", before);
-  ASSERT_EQ(Sh(cli + " put " + work + "/before /s/before" + at + " --node 0"), 0);
+  // Its record is not on node 4: looking it up waits on no one.
+  const std::string first = PathWhoseRecord(4, false, "/s/before");
+  ASSERT_EQ(Sh(cli + " put " + work + "/before " + first + at + " --node 0"), 0);
   const int stuck = NodePid(root, 4);
   ASSERT_GT(stuck, 0);
   ASSERT_EQ(kill(stuck, SIGSTOP), 0);
   tc.stopped_pid = stuck;
   // Read around it: the stripes it holds shards of decode from the others.
-  ASSERT_EQ(Sh(cli + " get /s/before " + work + "/out" + at + " --node 0"), 0) << "node 4 stopped";
+  ASSERT_EQ(Sh(cli + " get " + first + " " + work + "/out" + at + " --node 0"), 0) << "node 4 stopped";
   EXPECT_EQ(ReadFile(work + "/out"), before);
+  // Hedged: node 0 did not know yet; the stripes waiting on node 4 fetched
+  // their parity and were served without it, not after --rpc-timeout.
+  const std::string hedged =
+      JsonBlock(Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status --json"), "hedged_reads");
+  std::smatch h;
+  ASSERT_TRUE(std::regex_search(hedged, h, std::regex("\"served_early\": ([0-9]+)"))) << hedged;
+  EXPECT_GT(std::stoull(h[1]), 0u) << hedged;
   std::vector<std::vector<uint8_t>> files;
   for (int i = 0; i < 3; ++i) {
     files.push_back(fern::testing::RandomBytes(rng, 20 * kStripe + static_cast<size_t>(i)));
@@ -819,20 +843,7 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   WriteFile(work + "/before", files["/d/before"]);
   ASSERT_EQ(Sh(cli + " put " + work + "/before /d/before" + at + " --node 0"), 0);
   ASSERT_TRUE(disk.Freeze()) << "fsfreeze " << disk.dir;
-  // A path whose record node 3 owns (local clusters place with seed 0).
-  std::string owned;
-  {
-    std::vector<fern::placement::NodeInfo> infos;
-    for (uint32_t i = 0; i < 7; ++i) infos.push_back({fern::NodeId(i), "", true});
-    const auto view = *fern::placement::ClusterView::Make(infos);
-    const auto placement = *fern::placement::Placement::Make(0, 4, 2);
-    for (int i = 0; owned.empty(); ++i) {
-      const std::string p = "/d/empty" + std::to_string(i);
-      for (fern::NodeId o : placement.MetadataOwners(p, view)) {
-        if (o.value == 3) owned = p;
-      }
-    }
-  }
+  const std::string owned = PathWhoseRecord(3, true, "/d/empty");
   // (path, size, gateway): the first, a record only, waits on node 3's
   // record log; the others see node 3 out (the big one may have placed
   // shards on it if it was not yet: the slot count below covers those).

@@ -70,8 +70,8 @@ class Cluster {
   // stripes move unless it asks).
   explicit Cluster(uint64_t slots_per_store = 512, int nodes = kNodes, int corrupt_node = -1,
                    uint64_t seed = fern::testing::RunSeed(), Duration replace_after = Duration::zero(),
-                   int min_shards = 0)
-      : net_(seed), replace_after_(replace_after), min_shards_(min_shards) {
+                   int min_shards = 0, Duration read_hedge = NodeOptions{}.read_hedge)
+      : net_(seed), replace_after_(replace_after), min_shards_(min_shards), read_hedge_(read_hedge) {
     std::vector<placement::NodeInfo> infos;
     for (int i = 0; i < nodes; ++i) infos.push_back({NodeId(i), "", true});
     view_ = *placement::ClusterView::Make(infos);
@@ -279,7 +279,7 @@ class Cluster {
 
   std::unique_ptr<Node> MakeNode(int i) {
     auto n = Node::Create({.id = NodeId(i), .k = 4, .m = 2, .shard_size = kShard, .rpc_timeout = 2s,
-                           .id_seed = net_.seed() | 1, .replace_after = replace_after_,
+                           .id_seed = net_.seed() | 1, .read_hedge = read_hedge_, .replace_after = replace_after_,
                            .min_shards = min_shards_, .orphan_sweep = Duration::zero()},
                           transports_[i].get(), data_[i].get(), parity_[i].get(), view_, metas_[i].get());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
@@ -289,6 +289,7 @@ class Cluster {
   transport::LoopbackNetwork net_;
   const Duration replace_after_;
   const int min_shards_;
+  const Duration read_hedge_;
   placement::ClusterView view_;
   std::vector<std::unique_ptr<MetaStore>> metas_;
   std::set<int> crashed_;  // Crash: may Restart
@@ -1398,31 +1399,81 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
 // shards it holds wait for one timeout,
 // then decode around it; the gateway remembers it, so the stripes after
 // the first window, and the next read, do not wait on it. Bytes exact.
-TEST(NodeGet, ANodeThatStopsAnsweringCostsAReadOneTimeout) {
+// A holder of `path`'s shards other than `via` that owns none of its
+// records (a record lookup asks every owner, and waits for a stuck one).
+int HolderNotOwning(Cluster& c, int via, const std::string& path, std::mt19937_64& rng) {
+  std::vector<int> candidates;
+  const auto owners = OwnersOf(path, c.size());
+  for (int h : HoldersOf(c, via, path)) {
+    if (h != via && std::count(owners.begin(), owners.end(), NodeId(h)) == 0) candidates.push_back(h);
+  }
+  EXPECT_FALSE(candidates.empty());
+  return candidates.empty() ? -1 : candidates[rng() % candidates.size()];
+}
+
+// A node that stops answering: with hedged reads a read goes around it
+// within milliseconds; without, the first read waits rpc_timeout once and
+// the next not at all (the gateway remembers the node as slow).
+TEST(NodeGet, ANodeThatStopsAnsweringIsReadAround) {
+  for (const Duration hedge : {Duration(50ms), Duration::zero()}) {
+    SCOPED_TRACE(hedge == Duration::zero() ? "hedging off" : "hedging after 50 ms");
+    auto rng = fern::testing::TestRng();
+    constexpr int kN = kNodes + 1;
+    Cluster c(512, kN, -1, fern::testing::RunSeed(), Duration::zero(), 0, hedge);
+    const auto bytes = Bytes(rng, 150 * kStripe + 3);  // 3+ windows of fetches
+    ASSERT_TRUE(c.Put(0, "/g/f", bytes).ok());
+    // Healthy, with jitter: nothing lags three times behind its stripe.
+    c.net().SetDelay(1ms, 3ms);
+    auto healthy = c.Get(0, "/g/f");
+    ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
+    EXPECT_TRUE(healthy->bytes == bytes);
+    EXPECT_EQ(c.node(0).hedge_stats().hedged, 0u) << "a healthy read hedged";
+    const int stuck = HolderNotOwning(c, 0, "/g/f", rng);
+    ASSERT_GE(stuck, 0);
+    c.net().Partition(NodeId(0), NodeId(stuck));
+    for (int read = 0; read < 2; ++read) {
+      const auto start = c.net().clock().Now();
+      auto got = c.Get(0, "/g/f");
+      ASSERT_TRUE(got.ok()) << "read " << read << ": " << got.status().ToString();
+      EXPECT_TRUE(got->bytes == bytes) << "read " << read;
+      // rpc_timeout is 2 s.
+      const Duration bound = hedge > Duration::zero() ? Duration(1s) : read == 0 ? Duration(4s) : Duration(2s);
+      EXPECT_LT(c.net().clock().Now() - start, bound) << "read " << read << " waited on node " << stuck;
+    }
+    if (hedge > Duration::zero()) EXPECT_GT(c.node(0).hedge_stats().served_early, 0u);
+    c.net().Heal();
+  }
+}
+
+// A node slow to answer (not stuck): the read hedges around it and is
+// done; the shards it sends afterwards, within their deadline, are refused
+// and never written into the bytes the reader now owns.
+TEST(NodeGet, AReplyLeftBehindByAHedgeNeverLandsInTheOutput) {
   auto rng = fern::testing::TestRng();
   constexpr int kN = kNodes + 1;
   Cluster c(512, kN);
-  const auto bytes = Bytes(rng, 150 * kStripe + 3);  // 3+ windows of fetches
-  ASSERT_TRUE(c.Put(0, "/g/f", bytes).ok());
-  // A holder of its shards that does not own its record (a record lookup
-  // asks every owner, and waits for a stuck one).
-  std::vector<int> candidates;
-  const auto owners = OwnersOf("/g/f", kN);
-  for (int h : HoldersOf(c, 0, "/g/f")) {
-    if (h != 0 && std::count(owners.begin(), owners.end(), NodeId(h)) == 0) candidates.push_back(h);
-  }
-  ASSERT_FALSE(candidates.empty());
-  const int stuck = candidates[rng() % candidates.size()];
-  c.net().Partition(NodeId(0), NodeId(stuck));
-  for (int read = 0; read < 2; ++read) {
-    const auto start = c.net().clock().Now();
-    auto got = c.Get(0, "/g/f");
-    ASSERT_TRUE(got.ok()) << "read " << read << ": " << got.status().ToString();
-    EXPECT_TRUE(got->bytes == bytes) << "read " << read;
-    // rpc_timeout is 2 s: the first read waits it once, the second not at all.
-    EXPECT_LT(c.net().clock().Now() - start, read == 0 ? 4s : 2s) << "read " << read << " waited on node " << stuck;
-  }
+  const auto bytes = Bytes(rng, 20 * kStripe);
+  ASSERT_TRUE(c.Put(0, "/g/slow", bytes).ok());
+  const int slow = HolderNotOwning(c, 0, "/g/slow", rng);
+  ASSERT_GE(slow, 0);
+  c.net().SetLinkDelay(NodeId(slow), NodeId(0), 1s);  // rpc_timeout is 2 s
+  const auto start = c.net().clock().Now();
+  auto got = c.Get(0, "/g/slow");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
+  EXPECT_LT(c.net().clock().Now() - start, 500ms) << "the read waited for node " << slow;
+  EXPECT_GT(c.node(0).hedge_stats().served_early, 0u);
+  std::fill(got->bytes.begin(), got->bytes.end(), uint8_t{0xee});
+  const uint64_t late_before = c.net().delivered();
+  c.TickAll(3);  // the slow node's replies arrive
+  EXPECT_GT(c.net().delivered(), late_before);
+  EXPECT_EQ(std::count(got->bytes.begin(), got->bytes.end(), uint8_t{0xee}),
+            static_cast<std::ptrdiff_t>(got->bytes.size()))
+      << "a reply left behind wrote into the output after the read finished";
   c.net().Heal();
+  auto again = c.Get(0, "/g/slow");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->bytes == bytes);
 }
 
 // Puts `bytes` at *from through a node owning neither name's record and
