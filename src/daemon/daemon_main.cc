@@ -618,6 +618,7 @@ class Daemon {
            ", \"rewritten\": " + std::to_string(c.rewritten) + "}" +
            ", \"hedged_reads\": {\"stripes\": " + std::to_string(node_->hedge_stats().hedged) +
            ", \"served_early\": " + std::to_string(node_->hedge_stats().served_early) +
+           ", \"lookups\": " + std::to_string(node_->hedge_stats().lookups) +
            ", \"after_s\": " + std::to_string(o_.read_hedge_s) + "}" + ", \"stripes\": {\"files\": " +
            std::to_string(h.files) + ", \"total\": " + std::to_string(h.stripes) +
            ", \"degraded\": " + std::to_string(h.degraded) + ", \"lost\": " + std::to_string(h.lost) + "}" +

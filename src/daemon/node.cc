@@ -660,19 +660,30 @@ void Node::InstallHandlers() {
   });
 }
 
+struct Node::Lookup {
+  std::string path;
+  std::string request;  // the META_GET
+  std::shared_ptr<wire::FileRecord> best;
+  std::set<uint32_t> asked;        // replicas asked
+  std::set<uint32_t> waiting;      // asked, not answered yet
+  std::set<uint32_t> left_behind;  // laggards a hedge stopped waiting for
+  int answered = 0;                // OK or NotFound
+  bool owner_answered = false;     // a metadata owner itself, not a stand-in
+  bool finished = false;
+  bool hedge_armed = false;
+  TimePoint started{};
+  Status last_error;
+  std::function<void(StatusOr<RecordPtr>)> done;
+};
+
 void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done) {
-  struct Lookup {
-    std::shared_ptr<wire::FileRecord> best;
-    int pending = 0;
-    int answered = 0;       // OK or NotFound
-    bool owner_answered = false;  // a metadata owner itself, not a stand-in
-    Status last_error;
-    std::function<void(StatusOr<std::shared_ptr<wire::FileRecord>>)> done;
-  };
   auto lk = std::make_shared<Lookup>();
+  lk->path = path;
   lk->done = std::move(done);
+  lk->started = transport_->clock().Now();
   wire::MetaGet get;
   get.set_path(path);
+  lk->request = get.SerializeAsString();
   std::vector<NodeId> owners;
   // Asked as a write would store: without nodes stuck lately (their stand-ins
   // instead), or this node while its disk is stalled, if an owner is left.
@@ -683,40 +694,80 @@ void Node::LookupRecord(const std::string& path, std::function<void(StatusOr<Rec
     view = &view_;
     replicas = placement_.MetadataReplicas(path, *view, &owners);
   }
-  for (NodeId replica : replicas) {
-    const bool is_owner = std::count(owners.begin(), owners.end(), replica) > 0;
-    ++lk->pending;
-    transport_->Call(replica, OutMessage{wire::META_GET, get.SerializeAsString(), {}},
-                     {options_.rpc_timeout, nullptr}, [this, lk, path, is_owner, replica](StatusOr<InMessage> r) {
-                       if (r.ok()) {
-                         auto rec = std::make_shared<wire::FileRecord>();
-                         if (rec->ParseFromString(r->header)) {
-                           ++lk->answered;
-                           lk->owner_answered |= is_owner;
-                           if (!lk->best || internal::Newer(*rec, *lk->best)) lk->best = rec;
-                         }
-                       } else if (r.status().code() == StatusCode::kNotFound) {
+  for (NodeId replica : replicas) AskForRecord(lk, replica, std::count(owners.begin(), owners.end(), replica) > 0);
+  if (lk->asked.empty()) lk->done(UnavailableError("all metadata owners of " + path + " are down"));
+}
+
+void Node::AskForRecord(const std::shared_ptr<Lookup>& lk, NodeId replica, bool is_owner) {
+  lk->asked.insert(replica.value);
+  lk->waiting.insert(replica.value);
+  transport_->Call(replica, OutMessage{wire::META_GET, lk->request, {}}, {options_.rpc_timeout, nullptr},
+                   [this, lk, is_owner, replica](StatusOr<InMessage> r) {
+                     if (r.ok()) {
+                       auto rec = std::make_shared<wire::FileRecord>();
+                       if (rec->ParseFromString(r->header)) {
                          ++lk->answered;
                          lk->owner_answered |= is_owner;
-                       } else {
-                         lk->last_error = r.status();
-                         (void)PeerUnusable(replica, r.status());
+                         if (!lk->best || internal::Newer(*rec, *lk->best)) lk->best = rec;
                        }
-                       if (--lk->pending > 0) return;
-                       if (lk->best) return lk->done(lk->best);
-                       // Every write reaches a live owner (StoreRecord): stand-ins
-                       // alone cannot say the path does not exist.
-                       if (lk->owner_answered) return lk->done(NotFoundError(path + ": no such file"));
-                       if (lk->answered > 0) {
-                         return lk->done(UnavailableError("all metadata owners of " + path +
-                                                          " are down and no stand-in holds its record"));
-                       }
-                       lk->done(UnavailableError("no metadata owner of " + path + " answered: " +
-                                                 std::string(lk->last_error.message())));
-                     });
+                     } else if (r.status().code() == StatusCode::kNotFound) {
+                       ++lk->answered;
+                       lk->owner_answered |= is_owner;
+                     } else {
+                       lk->last_error = r.status();
+                       // Records written while it was out went to its stand-in.
+                       const bool unusable = PeerUnusable(replica, r.status());
+                       if (unusable && !lk->finished) AskStandIns(lk, {replica.value});
+                     }
+                     lk->waiting.erase(replica.value);
+                     FinishLookup(lk);
+                   });
+}
+
+void Node::FinishLookup(const std::shared_ptr<Lookup>& lk) {
+  if (lk->finished) return;
+  if (std::any_of(lk->waiting.begin(), lk->waiting.end(), [&](uint32_t w) { return !lk->left_behind.count(w); })) {
+    // A replica is still out: hedge (NodeOptions::read_hedge) once it lags
+    // three times as long as the first answer took.
+    if (lk->hedge_armed || options_.read_hedge <= Duration::zero() || lk->waiting.size() == lk->asked.size()) return;
+    lk->hedge_armed = true;
+    const Duration took = transport_->clock().Now() - lk->started;
+    transport_->After(std::max(options_.read_hedge - took, 2 * took), [this, lk] { HedgeLookup(lk); });
+    return;
   }
-  if (lk->pending == 0) {
-    lk->done(UnavailableError("all metadata owners of " + path + " are down"));
+  lk->finished = true;
+  const std::string& path = lk->path;
+  if (lk->best) return lk->done(lk->best);
+  // Every write reaches a live owner (StoreRecord): stand-ins alone cannot
+  // say the path does not exist.
+  if (lk->owner_answered) return lk->done(NotFoundError(path + ": no such file"));
+  if (lk->answered > 0) {
+    return lk->done(UnavailableError("all metadata owners of " + path + " are down and no stand-in holds its record"));
+  }
+  lk->done(UnavailableError("no metadata owner of " + path + " answered: " + std::string(lk->last_error.message())));
+}
+
+void Node::HedgeLookup(const std::shared_ptr<Lookup>& lk) {
+  if (lk->finished || lk->waiting.empty()) return;
+  ++hedges_.lookups;
+  AskStandIns(lk, std::set<uint32_t>(lk->waiting));
+  FinishLookup(lk);
+}
+
+// Replicas that failed or lag are left behind and their stand-ins asked:
+// the replicas a write would have used had it found them out (StoreRecord),
+// so the newest committed record is among the answers unless more than m
+// of its holders fail.
+void Node::AskStandIns(const std::shared_ptr<Lookup>& lk, const std::set<uint32_t>& out) {
+  lk->left_behind.insert(out.begin(), out.end());
+  std::set<uint32_t> slow = SlowNodes();
+  slow.insert(lk->left_behind.begin(), lk->left_behind.end());
+  std::vector<NodeId> owners;
+  std::optional<placement::ClusterView> narrowed;
+  const placement::ClusterView& view = WriteView(&narrowed, slow);
+  for (NodeId replica : placement_.MetadataReplicas(lk->path, view, &owners)) {
+    if (lk->asked.count(replica.value)) continue;
+    AskForRecord(lk, replica, std::count(owners.begin(), owners.end(), replica) > 0);
   }
 }
 

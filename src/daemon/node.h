@@ -119,7 +119,7 @@ struct NodeOptions {
   // served by the first shards that decode. The laggard's request is left
   // behind: bytes it sends later are refused, never written. A stuck or
   // overloaded node then costs a read a few round trips of its neighbours,
-  // not rpc_timeout. Zero: never.
+  // not rpc_timeout. Record lookups hedge alike (LookupRecord). Zero: never.
   Duration read_hedge = std::chrono::milliseconds(50);
   // Re-placement: a node dead this long no longer holds its shards. The
   // stripes' first live metadata owner rebuilds each of its shards on a
@@ -357,11 +357,12 @@ class Node {
   };
   const ReadCheckStats& read_check_stats() const { return read_checks_; }
   // Hedged reads (NodeOptions::read_hedge): stripes whose parity was
-  // fetched because a shard lagged, and how many of them were served
-  // without waiting for the laggard. Loop thread.
+  // fetched because a shard lagged, how many of them were served without
+  // waiting for the laggard, and record lookups hedged. Loop thread.
   struct HedgeStats {
     uint64_t hedged = 0;
     uint64_t served_early = 0;
+    uint64_t lookups = 0;  // record lookups that asked stand-ins for a lagging owner
   };
   const HedgeStats& hedge_stats() const { return hedges_; }
 
@@ -654,7 +655,15 @@ class Node {
   using RecordPtr = std::shared_ptr<wire::FileRecord>;
   // Newest record among the live owners' answers, tombstones included
   // (NotFound if no owner has one).
+  // A replica that fails unusable (PeerUnusable), or lags three times
+  // behind the first answer (hedged, NodeOptions::read_hedge), is left
+  // behind and its stand-in asked: the newest record may be there only.
   void LookupRecord(const std::string& path, std::function<void(StatusOr<RecordPtr>)> done);
+  struct Lookup;
+  void AskForRecord(const std::shared_ptr<Lookup>& lk, NodeId replica, bool is_owner);
+  void FinishLookup(const std::shared_ptr<Lookup>& lk);
+  void HedgeLookup(const std::shared_ptr<Lookup>& lk);
+  void AskStandIns(const std::shared_ptr<Lookup>& lk, const std::set<uint32_t>& out);
   // Writes `record` to every live owner of its path; OK when all acknowledged.
   // A replica that fails unreachable, dead or with no answer in time (a
   // stopped process, a loop blocked on a hung disk) is left out and the

@@ -746,9 +746,11 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   ASSERT_EQ(tc.Start(kSevenNodes), 0);
   std::vector<uint8_t> before = fern::testing::RandomBytes(rng, 30 * kStripe + 9);
   WriteFile(work + "/before", before);
-  // Its record is not on node 4: looking it up waits on no one.
+  // One whose record node 4 does not own, one whose record it does.
   const std::string first = PathWhoseRecord(4, false, "/s/before");
+  const std::string owned = PathWhoseRecord(4, true, "/s/owned");
   ASSERT_EQ(Sh(cli + " put " + work + "/before " + first + at + " --node 0"), 0);
+  ASSERT_EQ(Sh(cli + " put " + work + "/before " + owned + at + " --node 0"), 0);
   const int stuck = NodePid(root, 4);
   ASSERT_GT(stuck, 0);
   ASSERT_EQ(kill(stuck, SIGSTOP), 0);
@@ -763,6 +765,15 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   std::smatch h;
   ASSERT_TRUE(std::regex_search(hedged, h, std::regex("\"served_early\": ([0-9]+)"))) << hedged;
   EXPECT_GT(std::stoull(h[1]), 0u) << hedged;
+  // Through node 1, which did not know either: the lookup left node 4
+  // behind and asked its stand-in.
+  std::filesystem::remove(work + "/out");
+  ASSERT_EQ(Sh(cli + " get " + owned + " " + work + "/out" + at + " --node 1"), 0) << "node 4 stopped";
+  EXPECT_EQ(ReadFile(work + "/out"), before);
+  const std::string hedged1 =
+      JsonBlock(Out("FERN_EC_SOCKET=" + root + "/node-1/sock " + cli + " status --json"), "hedged_reads");
+  ASSERT_TRUE(std::regex_search(hedged1, h, std::regex("\"lookups\": ([0-9]+)"))) << hedged1;
+  EXPECT_GT(std::stoull(h[1]), 0u) << hedged1;
   std::vector<std::vector<uint8_t>> files;
   for (int i = 0; i < 3; ++i) {
     files.push_back(fern::testing::RandomBytes(rng, 20 * kStripe + static_cast<size_t>(i)));

@@ -1394,11 +1394,6 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   EXPECT_TRUE(got->bytes == files[other_path]);
 }
 
-// A read through a gateway a node stopped answering (no connection error,
-// not dead yet; not an owner of the file's record): the stripes whose
-// shards it holds wait for one timeout,
-// then decode around it; the gateway remembers it, so the stripes after
-// the first window, and the next read, do not wait on it. Bytes exact.
 // A holder of `path`'s shards other than `via` that owns none of its
 // records (a record lookup asks every owner, and waits for a stuck one).
 int HolderNotOwning(Cluster& c, int via, const std::string& path, std::mt19937_64& rng) {
@@ -1441,6 +1436,82 @@ TEST(NodeGet, ANodeThatStopsAnsweringIsReadAround) {
       EXPECT_LT(c.net().clock().Now() - start, bound) << "read " << read << " waited on node " << stuck;
     }
     if (hedge > Duration::zero()) EXPECT_GT(c.node(0).hedge_stats().served_early, 0u);
+    c.net().Heal();
+  }
+}
+
+// A node owning a file's record stops answering: a lookup asks its
+// stand-in once it lags, so neither a read nor the lookup of a put waits
+// for rpc_timeout (the put's record store still does, once), and a read
+// through another gateway that does not know finds the new version.
+TEST(NodeGet, ARecordOwnerThatStopsAnsweringIsReadAround) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = kNodes + 1;
+  Cluster c(512, kN);
+  std::string path;
+  int stuck = -1;
+  for (int i = 0; stuck < 0; ++i) {
+    path = "/o/f" + std::to_string(i);
+    const auto owners = OwnersOf(path, kN);
+    if (std::count(owners.begin(), owners.end(), NodeId(0)) == 0) {
+      stuck = static_cast<int>(owners[rng() % owners.size()].value);
+    }
+  }
+  const int other = (stuck + 1) % kN == 0 ? (stuck + 2) % kN : (stuck + 1) % kN;
+  const auto v1 = Bytes(rng, 3 * kStripe + 5);
+  ASSERT_TRUE(c.Put(0, path, v1).ok());
+  c.net().Partition(NodeId(0), NodeId(stuck));
+  c.net().Partition(NodeId(other), NodeId(stuck));
+  auto start = c.net().clock().Now();
+  auto got = c.Get(0, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == v1);
+  EXPECT_LT(c.net().clock().Now() - start, 1s) << "the read waited on record owner " << stuck;  // rpc_timeout 2 s
+  EXPECT_GT(c.node(0).hedge_stats().lookups, 0u);
+  const auto v2 = Bytes(rng, 2 * kStripe + 1);
+  ASSERT_TRUE(c.Put(0, path, v2).ok());
+  start = c.net().clock().Now();
+  got = c.Get(other, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == v2) << "read version " << got->version << " through node " << other;
+  EXPECT_LT(c.net().clock().Now() - start, 1s) << "the read through node " << other << " waited on " << stuck;
+  c.net().Heal();
+}
+
+// Two of a path's record owners were stuck while a new version was put:
+// its record went to the third owner and two stand-ins. They are back;
+// now the third stops answering. The newest record is then on no owner
+// that answers: the lookup asks the stuck owner's stand-in and finds it,
+// hedged at once, or after the owner timed out (before, the old version
+// was read).
+TEST(NodeGet, ARecordOnlyAStandInAndAStuckOwnerHoldIsFound) {
+  for (const Duration hedge : {Duration(50ms), Duration::zero()}) {
+    SCOPED_TRACE(hedge == Duration::zero() ? "hedging off" : "hedging after 50 ms");
+    auto rng = fern::testing::TestRng();
+    constexpr int kN = kNodes + 2;  // room for stripes without two nodes
+    Cluster c(512, kN, -1, fern::testing::RunSeed(), Duration::zero(), 0, hedge);
+    std::string path;
+    std::vector<NodeId> owners;
+    for (int i = 0; owners.empty(); ++i) {
+      path = "/o/s" + std::to_string(i);
+      owners = OwnersOf(path, kN);
+      if (std::count(owners.begin(), owners.end(), NodeId(0)) != 0 ||
+          std::count(owners.begin(), owners.end(), NodeId(1)) != 0) {
+        owners.clear();
+      }
+    }
+    ASSERT_TRUE(c.Put(0, path, Bytes(rng, kStripe + 3)).ok());
+    c.net().Partition(NodeId(0), owners[1]);
+    c.net().Partition(NodeId(0), owners[2]);
+    const auto v2 = Bytes(rng, 2 * kStripe + 9);
+    Status put = c.Put(0, path, v2);
+    ASSERT_TRUE(put.ok()) << put.ToString();
+    c.net().Heal();
+    c.net().Partition(NodeId(1), owners[0]);
+    auto got = c.Get(1, path);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(got->bytes == v2) << "read version " << got->version << ": owners " << owners[0].ToString()
+                                  << " (stuck), " << owners[1].ToString() << ", " << owners[2].ToString();
     c.net().Heal();
   }
 }
