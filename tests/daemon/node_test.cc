@@ -1325,12 +1325,16 @@ TEST(NodePut, ANodeFailingMidPutSendsItsStripesElsewhere) {
     c.RunUntil([&] { return result->has_value(); });
     ASSERT_TRUE(result->value().ok()) << "node " << x << " failed mid-put: " << result->value().ToString();
     c.net().SetDelay(0ms, 0ms);
-    if (nodes == 6) EXPECT_GT(c.node(0).degraded_stripes_written(), 0u);
+    if (nodes == 6) {
+      EXPECT_GT(c.node(0).degraded_stripes_written(), 0u);
+    }
     auto got = c.Get((x + 1) % nodes, "/p/f");
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     EXPECT_TRUE(got->bytes == bytes);
     c.Restart(x);
-    if (nodes == 6) ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(x).Repair(done); }).ok());
+    if (nodes == 6) {
+      ASSERT_TRUE(c.Await<Status>([&](auto done) { c.node(x).Repair(done); }).ok());
+    }
     // What the failed tries left on x went when it was back (deferred
     // deletes): its orphan sweep finds nothing to free.
     c.TickAll(2);
@@ -1435,7 +1439,9 @@ TEST(NodeGet, ANodeThatStopsAnsweringIsReadAround) {
       const Duration bound = hedge > Duration::zero() ? Duration(1s) : read == 0 ? Duration(4s) : Duration(2s);
       EXPECT_LT(c.net().clock().Now() - start, bound) << "read " << read << " waited on node " << stuck;
     }
-    if (hedge > Duration::zero()) EXPECT_GT(c.node(0).hedge_stats().served_early, 0u);
+    if (hedge > Duration::zero()) {
+      EXPECT_GT(c.node(0).hedge_stats().served_early, 0u);
+    }
     c.net().Heal();
   }
 }
