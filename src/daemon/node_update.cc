@@ -332,10 +332,12 @@ void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
                                      " on " + nodes[i].ToString() + " is not written yet")
                         .WithErrno(EAGAIN));
     }
-    if (!view_.IsAlive(nodes[i])) {
-      // All k+m shards must apply an update before it commits: not now.
+    if (!view_.IsAlive(nodes[i]) || IsSlow(nodes[i])) {
+      // All k+m shards must apply an update before it commits: not now (a
+      // node a request timed out on lately would only time out again).
       return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
-                                     " on " + nodes[i].ToString() + " is down")
+                                     " on " + nodes[i].ToString() +
+                                     (view_.IsAlive(nodes[i]) ? " is not answering" : " is down"))
                         .WithErrno(EAGAIN));
     }
   }

@@ -2603,6 +2603,34 @@ TEST(NodeUpdate, StaleVersionPermissionAndDeadNodeAreRefusedAndChangeNothing) {
   EXPECT_TRUE(got->bytes == base);
 }
 
+// An in-place update through a gateway that knows a holder of the stripe
+// is stuck (a request to it timed out) fails with EAGAIN at once, so the
+// writer sends the whole file (placed around the node) instead of waiting
+// rpc_timeout for the piece.
+TEST(NodeUpdate, ANodeKnownStuckSendsTheUpdateBackAtOnce) {
+  auto rng = fern::testing::TestRng();
+  Cluster c(512, kNodes + 1);
+  const uint64_t size = 3 * kStripe;
+  const auto base = Bytes(rng, size);
+  ASSERT_TRUE(c.Put(0, "/u/k", base).ok());
+  const int stuck = HolderNotOwning(c, 0, "/u/k", rng);
+  ASSERT_GE(stuck, 0);
+  c.net().Partition(NodeId(0), NodeId(stuck));
+  ASSERT_TRUE(c.Get(0, "/u/k").ok());
+  c.TickAll(3);  // what the read left behind times out (rpc_timeout 2 s): node 0 knows
+  std::optional<StatusOr<uint64_t>> r;
+  const auto start = c.net().clock().Now();
+  c.StartUpdate(0, "/u/k", 1, size, {{0, size}}, Bytes(rng, size), &r);
+  c.RunUntil([&] { return r.has_value(); });
+  ASSERT_FALSE(r->ok()) << "an update reached every shard with node " << stuck << " stuck";
+  EXPECT_EQ(r->status().errno_hint(), EAGAIN) << r->status().ToString();
+  EXPECT_LT(c.net().clock().Now() - start, 1s) << r->status().ToString();
+  c.net().Heal();
+  auto got = c.Get(0, "/u/k");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == base);
+}
+
 // A degraded read never decodes across update seqs: with data shard 0
 // resealed at seq 1 (an update that reached only it) and data shard 1's node
 // gone, the stripe decodes from the four shards still at seq 0 and returns
