@@ -534,6 +534,9 @@ class Node {
   void Sequence(FileSeq* fs, NodeId from, const wire::SeqRequest& req, transport::Responder r);
   void RebuildForRound(FileSeq* fs, const psw::RebuildShard& a);
   void UpdateNext(const std::shared_ptr<UpdateOp>& op);
+  // EAGAIN while a node of the stripe is down, stuck (IsSlow) or has not
+  // written its shard (--min-shards): an update needs all k+m.
+  Status UpdateBlocked(const wire::FileRecord& record, uint64_t stripe);
   void UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t piece);
   void ScrubStripe(const std::shared_ptr<ScrubOp>& op, const std::shared_ptr<wire::FileRecord>& rec, uint64_t stripe);
   void ScrubNext(const std::shared_ptr<ScrubOp>& op);

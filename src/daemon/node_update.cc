@@ -283,6 +283,14 @@ void Node::Update(const std::string& path, uint64_t base_version, uint64_t file_
       }
     }
     if (op->pieces.empty()) return op->done(r.version());
+    // Refused before any piece is applied while a stripe it touches cannot
+    // take one (the writer sends the whole file instead); a node that fails
+    // later fails only its own pieces.
+    for (size_t i = 0; i < op->pieces.size() && op->failure.ok(); ++i) {
+      if (i == 0 || op->pieces[i].stripe != op->pieces[i - 1].stripe) {
+        op->failure = UpdateBlocked(op->record, op->pieces[i].stripe);
+      }
+    }
     UpdateNext(op);
   });
 }
@@ -306,6 +314,29 @@ void Node::UpdateNext(const std::shared_ptr<UpdateOp>& op) {
   op->done(op->record.version());
 }
 
+Status Node::UpdateBlocked(const wire::FileRecord& record, uint64_t stripe) {
+  const std::vector<NodeId> nodes = StripeNodes(record, stripe);
+  const int n = options_.k + options_.m;
+  if (static_cast<int>(nodes.size()) != n) return UnavailableError("no placement for the stripe");
+  const uint32_t absent = AbsentMask(record, stripe);
+  for (int i = 0; i < n; ++i) {
+    if (absent >> i & 1) {
+      // Written without this shard (--min-shards): not until its node has it.
+      return UnavailableError("stripe " + std::to_string(stripe) + ": shard " + std::to_string(i) + " on " +
+                              nodes[i].ToString() + " is not written yet")
+          .WithErrno(EAGAIN);
+    }
+    if (!view_.IsAlive(nodes[i]) || IsSlow(nodes[i])) {
+      // All k+m shards must apply an update before it commits: not now (a
+      // node a request timed out on lately would only time out again).
+      return UnavailableError("stripe " + std::to_string(stripe) + ": shard " + std::to_string(i) + " on " +
+                              nodes[i].ToString() + (view_.IsAlive(nodes[i]) ? " is not answering" : " is down"))
+          .WithErrno(EAGAIN);
+    }
+  }
+  return Status();
+}
+
 void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
   const UpdateOp::Piece piece = op->pieces[index];
   auto finish = [this, op, index](Status s) {
@@ -321,26 +352,8 @@ void Node::UpdatePiece(const std::shared_ptr<UpdateOp>& op, size_t index) {
     --op->in_flight;
     UpdateNext(op);
   };
+  if (Status blocked = UpdateBlocked(op->record, piece.stripe); !blocked.ok()) return finish(blocked);
   const std::vector<NodeId> nodes = StripeNodes(op->record, piece.stripe);
-  const int k = options_.k, n = k + options_.m;
-  if (static_cast<int>(nodes.size()) != n) return finish(UnavailableError("no placement for the stripe"));
-  const uint32_t absent = AbsentMask(op->record, piece.stripe);
-  for (int i = 0; i < n; ++i) {
-    if (absent >> i & 1) {
-      // Written without this shard (--min-shards): not until its node has it.
-      return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
-                                     " on " + nodes[i].ToString() + " is not written yet")
-                        .WithErrno(EAGAIN));
-    }
-    if (!view_.IsAlive(nodes[i]) || IsSlow(nodes[i])) {
-      // All k+m shards must apply an update before it commits: not now (a
-      // node a request timed out on lately would only time out again).
-      return finish(UnavailableError("stripe " + std::to_string(piece.stripe) + ": shard " + std::to_string(i) +
-                                     " on " + nodes[i].ToString() +
-                                     (view_.IsAlive(nodes[i]) ? " is not answering" : " is down"))
-                        .WithErrno(EAGAIN));
-    }
-  }
   auto host = placement_.Sequencer(op->path, view_);
   if (!host.ok()) return finish(host.status());
   const uint64_t request = (uint64_t{options_.id.value} << 48) ^ ++psw_->next_request;

@@ -725,13 +725,16 @@ TEST(NodeRepair, WipedNodeIsRebuiltThenAnyTwoMayFail) {
 
 // Nodes holding a shard of some stripe of `path`'s newest version, as the
 // records say (Inspect through node `via`).
-std::set<int> HoldersOf(Cluster& c, int via, const std::string& path) {
+// Nodes holding a shard of `path` (only data shards: data_only).
+std::set<int> HoldersOf(Cluster& c, int via, const std::string& path, bool data_only = false) {
   auto ins = c.Await<StatusOr<Node::Inspection>>([&](auto done) { c.node(via).Inspect(path, Caller{}, done); });
   EXPECT_TRUE(ins.ok()) << path << ": " << ins.status().ToString();
   std::set<int> holders;
   if (!ins.ok()) return holders;
   for (const auto& st : ins->stripes) {
-    for (const auto& sh : st.shards) holders.insert(static_cast<int>(sh.node.value));
+    for (const auto& sh : st.shards) {
+      if (!data_only || sh.index < static_cast<uint32_t>(ins->k)) holders.insert(static_cast<int>(sh.node.value));
+    }
   }
   return holders;
 }
@@ -1398,12 +1401,12 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   EXPECT_TRUE(got->bytes == files[other_path]);
 }
 
-// A holder of `path`'s shards other than `via` that owns none of its
-// records (a record lookup asks every owner, and waits for a stuck one).
+// A holder of a data shard of `path` other than `via` (a read asks it)
+// that owns none of its records.
 int HolderNotOwning(Cluster& c, int via, const std::string& path, std::mt19937_64& rng) {
   std::vector<int> candidates;
   const auto owners = OwnersOf(path, c.size());
-  for (int h : HoldersOf(c, via, path)) {
+  for (int h : HoldersOf(c, via, path, /*data_only=*/true)) {
     if (h != via && std::count(owners.begin(), owners.end(), NodeId(h)) == 0) candidates.push_back(h);
   }
   EXPECT_FALSE(candidates.empty());
