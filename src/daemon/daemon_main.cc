@@ -58,6 +58,7 @@ struct Options {
   uint64_t placement_seed = 0;
   double rpc_timeout_s = 10;
   double read_hedge_s = 0.05;
+  double write_hedge_s = 1;
   int spin_us = 50;
   int keep_versions = 2;
   std::string coder = "auto";
@@ -264,6 +265,8 @@ class Daemon {
                              .check_reads = o_.check_reads,
                              .read_hedge = std::chrono::microseconds(
                                  static_cast<int64_t>(o_.read_hedge_s * 1e6)),
+                             .write_hedge = std::chrono::microseconds(
+                                 static_cast<int64_t>(o_.write_hedge_s * 1e6)),
                              .replace_after = std::chrono::milliseconds(
                                  static_cast<int64_t>(o_.replace_after_s * 1000)),
                              .min_shards = o_.min_shards,
@@ -619,7 +622,10 @@ class Daemon {
            ", \"hedged_reads\": {\"stripes\": " + std::to_string(node_->hedge_stats().hedged) +
            ", \"served_early\": " + std::to_string(node_->hedge_stats().served_early) +
            ", \"lookups\": " + std::to_string(node_->hedge_stats().lookups) +
-           ", \"after_s\": " + std::to_string(o_.read_hedge_s) + "}" + ", \"stripes\": {\"files\": " +
+           ", \"put_stripes\": " + std::to_string(node_->hedge_stats().put_stripes) +
+           ", \"records\": " + std::to_string(node_->hedge_stats().records) +
+           ", \"after_s\": " + std::to_string(o_.read_hedge_s) +
+           ", \"write_after_s\": " + std::to_string(o_.write_hedge_s) + "}" + ", \"stripes\": {\"files\": " +
            std::to_string(h.files) + ", \"total\": " + std::to_string(h.stripes) +
            ", \"degraded\": " + std::to_string(h.degraded) + ", \"lost\": " + std::to_string(h.lost) + "}" +
            PswJson(node_->psw_stats()) + "}";
@@ -1006,6 +1012,11 @@ int main(int argc, char** argv) {
                "took, and at least this many seconds, fetches its parity too and is served by the "
                "first shards that decode: a stuck or overloaded node costs a read milliseconds, not "
                "--rpc-timeout; 0: never");
+  flags.Double("write-hedge", &o.write_hedge_s,
+               "a put's stripe whose shards' nodes lag three times as long as its first "
+               "acknowledgement took, and at least this many seconds, is sent again to other nodes, "
+               "and a file record goes to the stand-ins of owners that lag so: a stuck node costs a "
+               "put about this long, not --rpc-timeout; 0: never");
   flags.Double("dead-after", &o.dead_after_s,
                "seconds without a heartbeat before a peer is declared dead (a killed peer is "
                "seen at once through its connection)");
@@ -1077,11 +1088,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fern-ec-daemon: --node-id, --hostfile and --socket are required (see --help)\n");
     return 2;
   }
-  if (o.replace_after_s < 0 || o.orphan_sweep_s < 0 || o.read_hedge_s < 0 || o.dead_after_s <= 0 ||
-      o.rpc_timeout_s <= 0) {
+  if (o.replace_after_s < 0 || o.orphan_sweep_s < 0 || o.read_hedge_s < 0 || o.write_hedge_s < 0 ||
+      o.dead_after_s <= 0 || o.rpc_timeout_s <= 0) {
     std::fprintf(stderr,
-                 "fern-ec-daemon: --replace-after, --orphan-sweep and --read-hedge must be >= 0, --dead-after and "
-                 "--rpc-timeout > 0\n");
+                 "fern-ec-daemon: --replace-after, --orphan-sweep, --read-hedge and --write-hedge must be >= 0, "
+                 "--dead-after and --rpc-timeout > 0\n");
     return 2;
   }
   if (o.disk_stall_s < 0) o.disk_stall_s = 0.4 * o.rpc_timeout_s;

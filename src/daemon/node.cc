@@ -911,6 +911,18 @@ Status Node::IssueStripe(const std::shared_ptr<PutOp>& op, uint64_t s) {
   return Status();
 }
 
+// One try at sending a stripe's shards.
+struct Node::StripeTry {
+  int left = 0;
+  Status failure;
+  bool retryable = true;  // every failed shard's node failed (or is dead now)
+  std::vector<std::pair<int, NodeId>> sent;  // a shard whose reply was lost may have landed too
+  std::set<uint32_t> waiting;  // nodes asked, not answered yet
+  TimePoint asked{};
+  bool hedge_armed = false;
+  bool left_behind = false;  // HedgeStripe sent the stripe again without the nodes still waiting
+};
+
 // Sends the k+m shards of an encoded stripe; the last reply lets the next
 // stripe go. `buf` returns to the pool as soon as the transport has sent
 // every shard in it (the sends' payloads own it), which for parity is well
@@ -964,14 +976,9 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
   }
   const uint8_t* const buf_begin = buf.get();
   const uint8_t* const buf_end = buf_begin + (options_.m + k) * options_.shard_size;
-  struct Try {
-    int left = 0;
-    Status failure;
-    bool retryable = true;  // every failed shard's node failed (or is dead now)
-    std::vector<std::pair<int, NodeId>> sent;  // a shard whose reply was lost may have landed too
-  };
-  auto attempt = std::make_shared<Try>();
+  auto attempt = std::make_shared<StripeTry>();
   attempt->left = where.present();
+  attempt->asked = transport_->clock().Now();
   for (int i = 0; i < n; ++i) {
     if (where.absent[i]) continue;  // its dead node rebuilds it when back (repair)
     attempt->sent.push_back({i, where.shards[i]});
@@ -988,10 +995,23 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
     const NodeId to = where.shards[i];
     // The op (which holds the caller's bytes) lives until the reply.
     std::shared_ptr<const void> owner = in_buf ? std::shared_ptr<const void>(buf) : op;
+    attempt->waiting.insert(to.value);
     transport_->Call(
         to, OutMessage{wire::SHARD_PUT, put.SerializeAsString(), Payload::View({bytes, len}, std::move(owner))},
         {options_.rpc_timeout, nullptr},
         [this, op, attempt, to, s, i](StatusOr<InMessage> r) {
+          if (attempt->left_behind) {  // a hedge sent the stripe again without this node
+            if (!r.ok()) (void)PeerUnusable(to, r.status());
+            return;
+          }
+          attempt->waiting.erase(to.value);
+          if (r.ok() && !attempt->hedge_armed && !attempt->waiting.empty() &&
+              options_.write_hedge > Duration::zero()) {
+            attempt->hedge_armed = true;
+            const Duration took = transport_->clock().Now() - attempt->asked;
+            transport_->After(std::max(options_.write_hedge - took, 2 * took),
+                              [this, op, attempt, s] { HedgeStripe(op, attempt, s); });
+          }
           if (!r.ok()) {
             // A node that failed (its connection, declared dead by now, or
             // no answer in time) is left out when the stripe is placed
@@ -1026,6 +1046,31 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
         });
   }
   return Status();
+}
+
+// NodeOptions::write_hedge: a stripe whose shards' nodes lag three times
+// behind its first acknowledgement is placed and sent again without them,
+// as if they had timed out, when a placement without them exists (else it
+// waits for them). What they are sent still may land: deleted as any
+// earlier try's shards are (sent_before).
+void Node::HedgeStripe(const std::shared_ptr<PutOp>& op, const std::shared_ptr<StripeTry>& attempt, uint64_t s) {
+  if (attempt->left_behind || attempt->left == 0 || attempt->waiting.empty() || !attempt->failure.ok() ||
+      !op->failure.ok() || op->stripe_retries[s] >= kStripeRetries) {
+    return;
+  }
+  std::set<uint32_t> without = op->slow_nodes;
+  without.insert(attempt->waiting.begin(), attempt->waiting.end());
+  std::optional<placement::ClusterView> narrowed;
+  const int need = options_.min_shards ? options_.min_shards : options_.k + options_.m;
+  if (!placement_.Place(op->record.file_id(), s, WriteView(&narrowed, without), need).ok()) return;
+  attempt->left_behind = true;
+  ++hedges_.put_stripes;
+  op->slow_nodes = std::move(without);
+  --op->stripes_in_flight;
+  ++op->stripe_retries[s];
+  op->sent_before[s] = std::move(attempt->sent);
+  if (Status st = IssueStripe(op, s); !st.ok() && op->failure.ok()) op->failure = st;
+  IssueStripes(op);
 }
 
 void Node::CommitRecord(const std::shared_ptr<PutOp>& op) {
@@ -1084,8 +1129,13 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
     int pending = 1;
     Status failure;
     bool retryable = true;  // every replica that failed is dead, unreachable or stuck
+    std::set<uint32_t> waiting;  // asked, not answered yet
+    bool left = false;           // a hedge went on without the replicas still waiting
+    bool hedge_armed = false;
+    TimePoint asked{};
   };
   auto round = std::make_shared<Round>();
+  round->asked = transport_->clock().Now();
   auto finish_one = [this, st, round] {
     if (--round->pending > 0) return;
     if (round->failure.ok()) return st->done(Status());
@@ -1096,6 +1146,26 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
       return StoreRecordRound(st);
     }
     st->done(round->failure);
+  };
+  // Hedged (NodeOptions::write_hedge): replicas that lag three times
+  // behind the first to take the record are left out, and the record goes
+  // to the replicas of a view without them, as if they had timed out.
+  auto hedge = [this, st, round] {
+    if (round->left || round->pending == 0 || !round->failure.ok() || st->retries_left <= 0) return;
+    std::set<uint32_t> without = st->left_out;
+    without.insert(round->waiting.begin(), round->waiting.end());
+    std::vector<NodeId> owners;
+    std::optional<placement::ClusterView> narrowed;
+    const placement::ClusterView& view = WriteView(&narrowed, without);
+    placement_.MetadataReplicas(st->path, view, &owners);
+    if (std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view.IsAlive(id) || st->took.count(id.value); })) {
+      return;  // no owner left to take it without them: wait for them
+    }
+    round->left = true;
+    ++hedges_.records;
+    st->left_out = std::move(without);
+    --st->retries_left;
+    StoreRecordRound(st);
   };
   // At least one of the path's own owners must take it: stand-ins alone
   // are not asked once the owners are back, so a record only they hold
@@ -1113,10 +1183,22 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
     for (NodeId replica : replicas) {
       if (st->took.count(replica.value)) continue;
       ++round->pending;
+      round->waiting.insert(replica.value);
       transport_->Call(replica, OutMessage{wire::META_PUT, st->rec, {}}, {options_.rpc_timeout, nullptr},
-                       [this, st, round, replica, finish_one](StatusOr<InMessage> r) {
+                       [this, st, round, replica, finish_one, hedge](StatusOr<InMessage> r) {
+                         if (round->left) {  // gone on without it
+                           if (r.ok()) st->took.insert(replica.value);
+                           if (!r.ok()) (void)PeerUnusable(replica, r.status());
+                           return;
+                         }
+                         round->waiting.erase(replica.value);
                          if (r.ok()) {
                            st->took.insert(replica.value);
+                           if (!round->hedge_armed && options_.write_hedge > Duration::zero() && !round->waiting.empty()) {
+                             round->hedge_armed = true;
+                             const Duration took = transport_->clock().Now() - round->asked;
+                             transport_->After(std::max(options_.write_hedge - took, 2 * took), hedge);
+                           }
                          } else {
                            if (PeerUnusable(replica, r.status())) {
                              st->left_out.insert(replica.value);

@@ -121,6 +121,14 @@ struct NodeOptions {
   // overloaded node then costs a read a few round trips of its neighbours,
   // not rpc_timeout. Record lookups hedge alike (LookupRecord). Zero: never.
   Duration read_hedge = std::chrono::milliseconds(50);
+  // Hedged writes: a put's stripe whose shards' nodes lag three times as
+  // long as its first acknowledgement took, and at least write_hedge, is
+  // placed and sent again without them (as after a timeout, while a
+  // placement without them exists), and a record store goes on to the
+  // stand-ins of owners that lag so. A stuck node then costs a put about
+  // write_hedge, not rpc_timeout; a stripe sent again costs its bytes
+  // twice, hence a longer floor than reads'. Zero: never.
+  Duration write_hedge = std::chrono::seconds(1);
   // Re-placement: a node dead this long no longer holds its shards. The
   // stripes' first live metadata owner rebuilds each of its shards on a
   // live node holding none of the stripe (Placement::Replacement), at most
@@ -358,11 +366,14 @@ class Node {
   const ReadCheckStats& read_check_stats() const { return read_checks_; }
   // Hedged reads (NodeOptions::read_hedge): stripes whose parity was
   // fetched because a shard lagged, how many of them were served without
-  // waiting for the laggard, and record lookups hedged. Loop thread.
+  // waiting for the laggard, and record lookups hedged; hedged writes
+  // (NodeOptions::write_hedge). Loop thread.
   struct HedgeStats {
     uint64_t hedged = 0;
     uint64_t served_early = 0;
     uint64_t lookups = 0;  // record lookups that asked stand-ins for a lagging owner
+    uint64_t put_stripes = 0;  // put stripes sent again without lagging nodes (write_hedge)
+    uint64_t records = 0;      // record stores that went on to stand-ins of lagging owners
   };
   const HedgeStats& hedge_stats() const { return hedges_; }
 
@@ -731,6 +742,8 @@ class Node {
   void PrefaultOutput(const std::shared_ptr<GetOp>& op);
   Status SendStripe(const std::shared_ptr<PutOp>& op, uint64_t stripe,
                     std::shared_ptr<uint8_t> buf, const EncodedStripe& e);
+  struct StripeTry;
+  void HedgeStripe(const std::shared_ptr<PutOp>& op, const std::shared_ptr<StripeTry>& attempt, uint64_t s);
   void CommitRecord(const std::shared_ptr<PutOp>& op);
   void IssueFetches(const std::shared_ptr<GetOp>& op);
   void FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool with_parity);

@@ -856,8 +856,9 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   ASSERT_TRUE(disk.Freeze()) << "fsfreeze " << disk.dir;
   const std::string owned = PathWhoseRecord(3, true, "/d/empty");
   // (path, size, gateway): the first, a record only, waits on node 3's
-  // record log; the others see node 3 out (the big one may have placed
-  // shards on it if it was not yet: the slot count below covers those).
+  // record log (--write-hedge, or --rpc-timeout without); the others go
+  // once node 0 sees node 3 out (the big one may still have placed shards
+  // on it: the slot count below covers those).
   const std::vector<std::tuple<std::string, size_t, int>> puts = {{owned, 0, 0},
                                                                    {"/d/big", 40 * kStripe + 11, 0},
                                                                    {"/d/via3", 3 * kStripe + 1, 3},
@@ -871,9 +872,17 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
       const std::string ins = Out(cli + " inspect " + path + at);
       EXPECT_EQ(ins.find("@3:"), std::string::npos) << path << " put with node 3 out has a shard there: " << ins;
     }
+    if (path == owned) {
+      // Node 3 says its disk stalled (--disk-stall, 2 s here) in its next
+      // heartbeats: bounded wait.
+      std::string seen_by_0;
+      for (int i = 0; i < 100 && seen_by_0.find("down: 3") == std::string::npos; ++i) {
+        if (i > 0) usleep(100 * 1000);
+        seen_by_0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
+      }
+      ASSERT_NE(seen_by_0.find("down: 3"), std::string::npos) << seen_by_0;
+    }
   }
-  const std::string seen_by_0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
-  EXPECT_NE(seen_by_0.find("down: 3"), std::string::npos) << seen_by_0;
   // Bounded: a loop blocked on the disk would never answer.
   const std::string own = Out("FERN_EC_SOCKET=" + root + "/node-3/sock timeout 10 " + cli + " status");
   EXPECT_NE(own.find("PARITY DISK STALLED"), std::string::npos) << own;

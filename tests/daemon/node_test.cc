@@ -70,8 +70,13 @@ class Cluster {
   // stripes move unless it asks).
   explicit Cluster(uint64_t slots_per_store = 512, int nodes = kNodes, int corrupt_node = -1,
                    uint64_t seed = fern::testing::RunSeed(), Duration replace_after = Duration::zero(),
-                   int min_shards = 0, Duration read_hedge = NodeOptions{}.read_hedge)
-      : net_(seed), replace_after_(replace_after), min_shards_(min_shards), read_hedge_(read_hedge) {
+                   int min_shards = 0, Duration read_hedge = NodeOptions{}.read_hedge,
+                   Duration write_hedge = NodeOptions{}.write_hedge)
+      : net_(seed),
+        replace_after_(replace_after),
+        min_shards_(min_shards),
+        read_hedge_(read_hedge),
+        write_hedge_(write_hedge) {
     std::vector<placement::NodeInfo> infos;
     for (int i = 0; i < nodes; ++i) infos.push_back({NodeId(i), "", true});
     view_ = *placement::ClusterView::Make(infos);
@@ -279,7 +284,8 @@ class Cluster {
 
   std::unique_ptr<Node> MakeNode(int i) {
     auto n = Node::Create({.id = NodeId(i), .k = 4, .m = 2, .shard_size = kShard, .rpc_timeout = 2s,
-                           .id_seed = net_.seed() | 1, .read_hedge = read_hedge_, .replace_after = replace_after_,
+                           .id_seed = net_.seed() | 1, .read_hedge = read_hedge_,
+                           .write_hedge = write_hedge_, .replace_after = replace_after_,
                            .min_shards = min_shards_, .orphan_sweep = Duration::zero()},
                           transports_[i].get(), data_[i].get(), parity_[i].get(), view_, metas_[i].get());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
@@ -290,6 +296,7 @@ class Cluster {
   const Duration replace_after_;
   const int min_shards_;
   const Duration read_hedge_;
+  const Duration write_hedge_;
   placement::ClusterView view_;
   std::vector<std::unique_ptr<MetaStore>> metas_;
   std::set<int> crashed_;  // Crash: may Restart
@@ -1401,6 +1408,16 @@ TEST(NodePut, ANodeThatStopsAnsweringDoesNotFailThePut) {
   EXPECT_TRUE(got->bytes == files[other_path]);
 }
 
+// The first of PREFIX0, PREFIX1, ... whose record `node` owns (`owns`) or
+// does not own, in a cluster of `nodes`.
+std::string PathWhoseRecord(int node, bool owns, int nodes, const std::string& prefix) {
+  for (int i = 0;; ++i) {
+    const std::string p = prefix + std::to_string(i);
+    const auto owners = OwnersOf(p, nodes);
+    if ((std::count(owners.begin(), owners.end(), NodeId(node)) != 0) == owns) return p;
+  }
+}
+
 // A holder of a data shard of `path` other than `via` (a read asks it)
 // that owns none of its records.
 int HolderNotOwning(Cluster& c, int via, const std::string& path, std::mt19937_64& rng) {
@@ -1447,6 +1464,62 @@ TEST(NodeGet, ANodeThatStopsAnsweringIsReadAround) {
     }
     c.net().Heal();
   }
+}
+
+// A node stops answering, not known yet: with hedged writes a put sends
+// the stripes that wait on it elsewhere, and a record it owns goes to its
+// stand-in, after the write hedge (not rpc_timeout, 2 s here); every file
+// is then whole on the other nodes (two more may fail).
+TEST(NodePut, AStuckNodeCostsAPutTheWriteHedge) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = kNodes + 1;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), Duration::zero(), 0, NodeOptions{}.read_hedge, 200ms);
+  const int stuck = 1 + static_cast<int>(rng() % (kN - 1));
+  c.net().SetDelay(1ms, 2ms);
+  const std::string owned = PathWhoseRecord(stuck, true, kN, "/h/owned");
+  const std::string other = PathWhoseRecord(stuck, false, kN, "/h/other");
+  c.net().Partition(NodeId(0), NodeId(stuck));
+  std::map<std::string, std::vector<uint8_t>> files;
+  for (const std::string& path : {other, owned}) {
+    files[path] = Bytes(rng, 8 * kStripe + 3);
+    const auto start = c.net().clock().Now();
+    Status s = c.Put(0, path, files[path]);
+    ASSERT_TRUE(s.ok()) << path << ": " << s.ToString();
+    EXPECT_LT(c.net().clock().Now() - start, 1500ms) << path << " waited on node " << stuck;
+    EXPECT_EQ(HoldersOf(c, 0, path).count(stuck), 0u) << path;
+  }
+  EXPECT_GT(c.node(0).hedge_stats().put_stripes, 0u);
+  EXPECT_GT(c.node(0).hedge_stats().records, 0u);
+  c.net().Heal();
+  c.net().SetDelay(0ms, 0ms);
+  for (const auto& [path, bytes] : files) {
+    auto got = c.Get(stuck, path);
+    ASSERT_TRUE(got.ok()) << path << ": " << got.status().ToString();
+    EXPECT_TRUE(got->bytes == bytes) << path;
+  }
+  c.KillTwoMoreAndExpect(stuck, 0, stuck, owned, files[owned]);
+}
+
+// A node slow to acknowledge (not stuck): the stripes that waited on it
+// went elsewhere; the shards it took late are deleted, so the stores hold
+// exactly the shards the record names.
+TEST(NodePut, ShardsASlowNodeTookAfterAHedgeAreDeleted) {
+  auto rng = fern::testing::TestRng();
+  constexpr int kN = kNodes + 1;
+  Cluster c(512, kN, -1, fern::testing::RunSeed(), Duration::zero(), 0, NodeOptions{}.read_hedge, 200ms);
+  const int slow = 1 + static_cast<int>(rng() % (kN - 1));
+  const std::string path = PathWhoseRecord(slow, false, kN, "/h/slow");
+  c.net().SetLinkDelay(NodeId(slow), NodeId(0), 1s);  // acknowledgements late; rpc_timeout 2 s
+  const auto bytes = Bytes(rng, 10 * kStripe);  // 10 stripes
+  ASSERT_TRUE(c.Put(0, path, bytes).ok());
+  EXPECT_GT(c.node(0).hedge_stats().put_stripes, 0u);
+  c.net().Heal();
+  c.TickAll(3);  // late acknowledgements arrive, deletes go out
+  EXPECT_EQ(HoldersOf(c, 0, path).count(slow), 0u);
+  EXPECT_EQ(c.TotalShards(10 * kNodes), 10u * kNodes) << "shards left behind on node " << slow;
+  auto got = c.Get(slow, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes);
 }
 
 // A node owning a file's record stops answering: a lookup asks its
