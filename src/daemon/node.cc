@@ -729,10 +729,9 @@ void Node::FinishLookup(const std::shared_ptr<Lookup>& lk) {
   if (std::any_of(lk->waiting.begin(), lk->waiting.end(), [&](uint32_t w) { return !lk->left_behind.count(w); })) {
     // A replica is still out: hedge (NodeOptions::read_hedge) once it lags
     // three times as long as the first answer took.
-    if (lk->hedge_armed || options_.read_hedge <= Duration::zero() || lk->waiting.size() == lk->asked.size()) return;
-    lk->hedge_armed = true;
-    const Duration took = transport_->clock().Now() - lk->started;
-    transport_->After(std::max(options_.read_hedge - took, 2 * took), [this, lk] { HedgeLookup(lk); });
+    if (lk->waiting.size() < lk->asked.size()) {
+      HedgeOnce(options_.read_hedge, lk->started, &lk->hedge_armed, [this, lk] { HedgeLookup(lk); });
+    }
     return;
   }
   lk->finished = true;
@@ -1005,12 +1004,9 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
             return;
           }
           attempt->waiting.erase(to.value);
-          if (r.ok() && !attempt->hedge_armed && !attempt->waiting.empty() &&
-              options_.write_hedge > Duration::zero()) {
-            attempt->hedge_armed = true;
-            const Duration took = transport_->clock().Now() - attempt->asked;
-            transport_->After(std::max(options_.write_hedge - took, 2 * took),
-                              [this, op, attempt, s] { HedgeStripe(op, attempt, s); });
+          if (r.ok() && !attempt->waiting.empty()) {
+            HedgeOnce(options_.write_hedge, attempt->asked, &attempt->hedge_armed,
+                      [this, op, attempt, s] { HedgeStripe(op, attempt, s); });
           }
           if (!r.ok()) {
             // A node that failed (its connection, declared dead by now, or
@@ -1194,10 +1190,8 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
                          round->waiting.erase(replica.value);
                          if (r.ok()) {
                            st->took.insert(replica.value);
-                           if (!round->hedge_armed && options_.write_hedge > Duration::zero() && !round->waiting.empty()) {
-                             round->hedge_armed = true;
-                             const Duration took = transport_->clock().Now() - round->asked;
-                             transport_->After(std::max(options_.write_hedge - took, 2 * took), hedge);
+                           if (!round->waiting.empty()) {
+                             HedgeOnce(options_.write_hedge, round->asked, &round->hedge_armed, hedge);
                            }
                          } else {
                            if (PeerUnusable(replica, r.status())) {
@@ -1516,7 +1510,10 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                            }
                          }
                        }
-                       ArmHedge(op, stripe);
+                       if (options_.m > 0 && !st.parity_fetched) {
+                         HedgeOnce(options_.read_hedge, st.asked, &st.hedge_armed,
+                                   [this, op, stripe, round] { Hedge(op, stripe, round); });
+                       }
                        StripeReplyDone(op, stripe);
                      });
   }
@@ -1541,13 +1538,11 @@ void Node::StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   FinishStripe(op, stripe);
 }
 
-void Node::ArmHedge(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
-  GetOp::Stripe& st = op->stripes[stripe];
-  if (options_.read_hedge <= Duration::zero() || options_.m == 0 || st.hedge_armed || st.parity_fetched) return;
-  st.hedge_armed = true;
-  const Duration took = transport_->clock().Now() - st.asked;
-  transport_->After(std::max(options_.read_hedge - took, 2 * took),
-                    [this, op, stripe, round = st.round] { Hedge(op, stripe, round); });
+void Node::HedgeOnce(Duration floor, TimePoint asked, bool* armed, std::function<void()> fn) {
+  if (floor <= Duration::zero() || *armed) return;
+  *armed = true;
+  const Duration took = transport_->clock().Now() - asked;
+  transport_->After(std::max(floor - took, 2 * took), std::move(fn));
 }
 
 void Node::Hedge(const std::shared_ptr<GetOp>& op, uint64_t stripe, uint32_t round) {

@@ -751,10 +751,14 @@ class Node {
   // A reply of the stripe's current round was handled: finish the stripe
   // when nothing is outstanding, or a hedged one as soon as it can be.
   void StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe);
-  // NodeOptions::read_hedge: arms the stripe's hedge at its first reply;
-  // Hedge fetches the parity if the stripe is still waiting then.
-  void ArmHedge(const std::shared_ptr<GetOp>& op, uint64_t stripe);
+  // NodeOptions::read_hedge: the stripe's hedge, armed at its first reply,
+  // fetches the parity if the stripe is still waiting then.
   void Hedge(const std::shared_ptr<GetOp>& op, uint64_t stripe, uint32_t round);
+  // Hedging (NodeOptions::read_hedge, write_hedge): the first answer to
+  // requests sent at `asked` came now; `fn` runs once they have waited
+  // three times as long, and at least `floor`. Once per `*armed`; never
+  // when floor is zero.
+  void HedgeOnce(Duration floor, TimePoint asked, bool* armed, std::function<void()> fn);
   // A healthy stripe's data CRCs against the record its parity header
   // brought (NodeOptions::check_reads), counted in read_checks_: false when
   // they disagree.
