@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -51,6 +52,32 @@ struct PutCpu {
   double gateway = -1;  // node 0's daemon, every thread; -1: unknown
   double daemons = -1;  // every daemon, the gateway included
 };
+
+// Node `sock`'s hedge counters (fern-ec status --json: hedged_reads):
+// put stripes sent again, records gone on to stand-ins, read stripes that
+// fetched parity; -1 each when the status cannot be read.
+struct Hedges {
+  long put_stripes = -1, records = -1, read_stripes = -1;
+};
+Hedges HedgesOf(const std::string& sock) {
+  Hedges h;
+  FILE* p = popen(("FERN_EC_SOCKET=" + sock + " " + BinDir() + "/fern-ec status --json").c_str(), "r");
+  if (!p) return h;
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  if (pclose(p) != 0) return h;
+  const size_t at = out.find("\"hedged_reads\": {");
+  if (at == std::string::npos) return h;
+  auto field = [&](const std::string& name) {
+    const size_t f = out.find("\"" + name + "\": ", at);
+    return f == std::string::npos ? -1 : std::atol(out.c_str() + f + name.size() + 4);
+  };
+  h.put_stripes = field("put_stripes");
+  h.records = field("records");
+  h.read_stripes = field("stripes");
+  return h;
+}
 
 class Cluster {
  public:
@@ -255,6 +282,7 @@ int RunCluster(const std::vector<std::string>& args) {
     keep(disk_r, FileRead(o.disk_dir, scratch.get(), o.size));
     unlink((o.disk_dir + "/fern-bench-file-" + std::to_string(getpid())).c_str());
   }
+  Hedges hedges;  // the EC gateway's, over the healthy rounds
   {
     // Both clusters stay up together and their puts alternate, the order
     // flipped every round, so that the EC put and the m=0 put it is judged
@@ -276,6 +304,7 @@ int RunCluster(const std::vector<std::string>& args) {
       keep(st_r, read_into(st));
       keep(ec_r_fresh, ec.Get(data.get(), o.size));
     }
+    hedges = HedgesOf(ec.sock(0));
     // Degraded: m nodes other than the gateway die; the first read notices
     // (connection errors), the measured ones run degraded throughout.
     for (int i = 0; i < o.m; ++i) ec.Kill(o.nodes - 1 - i);
@@ -370,6 +399,9 @@ int RunCluster(const std::vector<std::string>& args) {
       .Add("target_protection_0_9_met", protection_ratio >= 0.9)
       .Add("target_write_vs_tmpfs_0_5_met", ecw / tw >= 0.5)
       .Add("target_degraded_0_5_met", degr / ecr >= 0.5)
+      .Add("ec_gateway_hedged_put_stripes", static_cast<int64_t>(hedges.put_stripes))
+      .Add("ec_gateway_hedged_records", static_cast<int64_t>(hedges.records))
+      .Add("ec_gateway_hedged_read_stripes", static_cast<int64_t>(hedges.read_stripes))
       .Add("verified", !failed);
   if (o.json) {
     std::printf("%s\n", j.ToString().c_str());
@@ -394,6 +426,9 @@ int RunCluster(const std::vector<std::string>& args) {
     std::printf("  EC write / tmpfs write = %.2f (target 0.5)\n", ecw / tw);
     std::printf("  EC read / tmpfs read = %.2f\n", ecr / tr);
     std::printf("  degraded / healthy read = %.2f (target 0.5)\n", degr / ecr);
+    std::printf("  hedged by the EC gateway in the healthy rounds: %ld put stripes sent again, %ld records, %ld read "
+                "stripes (-1: unknown)\n",
+                hedges.put_stripes, hedges.records, hedges.read_stripes);
     std::printf("  every read verified: %s\n", failed ? "NO (see errors above)" : "yes");
   }
   return failed ? 1 : 0;
