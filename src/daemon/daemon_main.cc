@@ -720,6 +720,13 @@ class Daemon {
            " unchecked, " + n(c.mismatched) + " mismatched (" + n(c.rewritten) + " data shards rewritten); " +
            n(d.stripes) + " stripes decoded, " +
            n(d.verified) + " verified, " + n(d.rejected) + " rejected\n";
+    if (const Node::HedgeStats& hs = node_->hedge_stats();
+        hs.hedged + hs.lookups + hs.put_stripes + hs.records > 0) {
+      // A lagging node (stuck, overloaded) this gateway went around.
+      out += "  hedged around lagging nodes: " + n(hs.hedged) + " read stripes (" + n(hs.served_early) +
+             " served without them), " + n(hs.lookups) + " record lookups, " + n(hs.put_stripes) +
+             " put stripes sent again, " + n(hs.records) + " records stored on stand-ins\n";
+    }
     out += "  in-place updates: " + n(p.updates_committed) + " committed, " + n(p.updates_failed) + " failed, " +
            n(p.pieces_applied) + " pieces applied here, " + n(p.pieces_retried) + " sent again after a rollback, " +
            n(p.sequencers) + " sequencers hosted, " +

@@ -765,6 +765,8 @@ TEST(LocalPut, ANodeThatStopsAnsweringDoesNotFailPuts) {
   std::smatch h;
   ASSERT_TRUE(std::regex_search(hedged, h, std::regex("\"served_early\": ([0-9]+)"))) << hedged;
   EXPECT_GT(std::stoull(h[1]), 0u) << hedged;
+  const std::string text = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
+  EXPECT_NE(text.find("hedged around lagging nodes"), std::string::npos) << text;
   // Through node 1, which did not know either: the lookup left node 4
   // behind and asked its stand-in.
   std::filesystem::remove(work + "/out");
