@@ -130,6 +130,7 @@ struct Node::GetOp {
     TimePoint asked{};       // when the stripe's first requests went out
     bool hedge_armed = false;
     bool hedged = false;
+    bool checked = false;  // a hedged stripe's data passed CheckAgainstRecord already
   };
   std::vector<Stripe> stripes;
   uint64_t next_stripe = 0;  // the next stripe to fetch
@@ -748,8 +749,15 @@ void Node::FinishLookup(const std::shared_ptr<Lookup>& lk) {
 
 void Node::HedgeLookup(const std::shared_ptr<Lookup>& lk) {
   if (lk->finished || lk->waiting.empty()) return;
+  const std::set<uint32_t> lagging = lk->waiting;
+  const size_t asked = lk->asked.size();
+  AskStandIns(lk, lagging);
+  if (lk->asked.size() == asked && !lk->owner_answered) {
+    // Nobody else to ask and no owner has answered: wait for the laggards.
+    for (uint32_t w : lagging) lk->left_behind.erase(w);
+    return;
+  }
   ++hedges_.lookups;
-  AskStandIns(lk, std::set<uint32_t>(lk->waiting));
   FinishLookup(lk);
 }
 
@@ -1051,7 +1059,10 @@ Status Node::SendStripe(const std::shared_ptr<PutOp>& op, uint64_t s, std::share
 // earlier try's shards are (sent_before).
 void Node::HedgeStripe(const std::shared_ptr<PutOp>& op, const std::shared_ptr<StripeTry>& attempt, uint64_t s) {
   if (attempt->left_behind || attempt->left == 0 || attempt->waiting.empty() || !attempt->failure.ok() ||
-      !op->failure.ok() || op->stripe_retries[s] >= kStripeRetries) {
+      !op->failure.ok()) {
+    return;
+  }
+  if (auto tried = op->stripe_retries.find(s); tried != op->stripe_retries.end() && tried->second >= kStripeRetries) {
     return;
   }
   std::set<uint32_t> without = op->slow_nodes;
@@ -1153,9 +1164,13 @@ void Node::StoreRecordRound(const std::shared_ptr<RecordStore>& st) {
     std::vector<NodeId> owners;
     std::optional<placement::ClusterView> narrowed;
     const placement::ClusterView& view = WriteView(&narrowed, without);
-    placement_.MetadataReplicas(st->path, view, &owners);
-    if (std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view.IsAlive(id) || st->took.count(id.value); })) {
-      return;  // no owner left to take it without them: wait for them
+    std::set<uint32_t> holders = st->took;
+    for (NodeId r : placement_.MetadataReplicas(st->path, view, &owners)) holders.insert(r.value);
+    // Only while m+1 replicas still take it, one of them an owner: else
+    // wait for the laggards.
+    if (holders.size() < static_cast<size_t>(options_.m + 1) ||
+        std::none_of(owners.begin(), owners.end(), [&](NodeId id) { return view.IsAlive(id) || st->took.count(id.value); })) {
+      return;
     }
     round->left = true;
     ++hedges_.records;
@@ -1479,9 +1494,14 @@ void Node::FetchStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe, bool w
                                                               uint64_t got) -> StatusOr<ReceiveBuffer> {
       GetOp::Stripe& st = op->stripes[stripe];
       if (st.round != round) return CancelledError("shard reply left behind by a hedged read");
+      if (got == 0) return ReceiveBuffer{};  // an error reply: its status reaches the callback
       if (got != len) return InvalidArgumentError("shard reply of unexpected length");
-      st.receiving.insert(i);
-      if (dest) return ReceiveBuffer{std::span<uint8_t>(dest, got), nullptr};
+      if (dest) {
+        // Landing in the reader's buffer: the stripe waits for these bytes
+        // (a pool buffer left behind is the receive's own).
+        st.receiving.insert(i);
+        return ReceiveBuffer{std::span<uint8_t>(dest, got), nullptr};
+      }
       std::shared_ptr<uint8_t> buf = reply_pool_->Take();
       if (!buf) return ResourceExhaustedError("out of memory for a shard reply buffer");
       return ReceiveBuffer{std::span<uint8_t>(buf.get(), got), buf};
@@ -1530,8 +1550,20 @@ void Node::StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   const int k = options_.k;
   const ec::ShardSet data = ec::ShardSet::FirstN(k);
   const bool all_data = (st.present.bits() & data.bits()) == data.bits();
-  const bool decodable = internal::SameSeqShards(st.present, st.seqs, k).size() >= k;
-  if (!(all_data && (!options_.check_reads || st.record_from >= 0)) && !(decodable && !all_data)) return;
+  if (all_data) {
+    // Checked against a parity's record first: a mismatch waits for the
+    // parity the hedge asked for, to decode around the wrong shard.
+    if (options_.check_reads) {
+      if (st.suspect || st.record_from < 0) return;
+      if (!CheckAgainstRecord(op, stripe)) {
+        st.suspect = true;
+        return;
+      }
+      st.checked = true;
+    }
+  } else if (internal::SameSeqShards(st.present, st.seqs, k).size() < k) {
+    return;
+  }
   ++st.round;  // what is still out is left behind
   st.pending = 0;
   ++hedges_.served_early;
@@ -1562,7 +1594,7 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   const uint64_t len = geometry_.StripeShardLen(size, stripe);
   const ec::ShardSet data_set = ec::ShardSet::FirstN(k);
   const bool all_data = (st.present.bits() & data_set.bits()) == data_set.bits();
-  if (all_data && options_.check_reads && !st.suspect && !CheckAgainstRecord(op, stripe)) {
+  if (all_data && options_.check_reads && !st.suspect && !st.checked && !CheckAgainstRecord(op, stripe)) {
     // A data shard is not what the parity records: fetch every parity (a
     // hedged stripe already did) and decode checked below (DecodeChecked
     // finds the wrong shard and replaces its bytes, or the read fails with
@@ -1604,6 +1636,10 @@ void Node::FinishStripe(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
       } else {
         st.present = ec::ShardSet();
         st.tried = ec::ShardSet();
+        st.record_from = -1;  // the record is asked again with the shards
+        st.record_seq = 0;
+        st.checks = internal::ShardChecks(n);
+        st.hedged = st.checked = st.suspect = false;
         st.parity_fetched = true;
         FetchStripe(op, stripe, true);
         return;

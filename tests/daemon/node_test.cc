@@ -2100,6 +2100,29 @@ TEST_F(NodeDecode, AWrongDataShardIsNamedByScrubAndRewrittenByScrubRepair) {
 // the data against the CRCs a parity records: a data shard wrong but
 // self-consistent is decoded around, never returned, and rewritten on its
 // node with the checked decoded bytes.
+// The same with a hedge in between: data shard 1 lags, so the stripe asks
+// for its parity; shard 1 and parity 4's header (its recorded data CRCs)
+// come before the parity shards do. The data fails the check against the
+// record: the stripe waits for the parity and decodes around shard 0
+// instead of returning what it has.
+TEST_F(NodeDecode, AHedgedReadStillDecodesAroundADataShardWrongButMatchingItsOwnCrc) {
+  ShardKey d0_key;
+  ASSERT_EQ(HolderOf(c, 0, &d0_key), d0);
+  const int p5 = HolderOf(c, 5);
+  ASSERT_GE(p5, 0);
+  CorruptConsistently(c.data(d0), d0_key);
+  c.net().SetLinkDelay(NodeId(d1), NodeId(via), 200ms);  // past the 50 ms hedge
+  c.net().SetLinkDelay(NodeId(p4), NodeId(via), 300ms);  // the header, then the parity
+  c.net().SetLinkDelay(NodeId(p5), NodeId(via), 300ms);
+  auto got = c.Get(via, "/v/f");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->bytes == bytes) << "the wrong data shard reached the reader";
+  EXPECT_EQ(c.node(via).hedge_stats().hedged, 1u);
+  EXPECT_EQ(c.node(via).read_check_stats().mismatched, 1u);
+  EXPECT_EQ(c.node(via).decode_stats().verified, 1u);
+  c.net().Heal();
+}
+
 TEST_F(NodeDecode, AHealthyReadDecodesAroundADataShardWrongButMatchingItsOwnCrc) {
   auto healthy = c.Get(via, "/v/f");
   ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
