@@ -61,21 +61,11 @@ struct Hedges {
 };
 Hedges HedgesOf(const std::string& sock) {
   Hedges h;
-  FILE* p = popen(("FERN_EC_SOCKET=" + sock + " " + BinDir() + "/fern-ec status --json").c_str(), "r");
-  if (!p) return h;
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  if (pclose(p) != 0) return h;
-  const size_t at = out.find("\"hedged_reads\": {");
-  if (at == std::string::npos) return h;
-  auto field = [&](const std::string& name) {
-    const size_t f = out.find("\"" + name + "\": ", at);
-    return f == std::string::npos ? -1 : std::atol(out.c_str() + f + name.size() + 4);
-  };
-  h.put_stripes = field("put_stripes");
-  h.records = field("records");
-  h.read_stripes = field("stripes");
+  const std::string j = StatusJson(sock);
+  if (j.empty()) return h;
+  h.put_stripes = static_cast<long>(StatusNumber(j, "hedged_reads", "put_stripes"));
+  h.records = static_cast<long>(StatusNumber(j, "hedged_reads", "records"));
+  h.read_stripes = static_cast<long>(StatusNumber(j, "hedged_reads", "stripes"));
   return h;
 }
 

@@ -23,7 +23,9 @@ constexpr char kUsage[] =
     "  update   in-place updates through the PSW delta path vs a full rewrite of\n"
     "           the same stripes, same run, same cluster\n"
     "  replace  a node killed for good: its shards rebuilt on live nodes outside\n"
-    "           their stripes vs the same run's PUT and degraded read of the file\n";
+    "           their stripes vs the same run's PUT and degraded read of the file\n"
+    "  stuck    a node stopped (SIGSTOP): get and put through gateways that do not\n"
+    "           know yet vs healthy, and vs the same cluster without hedging\n";
 
 }  // namespace
 
@@ -40,6 +42,7 @@ int main(int argc, char** argv) {
   if (workload == "preload") return fern::bench::RunPreload(args);
   if (workload == "update") return fern::bench::RunUpdate(args);
   if (workload == "replace") return fern::bench::RunReplace(args);
+  if (workload == "stuck") return fern::bench::RunStuck(args);
   if (workload == "transport-serve") return fern::bench::RunTransportServe(args);
   std::fprintf(stderr, "ec_bench: unknown workload '%s'\n\n%s", workload.c_str(), kUsage);
   return 2;

@@ -1,12 +1,18 @@
 #include "local_cluster.h"
 
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <random>
+#include <vector>
 
 #include "common/flags.h"
 
@@ -104,6 +110,99 @@ LocalCluster::~LocalCluster() {
 
 bool LocalCluster::Kill(int node) {
   return Sh(BinDir() + "/fern-ec local kill " + std::to_string(node) + " --root " + o_.root) == 0;
+}
+
+namespace {
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+double PutVia(const LocalCluster& c, int via, const std::string& path, int memfd, uint64_t size, const char* who) {
+  client::Request req = ClientRequest(client::Op::kPut, path);
+  req.size = size;
+  req.mode = 0644;
+  client::Reply reply;
+  const auto t0 = std::chrono::steady_clock::now();
+  int rc = ClientRoundtrip(c.sock(via), req, memfd, &reply, nullptr);
+  const double s = SecondsSince(t0);
+  if (rc != 0 || reply.err != 0) {
+    std::fprintf(stderr, "%s: put %s through node %d: %s %s\n", who, path.c_str(), via,
+                 std::strerror(rc ? rc : reply.err), reply.message);
+    return -1;
+  }
+  return size / s / 1e9;
+}
+
+double GetVia(const LocalCluster& c, int via, const std::string& path, int into, const uint8_t* expect,
+              uint64_t size, const char* who) {
+  static const std::vector<uint8_t> zeros(64 << 20);
+  for (uint64_t at = 0; at < size; at += zeros.size()) {
+    const size_t n = std::min<uint64_t>(zeros.size(), size - at);
+    if (pwrite(into, zeros.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) {
+      std::fprintf(stderr, "%s: cannot clear the read buffer: %s\n", who, std::strerror(errno));
+      return -1;
+    }
+  }
+  client::Request req = ClientRequest(client::Op::kGet, path);
+  req.flags = client::kGetInto;
+  client::Reply reply;
+  const auto t0 = std::chrono::steady_clock::now();
+  int rc = ClientRoundtrip(c.sock(via), req, into, &reply, nullptr);
+  const double s = SecondsSince(t0);
+  if (rc != 0 || reply.err != 0 || reply.size != size) {
+    std::fprintf(stderr, "%s: get %s through node %d: %s %s\n", who, path.c_str(), via,
+                 std::strerror(rc ? rc : reply.err), reply.message);
+    return -1;
+  }
+  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, into, 0);
+  const bool same = p != MAP_FAILED && std::memcmp(p, expect, size) == 0;
+  if (p != MAP_FAILED) munmap(p, size);
+  if (!same) {
+    std::fprintf(stderr, "%s: get %s through node %d returned different bytes\n", who, path.c_str(), via);
+    return -1;
+  }
+  return size / s / 1e9;
+}
+
+std::string StatusJson(const std::string& sock) {
+  client::Request req = ClientRequest(client::Op::kStatus, "/");
+  client::Reply reply;
+  int fd = -1;
+  if (ClientRoundtrip(sock, req, -1, &reply, &fd) != 0 || reply.err != 0 || fd < 0) {
+    if (fd >= 0) close(fd);
+    return "";
+  }
+  std::string out(reply.size, '\0');
+  const ssize_t n = pread(fd, out.data(), out.size(), 0);
+  close(fd);
+  return n == static_cast<ssize_t>(out.size()) ? out : "";
+}
+
+double StatusNumber(const std::string& json, const std::string& block, const std::string& key) {
+  const size_t at = json.find("\"" + block + "\": {");
+  if (at == std::string::npos) return -1;
+  const size_t end = json.find('}', at);
+  const size_t k = json.find("\"" + key + "\": ", at);
+  if (k == std::string::npos || k > end) return -1;
+  return std::strtod(json.c_str() + k + key.size() + 4, nullptr);
+}
+
+int RandomMemfd(uint64_t size, uint64_t seed, const char* name, AlignedBuffer* data) {
+  std::mt19937_64 rng(seed);
+  *data = AllocateTouched(size, 0);
+  for (uint64_t i = 0; i < size; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(data->get() + i, &v, std::min<uint64_t>(8, size - i));
+  }
+  const int fd = memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0 ||
+      pwrite(fd, data->get(), size, 0) != static_cast<ssize_t>(size)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace fern::bench

@@ -102,4 +102,22 @@ class LocalCluster {
   bool ok_ = false;
 };
 
+// A PUT of `size` bytes from `memfd` to `path` through node `via`: GB/s,
+// or -1 (the reason printed, prefixed with `who`).
+double PutVia(const LocalCluster& c, int via, const std::string& path, int memfd, uint64_t size,
+              const char* who = "ec_bench");
+// A GET of `path` through node `via` into `into` (a memfd of `size` bytes,
+// zeroed first, before the clock starts, so bytes a read did not write
+// show), compared with `expect`: GB/s, or -1 (the reason printed).
+double GetVia(const LocalCluster& c, int via, const std::string& path, int into, const uint8_t* expect,
+              uint64_t size, const char* who = "ec_bench");
+// One node's status --json, or "" when it does not answer.
+std::string StatusJson(const std::string& sock);
+// `key` of the object `block` in a status --json document, or -1.
+double StatusNumber(const std::string& json, const std::string& block, const std::string& key);
+
+// `size` pseudo-random bytes from `seed` in *data and in a new memfd
+// named `name`: the memfd, or -1.
+int RandomMemfd(uint64_t size, uint64_t seed, const char* name, AlignedBuffer* data);
+
 }  // namespace fern::bench

@@ -38,30 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
-// One node's status --json, or "" when it does not answer.
-std::string StatusJson(const std::string& sock) {
-  client::Request req = ClientRequest(client::Op::kStatus, "/");
-  client::Reply reply;
-  int fd = -1;
-  if (ClientRoundtrip(sock, req, -1, &reply, &fd) != 0 || reply.err != 0 || fd < 0) {
-    if (fd >= 0) close(fd);
-    return "";
-  }
-  std::string out(reply.size, '\0');
-  const ssize_t n = pread(fd, out.data(), out.size(), 0);
-  close(fd);
-  return n == static_cast<ssize_t>(out.size()) ? out : "";
-}
-
-double Number(const std::string& json, const std::string& block, const std::string& key) {
-  const size_t at = json.find("\"" + block + "\": {");
-  if (at == std::string::npos) return -1;
-  const size_t end = json.find('}', at);
-  const size_t k = json.find("\"" + key + "\": ", at);
-  if (k == std::string::npos || k > end) return -1;
-  return std::strtod(json.c_str() + k + key.size() + 4, nullptr);
-}
-
 // Re-placement as the live nodes report it.
 struct ReplaceState {
   bool answered = true;
@@ -79,64 +55,15 @@ ReplaceState Poll(const LocalCluster& c, int nodes, int dead) {
       continue;
     }
     r.running |= j.find("\"replace\": {\"running\": true") != std::string::npos;
-    r.passes += Number(j, "replace", "passes");
-    r.planned += Number(j, "replace", "planned");
-    r.moved += Number(j, "replace", "moved");
-    r.failed += Number(j, "replace", "failed");
-    r.bytes += Number(j, "replace", "bytes_sent");
-    r.degraded += Number(j, "stripes", "degraded");
-    r.longest_pass_s = std::max(r.longest_pass_s, Number(j, "replace", "last_pass_s"));
+    r.passes += StatusNumber(j, "replace", "passes");
+    r.planned += StatusNumber(j, "replace", "planned");
+    r.moved += StatusNumber(j, "replace", "moved");
+    r.failed += StatusNumber(j, "replace", "failed");
+    r.bytes += StatusNumber(j, "replace", "bytes_sent");
+    r.degraded += StatusNumber(j, "stripes", "degraded");
+    r.longest_pass_s = std::max(r.longest_pass_s, StatusNumber(j, "replace", "last_pass_s"));
   }
   return r;
-}
-
-// GB/s of one PUT of the memfd, or -1.
-double Put(const LocalCluster& c, int memfd, uint64_t size) {
-  client::Request req = ClientRequest(client::Op::kPut, "/bench/file");
-  req.size = size;
-  req.mode = 0644;
-  client::Reply reply;
-  const auto t0 = Clock::now();
-  int rc = ClientRoundtrip(c.sock(0), req, memfd, &reply, nullptr);
-  const double s = Seconds(t0);
-  if (rc != 0 || reply.err != 0) {
-    std::fprintf(stderr, "ec_bench replace: put: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
-    return -1;
-  }
-  return size / s / 1e9;
-}
-
-// GB/s of a GET into `into` (a memfd of `size` bytes, its pages allocated
-// first, as the reader's buffer would be), compared with `expect`, or -1.
-double Get(const LocalCluster& c, int via, int into, const uint8_t* expect, uint64_t size) {
-  // Zeros first (allocated before the clock starts), so bytes a read did not
-  // write are found.
-  static const std::vector<uint8_t> zeros(64 << 20);
-  for (uint64_t at = 0; at < size; at += zeros.size()) {
-    const size_t n = std::min<uint64_t>(zeros.size(), size - at);
-    if (pwrite(into, zeros.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) {
-      std::fprintf(stderr, "ec_bench replace: cannot clear the read buffer: %s\n", std::strerror(errno));
-      return -1;
-    }
-  }
-  client::Request req = ClientRequest(client::Op::kGet, "/bench/file");
-  req.flags = client::kGetInto;
-  client::Reply reply;
-  const auto t0 = Clock::now();
-  int rc = ClientRoundtrip(c.sock(via), req, into, &reply, nullptr);
-  const double s = Seconds(t0);
-  if (rc != 0 || reply.err != 0 || reply.size != size) {
-    std::fprintf(stderr, "ec_bench replace: get: %s %s\n", std::strerror(rc ? rc : reply.err), reply.message);
-    return -1;
-  }
-  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, into, 0);
-  const bool same = p != MAP_FAILED && std::memcmp(p, expect, size) == 0;
-  if (p != MAP_FAILED) munmap(p, size);
-  if (!same) {
-    std::fprintf(stderr, "ec_bench replace: get returned different bytes\n");
-    return -1;
-  }
-  return size / s / 1e9;
 }
 
 }  // namespace
@@ -163,16 +90,10 @@ int RunReplace(const std::vector<std::string>& args) {
   if (o.nodes <= o.k + o.m) return std::fprintf(stderr, "ec_bench replace: needs --nodes > k+m\n"), 2;
   if (o.m < 2) return std::fprintf(stderr, "ec_bench replace: needs m >= 2 (kills three nodes in all)\n"), 2;
   const uint64_t seed = std::random_device{}();
-  std::mt19937_64 rng(seed);
-  AlignedBuffer data = AllocateTouched(o.size, 0);
-  for (uint64_t i = 0; i < o.size; i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(data.get() + i, &v, std::min<uint64_t>(8, o.size - i));
-  }
-  const int memfd = memfd_create("ec-bench-replace", MFD_CLOEXEC);
+  AlignedBuffer data;
+  const int memfd = RandomMemfd(o.size, seed, "ec-bench-replace", &data);
   const int dest = memfd_create("ec-bench-replace-read", MFD_CLOEXEC);
-  if (memfd < 0 || dest < 0 || ftruncate(memfd, o.size) != 0 || ftruncate(dest, o.size) != 0 ||
-      pwrite(memfd, data.get(), o.size, 0) != static_cast<ssize_t>(o.size)) {
+  if (memfd < 0 || dest < 0 || ftruncate(dest, o.size) != 0) {
     std::fprintf(stderr, "ec_bench replace: cannot stage %llu bytes in a memfd\n", static_cast<unsigned long long>(o.size));
     return 1;
   }
@@ -191,16 +112,16 @@ int RunReplace(const std::vector<std::string>& args) {
       std::fprintf(stderr, "ec_bench replace: the cluster did not start\n");
       return 1;
     }
-    const double put = Put(c, memfd, o.size);
+    const double put = PutVia(c, 0, "/bench/file", memfd, o.size, "ec_bench replace");
     if (put < 0) return 1;
     put_gbps.push_back(put);
-    const double healthy = Get(c, 0, dest, data.get(), o.size);
+    const double healthy = GetVia(c, 0, "/bench/file", dest, data.get(), o.size, "ec_bench replace");
     if (healthy < 0) return 1;
     healthy_gbps.push_back(healthy);
     const auto killed = Clock::now();
     if (!c.Kill(dead)) return std::fprintf(stderr, "ec_bench replace: kill failed\n"), 1;
     // Degraded read while the node's shards are still where it was.
-    const double degraded = Get(c, 0, dest, data.get(), o.size);
+    const double degraded = GetVia(c, 0, "/bench/file", dest, data.get(), o.size, "ec_bench replace");
     if (degraded < 0) return 1;
     if (Seconds(killed) >= replace_after) {
       std::fprintf(stderr, "ec_bench replace: the degraded read (%.2f GB/s) ended %.1f s after the kill, past --replace-after; raise it\n",
@@ -224,7 +145,7 @@ int RunReplace(const std::vector<std::string>& args) {
     rebuilt_bytes.push_back(st.bytes);
     // Two more nodes down: the file must still read back.
     if (!c.Kill(1) || !c.Kill(2)) return std::fprintf(stderr, "ec_bench replace: kill failed\n"), 1;
-    if (Get(c, 0, dest, data.get(), o.size) < 0) verified = false;
+    if (GetVia(c, 0, "/bench/file", dest, data.get(), o.size, "ec_bench replace") < 0) verified = false;
   }
   close(memfd);
   close(dest);

@@ -14,5 +14,6 @@ int RunCluster(const std::vector<std::string>& args);
 int RunPreload(const std::vector<std::string>& args);
 int RunUpdate(const std::vector<std::string>& args);
 int RunReplace(const std::vector<std::string>& args);
+int RunStuck(const std::vector<std::string>& args);
 
 }  // namespace fern::bench
