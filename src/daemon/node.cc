@@ -1570,9 +1570,7 @@ void Node::StripeReplyDone(const std::shared_ptr<GetOp>& op, uint64_t stripe) {
   FinishStripe(op, stripe);
 }
 
-void Node::HedgeOnce(Duration floor, TimePoint asked, bool* armed, std::function<void()> fn) {
-  if (floor <= Duration::zero() || *armed) return;
-  *armed = true;
+void Node::HedgeAt(Duration floor, TimePoint asked, std::function<void()> fn) {
   const Duration took = transport_->clock().Now() - asked;
   transport_->After(std::max(floor - took, 2 * took), std::move(fn));
 }

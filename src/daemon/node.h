@@ -757,8 +757,15 @@ class Node {
   // Hedging (NodeOptions::read_hedge, write_hedge): the first answer to
   // requests sent at `asked` came now; `fn` runs once they have waited
   // three times as long, and at least `floor`. Once per `*armed`; never
-  // when floor is zero.
-  void HedgeOnce(Duration floor, TimePoint asked, bool* armed, std::function<void()> fn);
+  // when floor is zero. Called on every reply: `fn` becomes a timer only
+  // when armed.
+  template <typename F>
+  void HedgeOnce(Duration floor, TimePoint asked, bool* armed, F&& fn) {
+    if (floor <= Duration::zero() || *armed) return;
+    *armed = true;
+    HedgeAt(floor, asked, std::function<void()>(std::forward<F>(fn)));
+  }
+  void HedgeAt(Duration floor, TimePoint asked, std::function<void()> fn);
   // A healthy stripe's data CRCs against the record its parity header
   // brought (NodeOptions::check_reads), counted in read_checks_: false when
   // they disagree.
