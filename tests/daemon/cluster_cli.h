@@ -49,6 +49,17 @@ inline std::vector<uint8_t> ReadFile(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
+// Runs `cmd` every 100 ms, at most `tries` times, until its output says
+// `want`; the last output (the caller asserts on it).
+inline std::string OutOnceItSays(const std::string& cmd, const std::string& want, int tries) {
+  std::string out;
+  for (int i = 0; i < tries && out.find(want) == std::string::npos; ++i) {
+    if (i > 0) usleep(100 * 1000);
+    out = Out(cmd);
+  }
+  return out;
+}
+
 inline void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }

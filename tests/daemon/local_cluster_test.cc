@@ -164,11 +164,7 @@ TEST_F(LocalCluster, FilesSurviveTwoKilledNodesAndAThirdIsEio) {
     for (size_t n : sizes) stripes += (n + 4 * kShard - 1) / (4 * kShard);
     const std::string want = "cluster: " + std::to_string(sizes.size()) + " files, " + std::to_string(stripes) +
                              " stripes: " + std::to_string(stripes) + " degraded, 0 lost";
-    std::string now;
-    for (int i = 0; i < 50 && now.find(want) == std::string::npos; ++i) {
-      if (i > 0) usleep(100 * 1000);
-      now = Out(Cli() + " status --root " + root_);
-    }
+    const std::string now = OutOnceItSays(Cli() + " status --root " + root_, want, 50);
     EXPECT_NE(now.find(want), std::string::npos) << now;
   }
 
@@ -565,11 +561,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   // The gateway declares it dead after --dead-after of silence (a stopped
   // process keeps its connections).
   const std::string seen = "nodes alive, down: " + std::to_string(down);
-  std::string st0;
-  for (int i = 0; i < 300 && st0.find(seen) == std::string::npos; ++i) {
-    if (i > 0) usleep(100 * 1000);
-    st0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
-  }
+  const std::string st0 = OutOnceItSays("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status", seen, 300);
   ASSERT_NE(st0.find(seen), std::string::npos) << st0;
   std::vector<uint8_t> bytes = fern::testing::RandomBytes(rng, 5 * kStripe + 7);
   WriteFile(work + "/in", bytes);
@@ -597,11 +589,7 @@ TEST(LocalDegradedWrite, APutWithANodeDownIsRepairedWhenItIsBack) {
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("told that stripes were written without its shards"), std::string::npos) << text;
   // The records no longer call its shards absent: the cluster is whole.
-  std::string whole;
-  for (int i = 0; i < 50 && whole.find(" stripes: 0 degraded, 0 lost") == std::string::npos; ++i) {
-    if (i > 0) usleep(100 * 1000);
-    whole = Out(cli + " status" + at);
-  }
+  const std::string whole = OutOnceItSays(cli + " status" + at, " stripes: 0 degraded, 0 lost", 50);
   EXPECT_NE(whole.find(" stripes: 0 degraded, 0 lost"), std::string::npos) << whole;
   const int a = (down + 1) % 6, b = (down + 3) % 6;
   ASSERT_EQ(Sh(cli + " local kill " + std::to_string(a) + at), 0);
@@ -877,11 +865,8 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
     if (path == owned) {
       // Node 3 says its disk stalled (--disk-stall, 2 s here) in its next
       // heartbeats: bounded wait.
-      std::string seen_by_0;
-      for (int i = 0; i < 100 && seen_by_0.find("down: 3") == std::string::npos; ++i) {
-        if (i > 0) usleep(100 * 1000);
-        seen_by_0 = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
-      }
+      const std::string seen_by_0 =
+          OutOnceItSays("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status", "down: 3", 100);
       ASSERT_NE(seen_by_0.find("down: 3"), std::string::npos) << seen_by_0;
     }
   }
@@ -889,11 +874,8 @@ TEST(LocalDisk, ANodeWhoseParityDiskHangsIsWrittenAroundAndComesBack) {
   const std::string own = Out("FERN_EC_SOCKET=" + root + "/node-3/sock timeout 10 " + cli + " status");
   EXPECT_NE(own.find("PARITY DISK STALLED"), std::string::npos) << own;
   disk.Thaw();
-  std::string whole;
-  for (int i = 0; i < 150 && whole.find("7 of 7 nodes alive") == std::string::npos; ++i) {
-    if (i > 0) usleep(100 * 1000);
-    whole = Out("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status");
-  }
+  const std::string whole =
+      OutOnceItSays("FERN_EC_SOCKET=" + root + "/node-0/sock " + cli + " status", "7 of 7 nodes alive", 150);
   ASSERT_NE(whole.find("7 of 7 nodes alive"), std::string::npos) << whole;
   const std::string after = Out("FERN_EC_SOCKET=" + root + "/node-3/sock " + cli + " status");
   EXPECT_NE(after.find("parity disk: stalled 1 times"), std::string::npos) << after;
